@@ -1,0 +1,118 @@
+"""A throwaway (or persistent) PostgreSQL server for tests and local deploys.
+
+PostgreSQL refuses to run as root, so when we are root every server command runs as the
+``postgres`` system user through ``runuser``. The server listens on 127.0.0.1 only, trusts
+local connections (it holds nothing but test data) and runs with ``fsync=off`` for speed.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+INSTALL_HINT = (
+    "PostgreSQL server binaries (initdb, pg_ctl) not found; install them with "
+    "'apt-get install -y postgresql' (Debian/Ubuntu) or put their bin folder on PATH"
+)
+
+
+class PostgresUnavailable(RuntimeError):
+    """The server binaries are missing or the server would not start."""
+
+
+def find_bin_dir() -> Path:
+    """Folder holding initdb and pg_ctl: PATH first, then Debian's versioned folders."""
+    on_path = shutil.which("initdb")
+    if on_path and shutil.which("pg_ctl"):
+        return Path(on_path).resolve().parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=_version_key, reverse=True)
+    for folder in candidates:
+        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
+            return Path(folder)
+    raise PostgresUnavailable(INSTALL_HINT)
+
+
+def _version_key(folder: str) -> int:
+    version = Path(folder).parent.name
+    return int(version) if version.isdigit() else 0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class LocalPostgres:
+    """One server: its data folder, port and superuser. Start is idempotent."""
+
+    data_dir: Path
+    port: int
+    user: str = "postgres"
+
+    @property
+    def url(self) -> str:
+        return self.url_for("postgres")
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{dbname}"
+
+    def is_running(self) -> bool:
+        if not (self.data_dir / "PG_VERSION").exists():
+            return False
+        result = self._run(["pg_ctl", "-D", str(self.data_dir), "status"], check=False)
+        return result.returncode == 0
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        self._prepare_data_dir()
+        options = (
+            f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1 "
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+            "-c max_connections=200"
+        )
+        log_file = self.data_dir / "server.log"
+        self._run(
+            ["pg_ctl", "-D", str(self.data_dir), "-o", options, "-l", str(log_file), "-w", "start"],
+            check=True,
+        )
+
+    def stop(self) -> None:
+        if self.is_running():
+            self._run(["pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop"], check=True)
+
+    def _prepare_data_dir(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if _running_as_root():
+            shutil.chown(self.data_dir, user="postgres", group="postgres")
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self._run(
+            ["initdb", "-D", str(self.data_dir), "-U", self.user, "--auth=trust", "-E", "UTF8",
+             "--locale=C.UTF-8"],
+            check=True,
+        )
+
+    def _run(self, argv: list[str], *, check: bool) -> subprocess.CompletedProcess[str]:
+        command = [str(find_bin_dir() / argv[0]), *argv[1:]]
+        if _running_as_root():
+            command = ["runuser", "-u", "postgres", "--", *command]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if check and result.returncode != 0:
+            log = self.data_dir / "server.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise PostgresUnavailable(
+                f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}\n{tail}"
+            )
+        return result
+
+
+def _running_as_root() -> bool:
+    return os.geteuid() == 0
