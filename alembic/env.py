@@ -1,0 +1,147 @@
+"""Alembic environment for the sample application's migrations.
+
+Three ways in:
+
+- the migration engine passes an open connection in ``config.attributes["connection"]``.
+  It is used as is: the engine owns its lifetime, its transactions and its session
+  settings (advisory lock, timeouts), so this file never opens, commits or closes it;
+- the ``alembic`` CLI and local tools set ``DATABASE_URL``;
+- offline mode (``alembic upgrade --sql``) renders the SQL without any database.
+
+Other ``config.attributes`` read here, all optional: ``ignored_tables`` (tables that
+``alembic check`` must not report), ``on_version_apply`` (alembic's per-revision callback)
+and ``configure_logger`` (False when the caller keeps its own logging configuration).
+"""
+
+from __future__ import annotations
+
+import logging.config
+import os
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+from alembic import context
+from alembic.runtime.environment import NameFilterType
+from alembic.util import CommandError
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+from sqlalchemy.schema import SchemaItem
+
+from sample_app.models import Base
+
+# The migration engine's own bookkeeping table lives in the application database but is
+# not part of the application's models.
+AUDIT_TABLE = "migration_audit"
+
+# Offline mode only needs a dialect to render SQL, never a server.
+OFFLINE_DIALECT_URL = "postgresql+psycopg://"
+
+config = context.config
+
+if config.config_file_name is not None and config.attributes.get("configure_logger", True):
+    # Keep loggers that exist already (a test run, an embedding tool) working.
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+target_metadata = Base.metadata
+
+
+def ignored_tables() -> frozenset[str]:
+    extra: str | Iterable[str] = config.attributes.get("ignored_tables", ())
+    names = {extra} if isinstance(extra, str) else set(extra)
+    return frozenset(names | {AUDIT_TABLE})
+
+
+IGNORED_TABLES = ignored_tables()
+
+
+def include_object(
+    obj: SchemaItem,
+    name: str | None,
+    type_: NameFilterType,
+    reflected: bool,
+    compare_to: SchemaItem | None,
+) -> bool:
+    """Leave tables that are not the application's out of autogenerate and ``alembic check``."""
+    return not (type_ == "table" and name in IGNORED_TABLES)
+
+
+def database_url_from_env() -> URL | None:
+    """DATABASE_URL with a bare PostgreSQL scheme pinned to the psycopg 3 driver.
+
+    Heroku-style ``postgres://`` and plain ``postgresql://`` would otherwise select
+    psycopg2, which is not installed.
+    """
+    raw = os.environ.get("DATABASE_URL", "").strip()
+    if not raw:
+        return None
+    url = sa.make_url(raw)
+    if url.drivername in ("postgres", "postgresql"):
+        url = url.set(drivername="postgresql+psycopg")
+    return url
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=database_url_from_env() or sa.make_url(OFFLINE_DIALECT_URL),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        transaction_per_migration=True,
+        # The engine's dry run splits the rendered SQL per revision at this callback.
+        on_version_apply=config.attributes.get("on_version_apply"),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_on(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        # One transaction per revision: a failure leaves the database at the last revision
+        # that completed, and alembic_version says which one that is.
+        transaction_per_migration=True,
+        compare_type=True,
+        compare_server_default=False,
+        on_version_apply=config.attributes.get("on_version_apply"),
+        include_object=include_object,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    given = config.attributes.get("connection")
+    if isinstance(given, Connection):
+        run_migrations_on(given)
+        return
+    if isinstance(given, Engine):
+        # pytest-alembic hands over its engine under the same key.
+        with given.connect() as connection:
+            run_migrations_on(connection)
+        return
+    if given is not None:
+        raise CommandError(
+            "config.attributes['connection'] must be an SQLAlchemy Connection or Engine, "
+            f"not {type(given).__name__}"
+        )
+
+    url = database_url_from_env()
+    if url is None:
+        raise CommandError(
+            "No database to migrate: set DATABASE_URL, or pass an SQLAlchemy connection in "
+            "config.attributes['connection'] (use --sql to render SQL without a database)"
+        )
+    # NullPool: a migration run is one short session; nothing should stay open after it.
+    engine = sa.create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            run_migrations_on(connection)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,44 @@
+"""Helpers shared by the migration and model tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import alembic.command
+import alembic.config
+import sqlalchemy as sa
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ALEMBIC_INI = REPO_ROOT / "alembic.ini"
+
+# The revisions in order, as the tests name them.
+CREATE_TABLES = "741c2c5d4584"
+ADD_DISPLAY_NAME = "e77ec3fef45a"
+BACKFILL_DISPLAY_NAME = "2a83af8c96bd"
+INDEX_TASKS = "eb3af3cb1028"
+CHECK_TASK_STATUS = "d5b0686155dc"
+HEAD = CHECK_TASK_STATUS
+
+
+def make_alembic_config(connection: sa.Connection | None = None) -> alembic.config.Config:
+    """The repository's alembic.ini, without letting env.py reconfigure the test's logging."""
+    config = alembic.config.Config(str(ALEMBIC_INI))
+    # fileConfig would set the root logger to WARNING for the rest of the test session.
+    config.attributes["configure_logger"] = False
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
+
+
+def upgrade(connection: sa.Connection, revision: str = "head") -> None:
+    alembic.command.upgrade(make_alembic_config(connection), revision)
+
+
+def current_revision(database_url: str) -> str | None:
+    """The revision another session sees, i.e. what the migrations committed."""
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar()
+    finally:
+        engine.dispose()
