@@ -1,0 +1,111 @@
+"""Run Alembic through its command API: online on a connection we own, or offline as SQL."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+
+from migration_resource.revisions import alembic_config
+
+
+@dataclass(frozen=True)
+class AppliedRevision:
+    revision: str
+    down_revisions: tuple[str, ...]
+    direction: str  # "upgrade" or "downgrade"
+    seconds: float
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "revision": self.revision,
+            "from": list(self.down_revisions),
+            "direction": self.direction,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+class _StepTimer:
+    """Alembic's on_version_apply callback: one record per revision, timed end to end."""
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self.records: list[AppliedRevision] = []
+        self.last_mark = clock()
+
+    def __call__(self, *, step: Any, **_: Any) -> None:
+        # `step` is Alembic's MigrationInfo; on a downgrade up_revision_id is the one undone.
+        now = self.clock()
+        self.records.append(
+            AppliedRevision(
+                revision=str(step.up_revision_id),
+                down_revisions=tuple(step.down_revision_ids),
+                direction="upgrade" if step.is_upgrade else "downgrade",
+                seconds=now - self.last_mark,
+            )
+        )
+        self.last_mark = now
+
+
+def run_online(
+    connection: sa.Connection,
+    script_location: Path,
+    target: str,
+    *,
+    direction: str,
+    on_step: Callable[[AppliedRevision], None] | None = None,
+) -> list[AppliedRevision]:
+    """Upgrade or downgrade on `connection`, one transaction per migration.
+
+    The connection must not be inside a transaction: Alembic then opens one per revision,
+    so a failure leaves the database at the last revision that completed.
+    """
+    config = alembic_config(script_location)
+    timer = _StepTimer()
+
+    def record(**kwargs: Any) -> None:
+        timer(**kwargs)
+        if on_step is not None:
+            on_step(timer.records[-1])
+
+    config.attributes["connection"] = connection
+    config.attributes["on_version_apply"] = record
+    timer.last_mark = timer.clock()
+    if direction == "upgrade":
+        command.upgrade(config, target)
+    else:
+        command.downgrade(config, target)
+    return timer.records
+
+
+def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str]:
+    """The SQL an upgrade from `start` to `target` would run, per revision, without a database.
+
+    One offline run, split where Alembic's per-revision callback fires. What precedes the first
+    revision's statements (creating alembic_version, BEGIN) belongs to the first revision, what
+    follows the last callback (the final COMMIT) to the last.
+    """
+    buffer = io.StringIO()
+    config = alembic_config(script_location)
+    config.output_buffer = buffer
+    marks: list[tuple[str, int]] = []
+
+    def mark(*, step: Any, **_: Any) -> None:
+        marks.append((str(step.up_revision_id), buffer.tell()))
+
+    config.attributes["on_version_apply"] = mark
+    command.upgrade(config, f"{start}:{target}", sql=True)
+    text = buffer.getvalue()
+    per_revision: dict[str, str] = {}
+    previous = 0
+    for index, (revision, end) in enumerate(marks):
+        stop = len(text) if index == len(marks) - 1 else end
+        per_revision[revision] = text[previous:stop].strip()
+        previous = end
+    return per_revision

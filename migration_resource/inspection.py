@@ -1,0 +1,50 @@
+"""Read what a database holds that matters for migrations: its tables and alembic_version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+VERSION_TABLE = "alembic_version"
+# Tables the product itself owns; they are never application tables.
+PRODUCT_TABLES = frozenset({VERSION_TABLE, "migration_audit"})
+
+_TABLES = sa.text(
+    """
+    SELECT c.relname
+    FROM pg_catalog.pg_class c
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relkind IN ('r', 'p')
+    ORDER BY c.relname
+    """
+)
+
+
+@dataclass(frozen=True)
+class DatabaseSnapshot:
+    """What the database holds, as read in one transaction."""
+
+    version_table_exists: bool
+    version_rows: tuple[str, ...]  # sorted revision ids in alembic_version
+    application_tables: tuple[str, ...]  # sorted, product and ignored tables left out
+
+
+def read_database(
+    connection: sa.Connection, *, schema: str, ignored_tables: tuple[str, ...] = ()
+) -> DatabaseSnapshot:
+    tables = [row[0] for row in connection.execute(_TABLES, {"schema": schema})]
+    version_table_exists = VERSION_TABLE in tables
+    rows: tuple[str, ...] = ()
+    if version_table_exists:
+        quote = connection.dialect.identifier_preparer.quote
+        result = connection.exec_driver_sql(
+            f"SELECT version_num FROM {quote(schema)}.{quote(VERSION_TABLE)}"
+        )
+        rows = tuple(sorted(str(row[0]) for row in result))
+    skipped = PRODUCT_TABLES | set(ignored_tables)
+    return DatabaseSnapshot(
+        version_table_exists=version_table_exists,
+        version_rows=rows,
+        application_tables=tuple(t for t in tables if t not in skipped),
+    )

@@ -1,0 +1,128 @@
+"""The migration scripts as a graph: heads, ancestry, target validation, upgrade order.
+
+Loading the scripts imports every revision file, which grows with the history; callers that
+only need to recognise an up-to-date database compare revision ids instead (see engine.py).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import to_tuple
+
+HEAD_TARGETS = frozenset({"head", "heads"})
+# alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
+_REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+MIN_PREFIX_LENGTH = 4
+
+
+class ScriptsError(RuntimeError):
+    """The migration scripts themselves are wrong (e.g. several heads); not a database state."""
+
+
+class TargetRevisionError(ValueError):
+    """The requested target revision is not one the scripts define."""
+
+
+def check_target_syntax(target: str) -> str:
+    """Refuse anything that cannot be a revision id before any file or database is read."""
+    if not isinstance(target, str) or not target.strip():
+        raise TargetRevisionError("Target revision is empty; use 'head' or a revision id")
+    cleaned = target.strip()
+    if cleaned in HEAD_TARGETS:
+        return cleaned
+    if not _REVISION_ID.match(cleaned):
+        shown = cleaned if len(cleaned) <= 40 else cleaned[:40] + "..."
+        raise TargetRevisionError(
+            f"Target revision {shown!r} is not a revision id (letters, digits and '_', at most "
+            "32 characters); use 'head' or an id from `remote_admin.py status`"
+        )
+    return cleaned
+
+
+def alembic_config(script_location: Path) -> Config:
+    """An Alembic Config built in code: no alembic.ini, so env.py leaves our logging alone."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    # env.py imports the application's models; make the project root importable.
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("prepend_sys_path", str(script_location.parent))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+@dataclass(frozen=True)
+class RevisionCatalogue:
+    """All revisions of one script directory, loaded once."""
+
+    script: ScriptDirectory
+    head: str
+    ordered: tuple[str, ...]  # base first, head last (a topological order)
+    known: frozenset[str]
+
+    @classmethod
+    def load(cls, script_location: Path) -> RevisionCatalogue:
+        script = ScriptDirectory.from_config(alembic_config(script_location))
+        heads = tuple(script.get_heads())
+        if len(heads) > 1:
+            raise ScriptsError(
+                f"The migration scripts have {len(heads)} heads ({', '.join(sorted(heads))}); "
+                "merge them with `alembic merge heads` and commit the merge revision before "
+                "deploying"
+            )
+        if not heads:
+            raise ScriptsError(f"No migration revisions found in {script_location}/versions")
+        ordered = tuple(reversed([s.revision for s in script.walk_revisions("base", "heads")]))
+        return cls(script=script, head=heads[0], ordered=ordered, known=frozenset(ordered))
+
+    def is_known(self, revision: str) -> bool:
+        return revision in self.known
+
+    def get(self, revision: str) -> Script:
+        script = self.script.get_revision(revision)
+        assert script is not None
+        return script
+
+    def file_path(self, revision: str) -> Path:
+        return Path(self.get(revision).path)
+
+    def resolve_target(self, target: str) -> str:
+        """`head`/`heads` or a full or unique-prefix revision id → the full id."""
+        cleaned = check_target_syntax(target)
+        if cleaned in HEAD_TARGETS:
+            return self.head
+        if cleaned in self.known:
+            return cleaned
+        matches = sorted(r for r in self.ordered if r.startswith(cleaned))
+        if len(matches) == 1 and len(cleaned) >= MIN_PREFIX_LENGTH:
+            return matches[0]
+        if len(matches) > 1:
+            raise TargetRevisionError(
+                f"Target revision {cleaned!r} is ambiguous: it starts {', '.join(matches)}; "
+                "give more characters"
+            )
+        raise TargetRevisionError(
+            f"Target revision {cleaned!r} is not defined by the migration scripts "
+            f"(head is {self.head}); use 'head' or an id from `remote_admin.py status`"
+        )
+
+    def ancestry(self, revisions: tuple[str, ...]) -> frozenset[str]:
+        """The revisions and everything they stand on (inclusive)."""
+        seen: set[str] = set()
+        stack = list(revisions)
+        while stack:
+            revision = stack.pop()
+            if revision in seen:
+                continue
+            seen.add(revision)
+            script = self.get(revision)
+            stack.extend(to_tuple(script.down_revision, default=()))
+            stack.extend(to_tuple(script.dependencies, default=()))
+        return frozenset(seen)
+
+    def in_upgrade_order(self, revisions: frozenset[str]) -> tuple[str, ...]:
+        return tuple(r for r in self.ordered if r in revisions)

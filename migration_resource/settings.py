@@ -1,0 +1,103 @@
+"""Engine settings: one frozen object, read once from the environment by the adapters."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from migration_resource.dsn import mask_url, normalize_url
+
+DEFAULT_MIGRATION_TIMEOUT_SECONDS = 300  # the guide's MIGRATION_TIMEOUT
+DEFAULT_LOCK_WAIT_SECONDS = 60
+PACKAGE_PARENT = Path(__file__).resolve().parents[1]
+# In the repository the scripts live in alembic/; in the Lambda bundle they are copied to
+# migrations/ because pip puts the alembic library itself at <bundle>/alembic/.
+SCRIPT_LOCATION_CANDIDATES = ("migrations", "alembic")
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    database_url: sa.URL
+    script_location: Path
+    schema: str = "public"
+    migration_timeout_seconds: int = DEFAULT_MIGRATION_TIMEOUT_SECONDS
+    # lock_timeout for DDL waiting on table locks; defaults to the migration timeout as in
+    # the guide, but busy tables are better served by a few seconds and a retried deploy.
+    lock_timeout_seconds: int = DEFAULT_MIGRATION_TIMEOUT_SECONDS
+    # How long to wait for another migration run to release the advisory lock.
+    lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
+    application_name: str = "db-migrations"
+    ignored_tables: tuple[str, ...] = field(default_factory=tuple)
+
+    def __repr__(self) -> str:  # never print the password, even in a traceback
+        return (
+            f"EngineSettings(database_url={mask_url(self.database_url)!r}, "
+            f"script_location={str(self.script_location)!r}, schema={self.schema!r})"
+        )
+
+    @classmethod
+    def from_environment(
+        cls, env: Mapping[str, str] | None = None, *, database_url: str | None = None
+    ) -> EngineSettings:
+        """Read MIGRATION_TIMEOUT, MIGRATION_LOCK_TIMEOUT, MIGRATION_LOCK_WAIT,
+        ALEMBIC_SCRIPT_LOCATION, DATABASE_SCHEMA, MIGRATION_IGNORED_TABLES and DATABASE_URL."""
+        env = os.environ if env is None else env
+        url = database_url or env.get("DATABASE_URL")
+        if not url:
+            raise SettingsError(
+                "DATABASE_URL is not set; pass --database-url or export "
+                "DATABASE_URL=postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+            )
+        timeout = _positive_int(env, "MIGRATION_TIMEOUT", DEFAULT_MIGRATION_TIMEOUT_SECONDS)
+        ignored_raw = env.get("MIGRATION_IGNORED_TABLES", "")
+        ignored = tuple(t.strip() for t in ignored_raw.split(",") if t.strip())
+        return cls(
+            database_url=normalize_url(url),
+            script_location=resolve_script_location(env.get("ALEMBIC_SCRIPT_LOCATION")),
+            schema=env.get("DATABASE_SCHEMA", "public") or "public",
+            migration_timeout_seconds=timeout,
+            lock_timeout_seconds=_positive_int(env, "MIGRATION_LOCK_TIMEOUT", timeout),
+            lock_wait_seconds=_positive_int(env, "MIGRATION_LOCK_WAIT", DEFAULT_LOCK_WAIT_SECONDS),
+            ignored_tables=ignored,
+        )
+
+
+def resolve_script_location(explicit: str | None = None) -> Path:
+    """The folder holding env.py and versions/: explicit, else next to this package."""
+    if explicit:
+        location = Path(explicit).resolve()
+        if not (location / "env.py").is_file():
+            raise SettingsError(
+                f"ALEMBIC_SCRIPT_LOCATION={explicit} has no env.py; point it at the folder "
+                "holding env.py and versions/"
+            )
+        return location
+    for name in SCRIPT_LOCATION_CANDIDATES:
+        location = PACKAGE_PARENT / name
+        if (location / "env.py").is_file() and (location / "versions").is_dir():
+            return location
+    raise SettingsError(
+        f"No migration scripts found in {PACKAGE_PARENT}/migrations or "
+        f"{PACKAGE_PARENT}/alembic; set ALEMBIC_SCRIPT_LOCATION"
+    )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name}={raw!r} is not a whole number of seconds") from None
+    if value <= 0:
+        raise SettingsError(f"{name}={raw!r} must be a positive number of seconds")
+    return value

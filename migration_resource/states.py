@@ -1,0 +1,21 @@
+"""The six database states. Their names are a contract: logs, answers, metrics and docs use them."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class DatabaseState(StrEnum):
+    EMPTY = "empty"
+    TABLES_WITHOUT_MIGRATION_HISTORY = "tables_without_migration_history"
+    PENDING_MIGRATIONS = "pending_migrations"
+    UP_TO_DATE = "up_to_date"
+    AHEAD = "ahead"
+    INCONSISTENT = "inconsistent"
+
+
+# Why a database is `inconsistent`; short machine-readable codes that answers carry next to the
+# human sentence.
+UNKNOWN_REVISION = "unknown_revision"
+OVERLAPPING_REVISIONS = "overlapping_revisions"
+DIVERGED = "diverged"
