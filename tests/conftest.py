@@ -10,13 +10,14 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from localdev.postgres import LocalPostgres, free_port
+from localdev.synthetic_history import write_history
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -55,3 +56,23 @@ def database_url(server_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.dispose()
+
+
+@pytest.fixture
+def synthetic(tmp_path: Path) -> Callable[..., tuple[Path, list[str]]]:
+    """Write a synthetic history; returns its folder and revision ids (base first)."""
+    counter = iter(range(1000))
+
+    def write(count: int, **options: object) -> tuple[Path, list[str]]:
+        folder = tmp_path / f"history_{next(counter)}"
+        return folder, write_history(folder, count, **options)  # type: ignore[arg-type]
+
+    return write
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[sa.Engine]:
+    """A plain SQLAlchemy engine on the test database, to look at it from outside."""
+    engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    yield engine
+    engine.dispose()

@@ -1,0 +1,308 @@
+"""Applying migrations on a real PostgreSQL: data kept, failures contained, timeouts set."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from migration_resource.engine import (
+    ConfirmationRequired,
+    MigrationEngine,
+    MigrationFailed,
+    MigrationRefused,
+)
+from migration_resource.lock import lock_key
+from migration_resource.revisions import TargetRevisionError, alembic_config
+from tests.alembic.support import (
+    ADD_DISPLAY_NAME,
+    BACKFILL_DISPLAY_NAME,
+    CHECK_TASK_STATUS,
+    CREATE_TABLES,
+    INDEX_TASKS,
+)
+from tests.migration_resource.support import execute, relations, version_rows
+
+ORDER = (CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS)
+Synthetic = Callable[..., tuple[Path, list[str]]]
+
+# A checksum of the columns that exist from the first revision on: any lost, duplicated or
+# altered row changes it.
+DATA_FINGERPRINT = """
+SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM projects),
+       (SELECT count(*) FROM tasks),
+       md5(coalesce((SELECT string_agg(concat_ws('|', id, email, name), ',' ORDER BY id)
+                      FROM users), '')
+        || coalesce((SELECT string_agg(concat_ws('|', id, owner_id, name), ',' ORDER BY id)
+                     FROM projects), '')
+        || coalesce((SELECT string_agg(concat_ws('|', id, project_id, assignee_id, title, status),
+                                       ',' ORDER BY id)
+                     FROM tasks), ''))
+"""
+
+
+def seed(db: sa.Engine, users: int = 200) -> None:
+    """Rows valid at every revision (status values satisfy the later CHECK)."""
+    execute(
+        db,
+        f"INSERT INTO users (email, name) SELECT 'user' || g || '@example.com', 'User ' || g "
+        f"FROM generate_series(1, {users}) g",
+        "INSERT INTO users (email, name) VALUES ('blank@example.com', '  ')",
+        "INSERT INTO projects (owner_id, name) SELECT id, 'Project of ' || name FROM users",
+        "INSERT INTO tasks (project_id, assignee_id, title, status) "
+        "SELECT p.id, p.owner_id, 'Task ' || s || ' of ' || p.id, "
+        "(ARRAY['todo', 'in_progress', 'done'])[1 + mod(s, 3)] "
+        "FROM projects p, generate_series(1, 3) s",
+    )
+
+
+def fingerprint(db: sa.Engine) -> tuple[object, ...]:
+    with db.connect() as conn:
+        return tuple(conn.exec_driver_sql(DATA_FINGERPRINT).one())
+
+
+def test_apply_from_empty_logs_in_the_guides_words(
+    engine: MigrationEngine, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="migration_resource")
+    outcome = engine.migrate()
+    assert outcome.classification.state == "empty"
+    assert [a.revision for a in outcome.applied] == list(ORDER)
+    assert all(a.seconds >= 0 for a in outcome.applied)
+    assert outcome.final == (CHECK_TASK_STATUS,)
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+    messages = [r.getMessage() for r in caplog.records if r.name.startswith("migration_resource")]
+    assert "Migration state: empty" in messages
+    assert "Running 5 pending migrations..." in messages
+    assert (
+        f"Database migrations completed successfully. Revision: base → {CHECK_TASK_STATUS}"
+        in messages
+    )
+
+
+def test_no_change_run_says_up_to_date(
+    engine: MigrationEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.migrate()
+    caplog.set_level(logging.INFO, logger="migration_resource")
+    outcome = engine.migrate()
+    assert outcome.applied == ()
+    assert "Auto-migration: Database is up to date" in caplog.messages
+
+
+@pytest.mark.parametrize("start", ORDER[:-1])
+def test_apply_from_every_intermediate_revision_keeps_all_rows(
+    engine: MigrationEngine, db: sa.Engine, start: str
+) -> None:
+    # GIVEN a database at `start` holding data written at the first revision
+    engine.migrate(CREATE_TABLES)
+    seed(db)
+    engine.migrate(start)
+    before = fingerprint(db)
+    # WHEN it is brought to head
+    outcome = engine.migrate()
+    # THEN exactly the revisions after `start` ran and every row is still there, unchanged
+    assert [a.revision for a in outcome.applied] == list(ORDER[ORDER.index(start) + 1 :])
+    assert fingerprint(db) == before
+    assert before[0] == 201
+    with db.connect() as conn:
+        unnamed = conn.exec_driver_sql("SELECT count(*) FROM users WHERE display_name IS NULL")
+        assert unnamed.scalar() == 0  # the backfill ran on the existing rows
+
+
+def test_failure_half_way_leaves_the_last_good_revision(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, synthetic: Synthetic
+) -> None:
+    # GIVEN five revisions of which the fourth fails after writing
+    folder, ids = synthetic(5, fail_at=4)
+    engine = make_engine(script_location=folder)
+    engine.migrate(ids[1])
+    execute(db, "INSERT INTO items (name) SELECT 'item ' || g FROM generate_series(1, 50) g")
+    # WHEN the run to head fails
+    with pytest.raises(MigrationFailed) as failure:
+        engine.migrate()
+    # THEN revision 3 stays applied, revision 4 rolled back entirely, and the data is intact
+    assert version_rows(db) == [ids[2]]
+    assert failure.value.final == (ids[2],)
+    assert [a.revision for a in failure.value.applied] == [ids[2]]
+    message = str(failure.value)
+    assert message.startswith("pending_migrations: migration to")
+    assert "division by zero" in message
+    assert f"The database is at revision {ids[2]}" in message
+    with db.connect() as conn:
+        logged = conn.exec_driver_sql("SELECT revision FROM applied_log ORDER BY applied_at")
+        assert list(logged.scalars()) == ids[:3]
+        assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == 50
+
+
+def test_statement_timeout_bounds_each_migration_statement(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, synthetic: Synthetic
+) -> None:
+    folder, _ = synthetic(2, sleep_seconds=3)
+    engine = make_engine(script_location=folder, migration_timeout_seconds=1)
+    with pytest.raises(MigrationFailed, match="statement timeout"):
+        engine.migrate()
+    assert version_rows(db) == []
+
+
+def test_lock_timeout_bounds_waiting_for_a_table_lock(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, synthetic: Synthetic
+) -> None:
+    folder, ids = synthetic(2)
+    engine = make_engine(script_location=folder, lock_timeout_seconds=1)
+    engine.migrate(ids[0])
+    with db.connect() as blocker:
+        blocker.exec_driver_sql("LOCK TABLE applied_log IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(MigrationFailed, match="lock timeout"):
+            engine.migrate()
+        assert time.monotonic() - started < 10
+        blocker.rollback()
+    assert version_rows(db) == [ids[0]]
+
+
+def test_lock_holder_is_named_and_nothing_changes(
+    make_engine: Callable[..., MigrationEngine], database_url: str, db: sa.Engine
+) -> None:
+    # GIVEN another session holding the migration lock
+    holder_engine = sa.create_engine(
+        database_url, poolclass=sa.NullPool,
+        connect_args={"application_name": "deploy-from-laptop"},
+    )
+    engine = make_engine(lock_wait_seconds=1)
+    key = _lock_key(engine)
+    with holder_engine.connect() as holder:
+        holder.execute(sa.select(sa.func.pg_advisory_lock(key)))
+        pid = holder.execute(sa.select(sa.func.pg_backend_pid())).scalar()
+        holder.commit()
+        # WHEN a migration wants it
+        started = time.monotonic()
+        with pytest.raises(MigrationRefused) as refused:
+            engine.migrate()
+        waited = time.monotonic() - started
+    holder_engine.dispose()
+    # THEN it waited a bounded time, named the holder, and changed nothing
+    message = str(refused.value)
+    assert message.startswith("empty: Another migration holds the migration lock")
+    assert f"pid {pid}" in message
+    assert "application 'deploy-from-laptop'" in message
+    assert "since 20" in message  # an ISO timestamp
+    assert "nothing was changed" in message
+    assert 1 <= waited < 5
+    assert relations(db) == []
+
+
+def test_state_is_checked_again_after_waiting_for_the_lock(
+    make_engine: Callable[..., MigrationEngine], database_url: str, db: sa.Engine,
+    synthetic: Synthetic,
+) -> None:
+    folder, _ = synthetic(3)
+    engine = make_engine(script_location=folder, lock_wait_seconds=30)
+    key = _lock_key(engine)
+    holder_engine = sa.create_engine(database_url, poolclass=sa.NullPool)
+    results: list[object] = []
+    with holder_engine.connect() as holder:
+        holder.execute(sa.select(sa.func.pg_advisory_lock(key)))
+        holder.commit()
+        # GIVEN a run that classified the database as empty and now waits for the lock
+        waiting = threading.Thread(target=lambda: results.append(engine.migrate()))
+        waiting.start()
+        _wait_for_lock_waiter(db, key)
+        # WHEN the lock holder migrates the database meanwhile
+        with holder_engine.connect() as other:
+            config = alembic_config(folder)
+            config.attributes["connection"] = other
+            command.upgrade(config, "head")
+        holder.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+        waiting.join(timeout=30)
+    holder_engine.dispose()
+    # THEN the waiting run finds nothing left to do and applies nothing twice
+    (outcome,) = results
+    assert outcome.applied == ()  # type: ignore[attr-defined]
+    assert outcome.classification.state == "up_to_date"  # type: ignore[attr-defined]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM applied_log").scalar() == 3
+
+
+def test_inconsistent_database_is_refused_untouched(engine: MigrationEngine, db: sa.Engine) -> None:
+    engine.migrate(ADD_DISPLAY_NAME)
+    execute(db, "UPDATE alembic_version SET version_num = 'f00d'")
+    before = relations(db)
+    with pytest.raises(MigrationRefused) as refused:
+        engine.migrate()
+    message = str(refused.value)
+    assert message.startswith("inconsistent: alembic_version holds 'f00d'")
+    assert "nothing was changed" in message and "docs/RUNBOOK.md#inconsistent" in message
+    assert relations(db) == before
+    assert version_rows(db) == ["f00d"]
+
+
+def test_tables_without_history_are_refused_untouched(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    engine.migrate(ADD_DISPLAY_NAME)
+    execute(db, "DROP TABLE alembic_version")
+    before = relations(db)
+    with pytest.raises(MigrationRefused, match=r"^tables_without_migration_history: .*baseline"):
+        engine.migrate()
+    assert relations(db) == before
+
+
+def test_ahead_is_never_downgraded(engine: MigrationEngine, db: sa.Engine) -> None:
+    engine.migrate()
+    outcome = engine.migrate(ADD_DISPLAY_NAME)
+    assert outcome.classification.state == "ahead"
+    assert outcome.applied == ()
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+
+
+def test_downgrade_needs_confirmation_and_an_explicit_target(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    engine.migrate()
+    with pytest.raises(ConfirmationRequired):
+        engine.downgrade(ADD_DISPLAY_NAME, confirm=False)
+    with pytest.raises(TargetRevisionError, match="explicit target"):
+        engine.downgrade("head", confirm=True)
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+    outcome = engine.downgrade(ADD_DISPLAY_NAME, confirm=True)
+    assert [a.revision for a in outcome.applied] == [
+        CHECK_TASK_STATUS, INDEX_TASKS, BACKFILL_DISPLAY_NAME,
+    ]
+    assert all(a.direction == "downgrade" for a in outcome.applied)
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_downgrade_refuses_a_target_ahead_of_the_database(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    engine.migrate(ADD_DISPLAY_NAME)
+    with pytest.raises(MigrationRefused, match="must be an ancestor"):
+        engine.downgrade(INDEX_TASKS, confirm=True)
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def _lock_key(engine: MigrationEngine) -> int:
+    return lock_key(engine.settings.schema)
+
+
+def _wait_for_lock_waiter(db: sa.Engine, key: int, timeout: float = 10) -> None:
+    """Until the engine has failed at least one pg_try_advisory_lock (it then sleeps)."""
+    deadline = time.monotonic() + timeout
+    with db.connect() as conn:
+        while time.monotonic() < deadline:
+            waiting = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-migrations' "
+                "AND (strpos(query, 'pg_try_advisory_lock') > 0 OR strpos(query, 'pg_locks') > 0)"
+            ).scalar()
+            conn.rollback()
+            if waiting:
+                return
+            time.sleep(0.05)
+    raise AssertionError("the migration never tried to take the lock")

@@ -1,0 +1,54 @@
+"""Passwords never appear in logs, errors or answers."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from migration_resource.admin import answer_admin_event
+from migration_resource.dsn import mask_text, mask_url, normalize_url
+from migration_resource.engine import DatabaseUnavailable, MigrationEngine
+from migration_resource.settings import EngineSettings
+from tests.migration_resource.support import SAMPLE_SCRIPTS
+
+PASSWORD = "s3cr3t-Pa55word"
+# A closed port: connecting fails, and the failure must not carry the password.
+URL = f"postgresql://migrator:{PASSWORD}@127.0.0.1:9/appdb"
+
+
+def test_urls_are_masked() -> None:
+    assert PASSWORD not in mask_url(normalize_url(URL))
+    assert mask_text(f"could not use {URL}") == "could not use postgresql://migrator:***@127.0.0.1:9/appdb"
+    assert mask_text(f"host=db password={PASSWORD} user=x") == "host=db password=*** user=x"
+    assert mask_text(f"token {PASSWORD}", (PASSWORD,)) == "token ***"
+
+
+def test_settings_repr_hides_the_password() -> None:
+    settings = EngineSettings(database_url=normalize_url(URL), script_location=SAMPLE_SCRIPTS)
+    assert PASSWORD not in repr(settings)
+
+
+def test_connection_failure_is_reported_without_the_password(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    engine = MigrationEngine(
+        EngineSettings(database_url=normalize_url(URL), script_location=SAMPLE_SCRIPTS)
+    )
+    with pytest.raises(DatabaseUnavailable) as failure:
+        engine.migrate()
+    message = str(failure.value)
+    assert message.startswith("Cannot connect to the database")
+    assert "Check the host, port, credentials" in message
+    assert PASSWORD not in message
+    answer = answer_admin_event(engine, {"admin_operation": "status"})
+    assert answer["ok"] is False and answer["error"] == "database_unavailable"
+    assert PASSWORD not in str(answer)
+    assert all(PASSWORD not in record.getMessage() for record in caplog.records)
+
+
+def test_non_postgres_urls_are_refused_without_echoing_the_password() -> None:
+    with pytest.raises(ValueError, match="is not PostgreSQL") as refused:
+        normalize_url(f"mysql://root:{PASSWORD}@db/app")
+    assert PASSWORD not in str(refused.value)

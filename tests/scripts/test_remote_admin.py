@@ -1,0 +1,136 @@
+"""The local CLI end to end, as an operator runs it (a real process, a real database)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, REPO_ROOT
+from tests.migration_resource.support import execute, relations, version_rows
+
+CLI = REPO_ROOT / "scripts" / "remote_admin.py"
+
+
+def run_cli(
+    *args: str, database_url: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    if database_url:
+        environment["DATABASE_URL"] = database_url
+    environment.update(env or {})
+    return subprocess.run(
+        [sys.executable, str(CLI), *args], capture_output=True, text=True, env=environment,
+        cwd="/", timeout=120, check=False,
+    )
+
+
+def test_status_then_run_with_confirm(database_url: str, db: sa.Engine) -> None:
+    status = run_cli("status", database_url=database_url)
+    assert status.returncode == 0, status.stderr
+    assert "Migration state: empty (5 pending" in status.stdout
+    assert "INFO - Migration state: empty" in status.stderr
+
+    run = run_cli("--confirm", "run-migrations", database_url=database_url)
+    assert run.returncode == 0, run.stderr
+    assert f"Database migrations completed successfully. Revision: base → {CHECK_TASK_STATUS}" in (
+        run.stdout
+    )
+    assert "INFO - Running 5 pending migrations..." in run.stderr
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+
+    again = run_cli("run-migrations", "--confirm", database_url=database_url)
+    assert again.returncode == 0
+    assert "Auto-migration: Database is up to date" in again.stdout
+
+
+def test_change_without_confirm_is_a_usage_error(database_url: str, db: sa.Engine) -> None:
+    result = run_cli("run-migrations", database_url=database_url)
+    assert result.returncode == 2
+    assert "--confirm" in result.stderr
+    assert relations(db) == []
+
+
+def test_dry_run_prints_sql_and_changes_nothing(database_url: str, db: sa.Engine) -> None:
+    result = run_cli("run-migrations", "--dry-run", "--database-url", database_url)
+    assert result.returncode == 0, result.stderr
+    assert "-- SQL of revision" in result.stdout and "CREATE TABLE users" in result.stdout
+    assert relations(db) == []
+
+
+def test_json_answer_and_target_revision(database_url: str, db: sa.Engine) -> None:
+    result = run_cli(
+        "--json", "--confirm", "run-migrations", "--target-revision", ADD_DISPLAY_NAME,
+        database_url=database_url,
+    )
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["ok"] is True and answer["final"] == [ADD_DISPLAY_NAME]
+    assert {"ok", "state", "current", "target", "pending", "message"} <= set(answer)
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_refusals_exit_1_with_the_reason_on_stderr(database_url: str, db: sa.Engine) -> None:
+    run_cli("--confirm", "run-migrations", database_url=database_url)
+    execute(db, "UPDATE alembic_version SET version_num = 'f00d'")
+    result = run_cli("--confirm", "run-migrations", database_url=database_url)
+    assert result.returncode == 1
+    assert "inconsistent: alembic_version holds 'f00d'" in result.stderr
+    assert result.stdout == ""
+    bad = run_cli(
+        "status", "--target-revision", "x'; drop table users;--", database_url=database_url
+    )
+    assert bad.returncode == 1 and "is not a revision id" in bad.stderr
+
+
+def test_missing_database_url_is_a_usage_error() -> None:
+    result = run_cli("status")
+    assert result.returncode == 2
+    assert "DATABASE_URL is not set" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error() -> None:
+    assert run_cli("explode").returncode == 2
+
+
+def test_downgrade_needs_confirm(database_url: str, db: sa.Engine) -> None:
+    run_cli("--confirm", "run-migrations", database_url=database_url)
+    refused = run_cli("downgrade", "--target-revision", ADD_DISPLAY_NAME, database_url=database_url)
+    assert refused.returncode == 2
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+    done = run_cli("--confirm", "downgrade", "--target-revision", ADD_DISPLAY_NAME,
+                   database_url=database_url)
+    assert done.returncode == 0, done.stderr
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_two_processes_at_once_apply_each_revision_exactly_once(
+    database_url: str, db: sa.Engine, synthetic: Callable[..., tuple[Path, list[str]]]
+) -> None:
+    # GIVEN a slow history (each revision sleeps) and two operators starting at once
+    folder, ids = synthetic(5, sleep_seconds=0.3)
+    env = {"ALEMBIC_SCRIPT_LOCATION": str(folder), "DATABASE_URL": database_url}
+    argv = [sys.executable, str(CLI), "--json", "--confirm", "run-migrations"]
+    environment = {**os.environ, **env}
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=environment)
+        for _ in range(2)
+    ]
+    results = [p.communicate(timeout=120) for p in processes]
+    # THEN both succeed, one applied everything, the other found it done after the lock
+    assert [p.returncode for p in processes] == [0, 0], [err for _, err in results]
+    answers = [json.loads(out) for out, _ in results]
+    applied = sorted(len(a["applied"]) for a in answers)
+    assert applied == [0, 5]
+    with db.connect() as conn:
+        logged = conn.exec_driver_sql(
+            "SELECT revision, count(*) FROM applied_log GROUP BY revision"
+        ).all()
+    assert sorted(logged) == sorted((i, 1) for i in ids)
+    assert version_rows(db) == [ids[-1]]
