@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit postgres-binaries benchmark clean
+.PHONY: test lint unit postgres-binaries benchmark db-start db-stop clean
 
 test: lint unit ## lint, type-check and run the whole suite against a real PostgreSQL
 
@@ -28,6 +28,14 @@ unit: $(STAMP) postgres-binaries
 
 benchmark: $(STAMP) postgres-binaries
 	$(BIN)/python benchmarks/status_check.py
+
+# A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
+# prints the DATABASE_URL to export.
+db-start: $(STAMP) postgres-binaries
+	@$(BIN)/python -m localdev.postgres start
+
+db-stop: $(STAMP)
+	@$(BIN)/python -m localdev.postgres stop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

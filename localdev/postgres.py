@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +117,46 @@ class LocalPostgres:
 
 def _running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+# -- a persistent local server for trying the CLI by hand ----------------------------------
+LOCAL_DATA_DIR = Path(__file__).resolve().parents[1] / ".local" / "postgres"
+LOCAL_PORT = 54329
+LOCAL_DATABASE = "app"
+
+
+def local_server() -> LocalPostgres:
+    return LocalPostgres(data_dir=LOCAL_DATA_DIR, port=LOCAL_PORT)
+
+
+def main(argv: list[str]) -> int:
+    """`start` (idempotent; creates the `app` database) or `stop` the local server."""
+    server = local_server()
+    if argv == ["start"]:
+        LOCAL_DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
+        if _running_as_root():
+            LOCAL_DATA_DIR.parent.chmod(0o755)  # the postgres user must reach its data
+        server.start()
+        _create_database(server, LOCAL_DATABASE)
+        plain_url = server.url_for(LOCAL_DATABASE).replace("+psycopg", "")
+        print(f"export DATABASE_URL={plain_url}")
+        return 0
+    if argv == ["stop"]:
+        server.stop()
+        print(f"stopped the local PostgreSQL server ({LOCAL_DATA_DIR} keeps its data)")
+        return 0
+    print("usage: python -m localdev.postgres start|stop", file=sys.stderr)
+    return 2
+
+
+def _create_database(server: LocalPostgres, name: str) -> None:
+    psql = [str(find_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(server.port),
+            "-U", server.user, "-d", "postgres", "-tAc"]
+    exists = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname = '{name}'"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    if not exists:
+        subprocess.run([*psql, f'CREATE DATABASE "{name}"'], capture_output=True, check=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

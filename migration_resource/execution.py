@@ -104,8 +104,17 @@ def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str
     text = buffer.getvalue()
     per_revision: dict[str, str] = {}
     previous = 0
-    for index, (revision, end) in enumerate(marks):
-        stop = len(text) if index == len(marks) - 1 else end
-        per_revision[revision] = text[previous:stop].strip()
+    for index, (revision, mark_at) in enumerate(marks):
+        end = len(text) if index == len(marks) - 1 else _after_commit(text, mark_at)
+        per_revision[revision] = text[previous:end].strip()
         previous = end
     return per_revision
+
+
+def _after_commit(text: str, position: int) -> int:
+    """The callback fires before the revision's own COMMIT is written: keep it with it."""
+    rest = text[position:]
+    stripped = rest.lstrip()
+    if stripped.startswith("COMMIT;"):
+        return position + (len(rest) - len(stripped)) + len("COMMIT;")
+    return position

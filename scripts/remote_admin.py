@@ -24,7 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from migration_resource.admin import ERROR_CODES, answer_admin_event, error_answer
+from migration_resource.admin import (
+    ERROR_CODES,
+    OPERATIONS,
+    answer_admin_event,
+    error_answer,
+)
 from migration_resource.dsn import DatabaseUrlError
 from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings, SettingsError
@@ -115,6 +120,15 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     event = event_from_arguments(args)
     as_json = getattr(args, "json", False)
+    if OPERATIONS[event["admin_operation"]].changes_database(event["parameters"]) and not (
+        event["confirm"]
+    ):
+        hint = " (or preview it with --dry-run)" if args.command == "run-migrations" else ""
+        answer = error_answer(
+            event["admin_operation"], "confirmation_required",
+            f"{args.command} changes the database: add --confirm{hint}",
+        )
+        return finish(answer, as_json, usage=True)
     try:
         settings = EngineSettings.from_environment(
             os.environ, database_url=getattr(args, "database_url", None)

@@ -58,6 +58,8 @@ def test_dry_run_with_pending_revisions_shows_only_theirs_and_changes_nothing(
         outcome.sql[BACKFILL_DISPLAY_NAME]
     )
     assert "CREATE TABLE" not in "".join(outcome.sql.values())
+    # each revision's SQL is its own transaction, as it will run
+    assert all(sql.startswith("BEGIN;") and sql.endswith("COMMIT;") for sql in outcome.sql.values())
     assert database_fingerprint(db) == before
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT display_name FROM users").scalar() is None

@@ -1,0 +1,1 @@
+"""CDK code only: configuration, stacks and constructs (no runtime code)."""
