@@ -56,8 +56,9 @@ def classify_up_to_date_fast(
 def classify(  # noqa: PLR0911 - one return per state reads better than a table
     snapshot: DatabaseSnapshot, catalogue: RevisionCatalogue, target: str
 ) -> Classification:
-    """Full classification against the scripts; `target` is a resolved revision id."""
-    target_heads = (target,)
+    """Full classification against the scripts; `target` is a resolved revision id, or
+    `base` (only a downgrade asks for it)."""
+    target_heads = () if target == "base" else (target,)
     current = snapshot.version_rows
     tables = snapshot.application_tables
 

@@ -179,10 +179,8 @@ class MigrationEngine:
     def dry_run(self, target: str = "head") -> Outcome:
         """The plan and its SQL (Alembic offline mode); the database is only read."""
         started = time.perf_counter()
-        resolved = self._resolve(target)
-        with self._reading() as connection:
-            classification = classify(self._read(connection), self.catalogue, resolved)
-        logger.info("Migration state: %s", classification.state.value)
+        classification = self._classify(target, None)
+        (resolved,) = classification.target
         refusal = self._refusal(classification, "run-migrations")
         if refusal is not None:
             return Outcome(
@@ -216,26 +214,11 @@ class MigrationEngine:
     ) -> Outcome:
         """Bring the database up to `target`. Never downgrades; refuses unsafe states."""
         started = time.perf_counter()
-        check_target_syntax(target)
-        if target_heads:
-            with self._reading() as connection:
-                fast = classify_up_to_date_fast(self._read(connection), target_heads)
-            if fast is not None:
-                logger.info("Migration state: %s", fast.state.value)
-                return self._nothing_to_do(fast, started)
-        resolved = self._resolve(target)
-        if target_heads and tuple(sorted(target_heads)) != (resolved,):
-            raise ScriptsError(
-                f"The deploy asked for heads {', '.join(target_heads)} but the bundled scripts "
-                f"resolve {target!r} to {resolved}; the template and the Lambda bundle come "
-                "from different builds: synthesize and deploy again"
-            )
-        with self._reading() as connection:
-            before = classify(self._read(connection), self.catalogue, resolved)
-        logger.info("Migration state: %s", before.state.value)
+        before = self._classify(target, target_heads)
         self._raise_if_refused(before, "run-migrations")
         if not before.needs_changes:
-            return self._nothing_to_do(before, started)
+            return self._nothing_to_do("migrate", before, started)
+        (resolved,) = before.target
 
         with self._locked(before), self._migration_session() as connection:
             now = classify(self._read(connection), self.catalogue, resolved)
@@ -247,7 +230,7 @@ class MigrationEngine:
                 )
             self._raise_if_refused(now, "run-migrations")
             if not now.needs_changes:
-                return self._nothing_to_do(now, started)
+                return self._nothing_to_do("migrate", now, started)
             applied = self._run(connection, now, resolved, direction="upgrade")
 
         logger.info(
@@ -284,7 +267,7 @@ class MigrationEngine:
             before = classify(self._read(connection), self.catalogue, resolved)
         logger.info("Migration state: %s", before.state.value)
         if before.state is DatabaseState.UP_TO_DATE:
-            return self._nothing_to_do(before, started)
+            return self._nothing_to_do("downgrade", before, started)
         if before.state is not DatabaseState.AHEAD:
             raise MigrationRefused(
                 f"{before.state.value}: cannot downgrade to {resolved} ({before.detail}); "
@@ -296,7 +279,7 @@ class MigrationEngine:
             now = classify(self._read(connection), self.catalogue, resolved)
             connection.commit()
             if now.state is not DatabaseState.AHEAD:
-                return self._nothing_to_do(now, started)
+                return self._nothing_to_do("downgrade", now, started)
             logger.info("Downgrading to %s...", resolved)
             applied = self._run(connection, now, resolved, direction="downgrade")
         message = (
@@ -315,6 +298,11 @@ class MigrationEngine:
 
     # -- internals -----------------------------------------------------------------------
     def _classify(self, target: str, target_heads: tuple[str, ...] | None) -> Classification:
+        """Classify against `target`; with `target_heads`, try the no-script fast path first.
+
+        Without target heads the target is validated against the scripts before the
+        database is read.
+        """
         check_target_syntax(target)
         if target_heads:
             with self._reading() as connection:
@@ -323,11 +311,18 @@ class MigrationEngine:
             if fast is not None:
                 logger.info("Migration state: %s", fast.state.value)
                 return fast
-            classification = classify(snapshot, self.catalogue, self._resolve(target))
+            resolved = self._resolve(target)
+            if tuple(sorted(target_heads)) != (resolved,):
+                raise ScriptsError(
+                    f"The deploy asked for heads {', '.join(target_heads)} but the bundled "
+                    f"scripts resolve {target!r} to {resolved}; the template and the Lambda "
+                    "bundle come from different builds: synthesize and deploy again"
+                )
         else:
             resolved = self._resolve(target)
             with self._reading() as connection:
-                classification = classify(self._read(connection), self.catalogue, resolved)
+                snapshot = self._read(connection)
+        classification = classify(snapshot, self.catalogue, resolved)
         logger.info("Migration state: %s", classification.state.value)
         return classification
 
@@ -336,14 +331,16 @@ class MigrationEngine:
             connection, schema=self.settings.schema, ignored_tables=self.settings.ignored_tables
         )
 
-    def _nothing_to_do(self, classification: Classification, started: float) -> Outcome:
+    def _nothing_to_do(
+        self, operation: str, classification: Classification, started: float
+    ) -> Outcome:
         if classification.state is DatabaseState.UP_TO_DATE:
             message = "Auto-migration: Database is up to date"
         else:
             message = f"Nothing to do: {classification.detail}"
         logger.info(message)
         return Outcome(
-            operation="migrate", classification=classification, message=message,
+            operation=operation, classification=classification, message=message,
             final=classification.current, seconds=time.perf_counter() - started,
         )
 

@@ -279,6 +279,14 @@ def test_downgrade_needs_confirmation_and_an_explicit_target(
     assert version_rows(db) == [ADD_DISPLAY_NAME]
 
 
+def test_downgrade_to_base_with_confirmation(engine: MigrationEngine, db: sa.Engine) -> None:
+    engine.migrate()
+    outcome = engine.downgrade("base", confirm=True)
+    assert len(outcome.applied) == 5 and outcome.final == ()
+    assert relations(db) == ["alembic_version:r", "alembic_version_pkc:i"]
+    assert engine.status().classification.state == "empty"
+
+
 def test_downgrade_refuses_a_target_ahead_of_the_database(
     engine: MigrationEngine, db: sa.Engine
 ) -> None:
