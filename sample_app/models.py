@@ -43,9 +43,8 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
-    name: Mapped[str] = mapped_column(String(200))
-    # Nullable on purpose: rows created before it existed were backfilled from ``name``,
-    # and the application falls back to ``name`` while it is unset.
+    # Nullable on purpose: a user may not have chosen one yet (rows that existed before it
+    # were backfilled from the old ``name`` column, which a later revision dropped).
     display_name: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 

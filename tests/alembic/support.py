@@ -17,7 +17,8 @@ ADD_DISPLAY_NAME = "e77ec3fef45a"
 BACKFILL_DISPLAY_NAME = "2a83af8c96bd"
 INDEX_TASKS = "eb3af3cb1028"
 CHECK_TASK_STATUS = "d5b0686155dc"
-HEAD = CHECK_TASK_STATUS
+DROP_USERS_NAME = "6f1c2a9b7d3e"  # destructive on purpose: the change gate's example
+HEAD = DROP_USERS_NAME
 
 
 def make_alembic_config(connection: sa.Connection | None = None) -> alembic.config.Config:

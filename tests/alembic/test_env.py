@@ -120,7 +120,7 @@ def test_upgrade_on_a_connection_passed_in_attributes(engine: sa.Engine, databas
     assert current_revision(database_url) == HEAD
     assert applied[0] == CREATE_TABLES
     assert applied[-1] == HEAD
-    assert len(applied) == 5
+    assert len(applied) == 6
 
 
 def test_online_without_connection_or_database_url_fails_clearly(
@@ -161,7 +161,7 @@ def test_offline_sql_renders_every_revision_without_a_database(
     assert "WHERE users.display_name IS NULL" in sql
     assert "CREATE INDEX ix_tasks_project_id_status ON tasks (project_id, status)" in sql
     assert "ADD CONSTRAINT ck_tasks_status_valid CHECK" in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 5
+    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 6
     assert f"UPDATE alembic_version SET version_num='{HEAD}'" in sql
 
 

@@ -27,7 +27,7 @@ def session(database_url: str) -> Iterator[Session]:
 
 
 def add_user(session: Session, email: str = "ada@example.com") -> User:
-    user = User(email=email, name="Ada Lovelace")
+    user = User(email=email, display_name="Ada Lovelace")
     session.add(user)
     session.flush()
     return user
@@ -47,7 +47,7 @@ def test_user_project_and_task_round_trip_with_server_defaults(session: Session)
     assert stored.project.owner.email == "ada@example.com"
     assert stored.assignee is not None
     assert stored.assignee.assigned_tasks == [stored]
-    assert owner.display_name is None
+    assert owner.display_name == "Ada Lovelace"
 
 
 def test_foreign_key_is_enforced(session: Session) -> None:
