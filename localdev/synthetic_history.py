@@ -76,12 +76,16 @@ def write_history(
     *,
     fail_at: int | None = None,
     sleep_seconds: float = 0.0,
+    non_transactional_at: int | None = None,
+    sleep_at: int | None = None,
 ) -> list[str]:
     """Create env.py and `count` revisions in `folder`; return the ids, base first.
 
     Revision 1 creates `applied_log` and `items`; every revision then logs itself. The
     revision numbered `fail_at` (1-based) inserts its log row and then fails, so a
-    transactional run must roll that row back.
+    transactional run must roll that row back. The revision `non_transactional_at` runs its
+    statements in an `autocommit_block` (as CREATE INDEX CONCURRENTLY must), so what it did
+    before a failure stays. `sleep_seconds` slows every revision, or only `sleep_at`.
     """
     versions = folder / "versions"
     versions.mkdir(parents=True, exist_ok=True)
@@ -97,10 +101,12 @@ def write_history(
                 "op.execute('CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL)')",
             ]
         body.append(f"op.execute(\"INSERT INTO applied_log (revision) VALUES ('{revision}')\")")
-        if sleep_seconds:
+        if sleep_seconds and sleep_at in (None, index):
             body.append(f"op.execute('SELECT pg_sleep({sleep_seconds})')")
         if index == fail_at:
             body.append("op.execute('SELECT 1 / 0')")
+        if index == non_transactional_at:
+            body = ["with op.get_context().autocommit_block():", *("    " + b for b in body)]
         down = (
             ["op.execute('DROP TABLE items')", "op.execute('DROP TABLE applied_log')"]
             if index == 1

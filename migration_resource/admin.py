@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from migration_resource.engine import (
+from migration_resource.audit import RunContext
+from migration_resource.engine import MigrationEngine
+from migration_resource.outcomes import (
     ConfirmationRequired,
     EngineError,
-    MigrationEngine,
     MigrationFailed,
     Outcome,
 )
@@ -39,8 +40,14 @@ OPERATIONS: dict[str, OperationSpec] = {
         parameters={"target_revision": str}, changes_database=lambda _: False
     ),
     "run_migrations": OperationSpec(
-        parameters={"dry_run": bool, "target_revision": str},
+        parameters={"dry_run": bool, "target_revision": str, "fix_history": bool,
+                    "baseline": str, "allow_destructive": bool},
         changes_database=lambda p: not p.get("dry_run", False),
+    ),
+    "history": OperationSpec(parameters={"limit": int}, changes_database=lambda _: False),
+    "repair": OperationSpec(
+        parameters={"realign_checksums": bool, "resolve": str, "revision": str},
+        changes_database=lambda _: True,
     ),
     "downgrade": OperationSpec(
         parameters={"target_revision": str},
@@ -48,6 +55,7 @@ OPERATIONS: dict[str, OperationSpec] = {
         required=("target_revision",),
     ),
 }
+MAX_HISTORY_LIMIT = 200
 
 # error code → whether it is the caller's mistake (CLI exit 2) rather than a refusal (exit 1)
 ERROR_CODES = {
@@ -76,11 +84,15 @@ INPUT_ERROR_CODES: tuple[tuple[type[Exception], str], ...] = (
 )
 
 
-def answer_admin_event(engine: MigrationEngine, event: Mapping[str, Any]) -> dict[str, object]:
+def answer_admin_event(
+    engine: MigrationEngine, event: Mapping[str, Any], context: RunContext | None = None
+) -> dict[str, object]:
     operation = event.get("admin_operation") if isinstance(event, Mapping) else None
     try:
         name, parameters, confirm = parse_admin_event(event)
-        return run_operation(engine, name, parameters, confirm=confirm).as_dict()
+        outcome = run_operation(engine, name, parameters, confirm=confirm,
+                                context=context or RunContext(actor="admin"))
+        return outcome.as_dict()
     except (AdminRequestError, TargetRevisionError, ScriptsError, SettingsError) as error:
         code = next(code for kind, code in INPUT_ERROR_CODES if isinstance(error, kind))
         return error_answer(operation, code, str(error))
@@ -128,6 +140,9 @@ def parse_admin_event(event: Mapping[str, Any]) -> tuple[str, dict[str, Any], bo
                 f"Parameter {key!r} of {name} is {len(value)} characters long; at most "
                 f"{MAX_STRING_PARAMETER} are accepted"
             )
+    limit = parameters.get("limit")
+    if isinstance(limit, int) and not 1 <= limit <= MAX_HISTORY_LIMIT:
+        raise AdminRequestError(f"Parameter 'limit' must be 1..{MAX_HISTORY_LIMIT}")
     missing = [key for key in spec.required if key not in parameters]
     if missing:
         raise AdminRequestError(f"{name} needs {', '.join(missing)}")
@@ -138,7 +153,12 @@ def parse_admin_event(event: Mapping[str, Any]) -> tuple[str, dict[str, Any], bo
 
 
 def run_operation(
-    engine: MigrationEngine, name: str, parameters: Mapping[str, Any], *, confirm: bool
+    engine: MigrationEngine,
+    name: str,
+    parameters: Mapping[str, Any],
+    *,
+    confirm: bool,
+    context: RunContext,
 ) -> Outcome:
     spec = OPERATIONS[name]
     target = parameters.get("target_revision", "head")
@@ -149,11 +169,24 @@ def run_operation(
         )
     if name == "status":
         return engine.status(target)
+    if name == "history":
+        return engine.history(parameters.get("limit", 20))
+    if name == "repair":
+        return engine.repair(
+            confirm=confirm, realign_checksums=parameters.get("realign_checksums", False),
+            resolve=parameters.get("resolve"), revision=parameters.get("revision"),
+            context=context,
+        )
     if name == "run_migrations":
+        options = {
+            "fix_history": parameters.get("fix_history", False),
+            "baseline": parameters.get("baseline"),
+            "allow_destructive": parameters.get("allow_destructive", False),
+        }
         if parameters.get("dry_run", False):
-            return engine.dry_run(target)
-        return engine.migrate(target)
-    return engine.downgrade(target, confirm=confirm)
+            return engine.dry_run(target, **options)
+        return engine.migrate(target, context=context, **options)
+    return engine.downgrade(target, confirm=confirm, context=context)
 
 
 def error_answer(

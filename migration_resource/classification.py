@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from migration_resource.inspection import DatabaseSnapshot
 from migration_resource.revisions import RevisionCatalogue
 from migration_resource.states import (
+    CHECKSUM_MISMATCH,
     DIVERGED,
+    FAILED_RUN,
     OVERLAPPING_REVISIONS,
     UNKNOWN_REVISION,
+    UNVERIFIABLE_BASELINE,
     DatabaseState,
 )
 
@@ -35,13 +39,21 @@ def describe_revisions(revisions: tuple[str, ...]) -> str:
 
 
 def classify_up_to_date_fast(
-    snapshot: DatabaseSnapshot, target_heads: tuple[str, ...]
+    snapshot: DatabaseSnapshot,
+    target_heads: tuple[str, ...],
+    history_digest: str | None = None,
 ) -> Classification | None:
     """`up_to_date` decided from revision ids alone, or None when the scripts must be read.
 
     The deploy passes the target's head ids resolved at synth time, so a no-change deploy
-    costs one small query whatever the length of the history.
+    costs one small query whatever the length of the history. With `history_digest` (also
+    computed at synth) the files must be the ones the last verified run recorded; any edit
+    sends the run down the full path, which names the edited revision.
     """
+    if snapshot.audit.blocking:
+        return None
+    if history_digest is not None and snapshot.audit.last_digest != history_digest:
+        return None
     if snapshot.version_rows and snapshot.version_rows == tuple(sorted(target_heads)):
         return Classification(
             state=DatabaseState.UP_TO_DATE,
@@ -53,11 +65,15 @@ def classify_up_to_date_fast(
     return None
 
 
-def classify(  # noqa: PLR0911 - one return per state reads better than a table
-    snapshot: DatabaseSnapshot, catalogue: RevisionCatalogue, target: str
+def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than a table
+    snapshot: DatabaseSnapshot,
+    catalogue: RevisionCatalogue,
+    target: str,
+    checksum_of: Callable[[str], str] | None = None,
 ) -> Classification:
     """Full classification against the scripts; `target` is a resolved revision id, or
-    `base` (only a downgrade asks for it)."""
+    `base` (only a downgrade asks for it). `checksum_of(revision)` gives the file's
+    checksum now, compared with what the audit trail recorded when it ran."""
     target_heads = () if target == "base" else (target,)
     current = snapshot.version_rows
     tables = snapshot.application_tables
@@ -74,7 +90,25 @@ def classify(  # noqa: PLR0911 - one return per state reads better than a table
             detail=detail, application_tables=tables,
         )
 
+    audit = snapshot.audit
+    if audit.blocking:
+        failure = audit.blocking[0]
+        how = "failed" if failure.outcome == "failed" else "is running, or its run died,"
+        return result(
+            DatabaseState.INCONSISTENT,
+            f"revision {failure.revision} {how} inside a non-transactional step (started "
+            f"{failure.started_at.isoformat(timespec='seconds')}); the database may hold part "
+            "of it",
+            cause=FAILED_RUN,
+        )
+
     if not current:
+        if tables and audit.failed_baseline is not None:
+            return result(
+                DatabaseState.INCONSISTENT,
+                f"no revision matches the tables: {audit.failed_baseline}",
+                cause=UNVERIFIABLE_BASELINE,
+            )
         if tables:
             shown = ", ".join(tables[:5]) + (", ..." if len(tables) > 5 else "")
             return result(
@@ -110,6 +144,16 @@ def classify(  # noqa: PLR0911 - one return per state reads better than a table
             )
 
     done = catalogue.ancestry(current)
+    if checksum_of is not None:
+        for revision in catalogue.in_upgrade_order(done):
+            recorded = audit.checksums.get(revision)
+            if recorded is not None and recorded != checksum_of(revision):
+                return result(
+                    DatabaseState.INCONSISTENT,
+                    f"checksum mismatch: revision {revision} was edited after it was applied "
+                    f"({catalogue.file_path(revision).name})",
+                    cause=CHECKSUM_MISMATCH,
+                )
     wanted = catalogue.ancestry(target_heads)
     if done == wanted:
         return result(DatabaseState.UP_TO_DATE, "The database is at the target revision")

@@ -84,6 +84,15 @@ def run_online(
     return timer.records
 
 
+def stamp_online(
+    connection: sa.Connection, script_location: Path, revision: str, *, purge: bool = False
+) -> None:
+    """Write `revision` into alembic_version without running anything (a baseline)."""
+    config = alembic_config(script_location)
+    config.attributes["connection"] = connection
+    command.stamp(config, revision, purge=purge)
+
+
 def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str]:
     """The SQL an upgrade from `start` to `target` would run, per revision, without a database.
 

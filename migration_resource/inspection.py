@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from migration_resource.audit import AUDIT_TABLE, AuditState, read_audit
+
 VERSION_TABLE = "alembic_version"
 # Tables the product itself owns; they are never application tables.
-PRODUCT_TABLES = frozenset({VERSION_TABLE, "migration_audit"})
+PRODUCT_TABLES = frozenset({VERSION_TABLE, AUDIT_TABLE})
 
 _TABLES = sa.text(
     """
@@ -28,11 +30,20 @@ class DatabaseSnapshot:
     version_table_exists: bool
     version_rows: tuple[str, ...]  # sorted revision ids in alembic_version
     application_tables: tuple[str, ...]  # sorted, product and ignored tables left out
+    audit: AuditState = field(default_factory=AuditState)
 
 
 def read_database(
-    connection: sa.Connection, *, schema: str, ignored_tables: tuple[str, ...] = ()
+    connection: sa.Connection,
+    *,
+    schema: str,
+    ignored_tables: tuple[str, ...] = (),
+    with_checksums: bool = False,
 ) -> DatabaseSnapshot:
+    """Tables, alembic_version and the audit trail's verdicts, in the caller's transaction.
+
+    Recorded checksums are read only when asked: the no-change path does not need them.
+    """
     tables = [row[0] for row in connection.execute(_TABLES, {"schema": schema})]
     version_table_exists = VERSION_TABLE in tables
     rows: tuple[str, ...] = ()
@@ -47,4 +58,7 @@ def read_database(
         version_table_exists=version_table_exists,
         version_rows=rows,
         application_tables=tuple(t for t in tables if t not in skipped),
+        audit=read_audit(
+            connection, schema, exists=AUDIT_TABLE in tables, with_checksums=with_checksums
+        ),
     )

@@ -14,6 +14,8 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 
+from migration_resource.checksums import file_checksum
+
 HEAD_TARGETS = frozenset({"head", "heads"})
 # alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
 _REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
@@ -89,6 +91,16 @@ class RevisionCatalogue:
 
     def file_path(self, revision: str) -> Path:
         return Path(self.get(revision).path)
+
+    def down_revisions(self, revision: str) -> tuple[str, ...]:
+        return tuple(to_tuple(self.get(revision).down_revision, default=()))
+
+    def checksum(self, revision: str) -> str:
+        return file_checksum(self.file_path(revision))
+
+    @property
+    def versions_dir(self) -> Path:
+        return Path(self.script.versions)
 
     def resolve_target(self, target: str) -> str:
         """`head`/`heads` or a full or unique-prefix revision id → the full id."""

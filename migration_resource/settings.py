@@ -17,6 +17,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 # In the repository the scripts live in alembic/; in the Lambda bundle they are copied to
 # migrations/ because pip puts the alembic library itself at <bundle>/alembic/.
 SCRIPT_LOCATION_CANDIDATES = ("migrations", "alembic")
+STAGES = ("development", "production")
 
 
 class SettingsError(ValueError):
@@ -36,6 +37,14 @@ class EngineSettings:
     lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
     application_name: str = "db-migrations"
     ignored_tables: tuple[str, ...] = field(default_factory=tuple)
+    # production refuses destructive revisions unless allowed, and explicit baselines
+    # unless confirmed; development warns.
+    stage: str = "development"
+    allow_destructive: bool = False
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise SettingsError(f"STAGE={self.stage!r} must be one of {', '.join(STAGES)}")
 
     def __repr__(self) -> str:  # never print the password, even in a traceback
         return (
@@ -48,7 +57,8 @@ class EngineSettings:
         cls, env: Mapping[str, str] | None = None, *, database_url: str | None = None
     ) -> EngineSettings:
         """Read MIGRATION_TIMEOUT, MIGRATION_LOCK_TIMEOUT, MIGRATION_LOCK_WAIT,
-        ALEMBIC_SCRIPT_LOCATION, DATABASE_SCHEMA, MIGRATION_IGNORED_TABLES and DATABASE_URL."""
+        ALEMBIC_SCRIPT_LOCATION, DATABASE_SCHEMA, MIGRATION_IGNORED_TABLES, STAGE,
+        ALLOW_DESTRUCTIVE and DATABASE_URL."""
         env = os.environ if env is None else env
         url = database_url or env.get("DATABASE_URL")
         if not url:
@@ -67,6 +77,8 @@ class EngineSettings:
             lock_timeout_seconds=_positive_int(env, "MIGRATION_LOCK_TIMEOUT", timeout),
             lock_wait_seconds=_positive_int(env, "MIGRATION_LOCK_WAIT", DEFAULT_LOCK_WAIT_SECONDS),
             ignored_tables=ignored,
+            stage=env.get("STAGE", "development") or "development",
+            allow_destructive=_flag(env, "ALLOW_DESTRUCTIVE"),
         )
 
 
@@ -88,6 +100,15 @@ def resolve_script_location(explicit: str | None = None) -> Path:
         f"No migration scripts found in {PACKAGE_PARENT}/migrations or "
         f"{PACKAGE_PARENT}/alembic; set ALEMBIC_SCRIPT_LOCATION"
     )
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw in ("", "false", "0", "no"):
+        return False
+    if raw in ("true", "1", "yes"):
+        return True
+    raise SettingsError(f"{name}={raw!r} must be true or false")
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -19,3 +19,6 @@ class DatabaseState(StrEnum):
 UNKNOWN_REVISION = "unknown_revision"
 OVERLAPPING_REVISIONS = "overlapping_revisions"
 DIVERGED = "diverged"
+CHECKSUM_MISMATCH = "checksum_mismatch"
+FAILED_RUN = "failed_run"
+UNVERIFIABLE_BASELINE = "unverifiable_baseline"

@@ -5,7 +5,10 @@
 
 Commands:
     status [--target-revision REV]
-    run-migrations [--dry-run] [--target-revision REV]
+    run-migrations [--dry-run] [--target-revision REV] [--fix-history | --baseline REV]
+                   [--allow-destructive]
+    history [--limit N]
+    repair [--realign-checksums] [--resolve rolled-back|applied --revision REV]
     downgrade --target-revision REV          (drops schema; needs --confirm)
 
 Exit status: 0 done, 1 refused or failed (reason on stderr), 2 usage error (including a
@@ -46,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="allow a command that changes the database")
     shared.add_argument("--database-url", default=argparse.SUPPRESS,
                         help="PostgreSQL URL (default: $DATABASE_URL)")
+    shared.add_argument("--stage", choices=("development", "production"),
+                        default=argparse.SUPPRESS,
+                        help="safety rules to apply (default: $STAGE or development)")
 
     parser = argparse.ArgumentParser(
         prog="remote_admin.py", parents=[shared],
@@ -60,6 +66,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true",
                      help="show the plan and its SQL; change nothing")
     run.add_argument("--target-revision", default="head", metavar="REV")
+    history_fix = run.add_mutually_exclusive_group()
+    history_fix.add_argument("--fix-history", action="store_true",
+                             help="tables without history: find the revision they match "
+                                  "(verified), stamp it, then migrate")
+    history_fix.add_argument("--baseline", metavar="REV",
+                             help="stamp REV without verification (you know better), then "
+                                  "migrate")
+    run.add_argument("--allow-destructive", action="store_true",
+                     help="let revisions that drop or rewrite data run in production")
+    history = commands.add_parser("history", parents=[shared],
+                                  help="the audit trail of migration actions")
+    history.add_argument("--limit", type=int, default=20)
+    repair = commands.add_parser("repair", parents=[shared],
+                                 help="settle a failed run or edited checksums (needs --confirm)")
+    repair.add_argument("--realign-checksums", action="store_true",
+                        help="accept the current files of edited, applied revisions")
+    repair.add_argument("--resolve", choices=("rolled-back", "applied"),
+                        help="how a failed non-transactional revision was settled by hand")
+    repair.add_argument("--revision", metavar="REV", help="the failed revision to resolve")
     down = commands.add_parser("downgrade", parents=[shared],
                                help="revert to an earlier revision (needs --confirm)")
     down.add_argument("--target-revision", required=True, metavar="REV")
@@ -67,11 +92,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def event_from_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    parameters: dict[str, Any] = {"target_revision": args.target_revision}
-    operation = {"status": "status", "run-migrations": "run_migrations",
-                 "downgrade": "downgrade"}[args.command]
+    operation = args.command.replace("-", "_")
+    parameters: dict[str, Any] = {}
+    if args.command in ("status", "run-migrations", "downgrade"):
+        parameters["target_revision"] = args.target_revision
     if args.command == "run-migrations":
-        parameters["dry_run"] = args.dry_run
+        parameters.update(dry_run=args.dry_run, fix_history=args.fix_history,
+                          allow_destructive=args.allow_destructive)
+        if args.baseline:
+            parameters["baseline"] = args.baseline
+    if args.command == "history":
+        parameters["limit"] = args.limit
+    if args.command == "repair":
+        parameters["realign_checksums"] = args.realign_checksums
+        if args.resolve:
+            parameters["resolve"] = args.resolve
+        if args.revision:
+            parameters["revision"] = args.revision
     return {
         "admin_operation": operation,
         "parameters": parameters,
@@ -106,6 +143,27 @@ def render(answer: dict[str, object]) -> str:
     if isinstance(sql, dict):
         lines.extend(f"\n-- SQL of revision {rev}\n{text}" for rev, text in sql.items())
     lines.extend(f"  note: {note}" for note in _items(answer.get("notes")))
+    baseline = answer.get("baseline")
+    if isinstance(baseline, dict):
+        lines.append(f"  baseline: {baseline['summary']}")
+        lines.extend(f"    {difference}" for difference in baseline["differences"])
+    findings = answer.get("findings")
+    if isinstance(findings, list):
+        lines.extend(
+            f"  gate: {f['revision']} {f['kind']} {f['rule']}: {f['message']}\n"
+            f"        {f['statement']}"
+            for f in findings
+        )
+    history = answer.get("history")
+    if isinstance(history, list) and history:
+        lines.append("  recent actions:")
+        lines.extend(
+            f"    {row['started_at']} {row['actor']:<12} {row['action']:<9} "
+            f"{row['revision'] or '-':<12} {row['outcome']}"
+            f"{' (resolved)' if row['resolved'] else ''}"
+            f"{': ' + str(row['detail']) if row['detail'] else ''}"
+            for row in history
+        )
     return "\n".join(lines)
 
 
@@ -130,8 +188,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return finish(answer, as_json, usage=True)
     try:
+        environment = dict(os.environ)
+        if getattr(args, "stage", None):
+            environment["STAGE"] = args.stage
         settings = EngineSettings.from_environment(
-            os.environ, database_url=getattr(args, "database_url", None)
+            environment, database_url=getattr(args, "database_url", None)
         )
     except (SettingsError, DatabaseUrlError) as error:
         answer = error_answer(event["admin_operation"], "settings_error", str(error))

@@ -16,18 +16,22 @@ from tests.alembic.support import (
     BACKFILL_DISPLAY_NAME,
     CHECK_TASK_STATUS,
     CREATE_TABLES,
+    DROP_USERS_NAME,
     INDEX_TASKS,
 )
 from tests.migration_resource.support import SAMPLE_SCRIPTS, execute
 
-ALL = (CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS)
+ALL = (
+    CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS,
+    DROP_USERS_NAME,
+)
 
 
 def test_empty_database_has_every_revision_pending(engine: MigrationEngine) -> None:
     outcome = engine.status()
     assert outcome.classification.state == "empty"
     assert outcome.classification.current == ()
-    assert outcome.classification.target == (CHECK_TASK_STATUS,)
+    assert outcome.classification.target == (DROP_USERS_NAME,)
     assert outcome.classification.pending == ALL
 
 
@@ -65,7 +69,9 @@ def test_pending_migrations_in_the_order_they_would_run(engine) -> None:
     classification = engine.status().classification
     assert classification.state == "pending_migrations"
     assert classification.current == (ADD_DISPLAY_NAME,)
-    assert classification.pending == (BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS)
+    assert classification.pending == (
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME,
+    )
 
 
 def test_up_to_date(engine) -> None:

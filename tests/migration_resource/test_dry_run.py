@@ -11,6 +11,7 @@ from tests.alembic.support import (
     BACKFILL_DISPLAY_NAME,
     CHECK_TASK_STATUS,
     CREATE_TABLES,
+    DROP_USERS_NAME,
     INDEX_TASKS,
 )
 from tests.migration_resource.support import execute, relations, version_rows
@@ -34,6 +35,7 @@ def test_dry_run_on_an_empty_database_creates_nothing(
     assert outcome.sql is not None
     assert list(outcome.sql) == [
         CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS,
+        DROP_USERS_NAME,
     ]
     assert "CREATE TABLE users" in outcome.sql[CREATE_TABLES]
     assert "CREATE TABLE alembic_version" in outcome.sql[CREATE_TABLES]
@@ -53,7 +55,9 @@ def test_dry_run_with_pending_revisions_shows_only_theirs_and_changes_nothing(
     before = database_fingerprint(db)
     outcome = engine.dry_run()
     assert outcome.sql is not None
-    assert list(outcome.sql) == [BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS]
+    assert list(outcome.sql) == [
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME,
+    ]
     assert f"UPDATE alembic_version SET version_num='{BACKFILL_DISPLAY_NAME}'" in (
         outcome.sql[BACKFILL_DISPLAY_NAME]
     )

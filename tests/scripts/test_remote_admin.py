@@ -11,7 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, REPO_ROOT
+from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
 from tests.migration_resource.support import execute, relations, version_rows
 
 CLI = REPO_ROOT / "scripts" / "remote_admin.py"
@@ -33,16 +33,16 @@ def run_cli(
 def test_status_then_run_with_confirm(database_url: str, db: sa.Engine) -> None:
     status = run_cli("status", database_url=database_url)
     assert status.returncode == 0, status.stderr
-    assert "Migration state: empty (5 pending" in status.stdout
+    assert "Migration state: empty (6 pending" in status.stdout
     assert "INFO - Migration state: empty" in status.stderr
 
     run = run_cli("--confirm", "run-migrations", database_url=database_url)
     assert run.returncode == 0, run.stderr
-    assert f"Database migrations completed successfully. Revision: base → {CHECK_TASK_STATUS}" in (
+    assert f"Database migrations completed successfully. Revision: base → {HEAD}" in (
         run.stdout
     )
-    assert "INFO - Running 5 pending migrations..." in run.stderr
-    assert version_rows(db) == [CHECK_TASK_STATUS]
+    assert "INFO - Running 6 pending migrations..." in run.stderr
+    assert version_rows(db) == [HEAD]
 
     again = run_cli("run-migrations", "--confirm", database_url=database_url)
     assert again.returncode == 0
@@ -102,7 +102,7 @@ def test_downgrade_needs_confirm(database_url: str, db: sa.Engine) -> None:
     run_cli("--confirm", "run-migrations", database_url=database_url)
     refused = run_cli("downgrade", "--target-revision", ADD_DISPLAY_NAME, database_url=database_url)
     assert refused.returncode == 2
-    assert version_rows(db) == [CHECK_TASK_STATUS]
+    assert version_rows(db) == [HEAD]
     done = run_cli("--confirm", "downgrade", "--target-revision", ADD_DISPLAY_NAME,
                    database_url=database_url)
     assert done.returncode == 0, done.stderr
@@ -134,3 +134,36 @@ def test_two_processes_at_once_apply_each_revision_exactly_once(
         ).all()
     assert sorted(logged) == sorted((i, 1) for i in ids)
     assert version_rows(db) == [ids[-1]]
+
+
+def test_fix_history_history_and_the_production_gate_from_the_cli(
+    database_url: str, db: sa.Engine
+) -> None:
+    # GIVEN tables at the revision before the column drop, without history
+    run_cli("--confirm", "run-migrations", "--target-revision", "d5b0686155dc",
+            database_url=database_url)
+    execute(db, "DROP TABLE alembic_version")
+    refused = run_cli("--confirm", "run-migrations", database_url=database_url)
+    assert refused.returncode == 1 and "--fix-history" in refused.stderr
+    # WHEN the history is fixed in production, the destructive head is refused
+    fixed = run_cli("--stage", "production", "--confirm", "run-migrations", "--fix-history",
+                    database_url=database_url)
+    assert fixed.returncode == 1
+    assert "drop_column" in fixed.stderr and "--allow-destructive" in fixed.stderr
+    assert version_rows(db) == ["d5b0686155dc"]  # the verified baseline was stamped
+    # AND allowed, it runs; history shows all of it
+    allowed = run_cli("--stage", "production", "--confirm", "run-migrations",
+                      "--allow-destructive", database_url=database_url)
+    assert allowed.returncode == 0, allowed.stderr
+    history = run_cli("history", database_url=database_url)
+    assert history.returncode == 0
+    assert "baseline" in history.stdout and "refused" in history.stdout
+    assert "succeeded" in history.stdout
+
+
+def test_repair_needs_confirm_and_something_to_do(database_url: str) -> None:
+    assert run_cli("repair", "--realign-checksums", database_url=database_url).returncode == 2
+    nothing = run_cli("--confirm", "repair", database_url=database_url)
+    assert nothing.returncode == 2 and "repair needs something to do" in nothing.stderr
+    ok = run_cli("--confirm", "repair", "--realign-checksums", database_url=database_url)
+    assert ok.returncode == 0 and "nothing needed repair" in ok.stdout

@@ -1,0 +1,235 @@
+"""The audit trail: every action on the schema, with the checksum of the file that did it.
+
+Table `migration_audit` (owned by this product, created on the first change, never by a
+read-only path). One row per revision applied, reverted, baselined or repaired. A row is
+written as `running` and committed *before* its revision starts, so a run that dies leaves
+evidence; the next run (holding the lock) settles such rows: applied → `succeeded`, rolled
+back by PostgreSQL → `failed`, and a non-transactional revision (an `autocommit_block`) →
+`failed` that blocks every run until an operator resolves it with `repair`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+AUDIT_TABLE = "migration_audit"
+ACTORS = ("deploy", "admin", "auto-migrate")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS {table} (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    request_id text NOT NULL,
+    actor text NOT NULL,
+    action text NOT NULL,
+    revision varchar(32),
+    direction text,
+    checksum char(64),
+    transactional boolean NOT NULL DEFAULT true,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz,
+    duration_seconds double precision,
+    outcome text NOT NULL,
+    resolved boolean NOT NULL DEFAULT false,
+    snapshot_id text,
+    history_digest char(64),
+    detail text
+)
+"""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Who acts and why: recorded on every audit row."""
+
+    actor: str = "admin"
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    snapshot_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.actor not in ACTORS:
+            raise ValueError(f"actor must be one of {', '.join(ACTORS)}, not {self.actor!r}")
+
+
+@dataclass(frozen=True)
+class BlockingFailure:
+    """A failed non-transactional revision nobody has resolved yet."""
+
+    id: int
+    revision: str
+    outcome: str  # "failed", or "running" when its run died (or still runs)
+    started_at: datetime
+    detail: str
+
+
+@dataclass(frozen=True)
+class AuditState:
+    """What the classification needs from the trail; empty when there is no trail yet."""
+
+    exists: bool = False
+    blocking: tuple[BlockingFailure, ...] = ()
+    last_digest: str | None = None
+    checksums: dict[str, str] = field(default_factory=dict)  # revision → last recorded
+    # The last verified-baseline attempt found no matching revision (its difference summary).
+    failed_baseline: str | None = None
+
+
+def _table(connection: sa.Connection, schema: str) -> str:
+    quote = connection.dialect.identifier_preparer.quote
+    return f"{quote(schema)}.{quote(AUDIT_TABLE)}"
+
+
+def read_audit(
+    connection: sa.Connection, schema: str, *, exists: bool, with_checksums: bool
+) -> AuditState:
+    if not exists:
+        return AuditState()
+    table = _table(connection, schema)
+    blocking = tuple(
+        BlockingFailure(id=row.id, revision=row.revision, outcome=row.outcome,
+                        started_at=row.started_at, detail=row.detail or "")
+        for row in connection.execute(sa.text(
+            f"SELECT id, revision, outcome, started_at, detail FROM {table} "
+            "WHERE outcome IN ('failed', 'running') AND NOT transactional AND NOT resolved "
+            "ORDER BY id"
+        ))
+    )
+    digest = connection.execute(sa.text(
+        f"SELECT history_digest FROM {table} WHERE history_digest IS NOT NULL "
+        "ORDER BY id DESC LIMIT 1"
+    )).scalar()
+    last_baseline = connection.execute(sa.text(
+        f"SELECT outcome, detail FROM {table} WHERE action = 'baseline' ORDER BY id DESC LIMIT 1"
+    )).first()
+    failed_baseline = (
+        str(last_baseline.detail or "") if last_baseline and last_baseline.outcome == "failed"
+        else None
+    )
+    checksums: dict[str, str] = {}
+    if with_checksums:
+        # The latest checksum recorded per revision by anything that vouched for the file.
+        for row in connection.execute(sa.text(
+            f"SELECT DISTINCT ON (revision) revision, checksum FROM {table} "
+            "WHERE checksum IS NOT NULL AND outcome = 'succeeded' "
+            "AND action IN ('upgrade', 'baseline', 'adopt', 'repair') "
+            "ORDER BY revision, id DESC"
+        )):
+            checksums[row.revision] = row.checksum
+    return AuditState(exists=True, blocking=blocking, last_digest=digest, checksums=checksums,
+                      failed_baseline=failed_baseline)
+
+
+class AuditTrail:
+    """Writes rows on the migration connection; each write commits at once."""
+
+    def __init__(self, connection: sa.Connection, schema: str, context: RunContext) -> None:
+        self.connection = connection
+        self.table = _table(connection, schema)
+        self.context = context
+
+    def ensure_table(self) -> None:
+        self.connection.exec_driver_sql(_DDL.format(table=self.table))
+        self.connection.commit()
+
+    def start(
+        self, action: str, revision: str | None, *, direction: str | None = None,
+        checksum: str | None = None, transactional: bool = True, detail: str | None = None,
+    ) -> int:
+        row_id = self.connection.execute(
+            sa.text(
+                f"INSERT INTO {self.table} (request_id, actor, action, revision, direction, "
+                "checksum, transactional, outcome, snapshot_id, detail) VALUES (:request_id, "
+                ":actor, :action, :revision, :direction, :checksum, :transactional, 'running', "
+                ":snapshot_id, :detail) RETURNING id"
+            ),
+            {
+                "request_id": self.context.request_id, "actor": self.context.actor,
+                "action": action, "revision": revision, "direction": direction,
+                "checksum": checksum, "transactional": transactional,
+                "snapshot_id": self.context.snapshot_id, "detail": detail,
+            },
+        ).scalar_one()
+        self.connection.commit()
+        return int(row_id)
+
+    def finish(
+        self, row_id: int, outcome: str, *, detail: str | None = None,
+        history_digest: str | None = None,
+    ) -> None:
+        self.connection.execute(
+            sa.text(
+                f"UPDATE {self.table} SET outcome = :outcome, finished_at = clock_timestamp(), "
+                "duration_seconds = extract(epoch FROM clock_timestamp() - started_at), "
+                "detail = coalesce(:detail, detail), "
+                "history_digest = coalesce(:digest, history_digest) WHERE id = :id"
+            ),
+            {"outcome": outcome, "detail": detail, "digest": history_digest, "id": row_id},
+        )
+        self.connection.commit()
+
+    def record(
+        self, action: str, revision: str | None, outcome: str, *, checksum: str | None = None,
+        detail: str | None = None, history_digest: str | None = None,
+    ) -> int:
+        """A finished action in one go (baseline, adopt, repair)."""
+        row_id = self.start(action, revision, checksum=checksum)
+        self.finish(row_id, outcome, detail=detail, history_digest=history_digest)
+        return row_id
+
+    def settle_unfinished(self, applied: frozenset[str]) -> list[str]:
+        """Rows left `running` by a run that died; returns what was concluded, for the log."""
+        notes: list[str] = []
+        rows = self.connection.execute(sa.text(
+            f"SELECT id, revision, direction, transactional FROM {self.table} "
+            "WHERE outcome = 'running' ORDER BY id"
+        )).all()
+        for row in rows:
+            done = (row.revision in applied) == (row.direction != "down")
+            if done:
+                outcome, detail = "succeeded", "finished; its run ended before recording it"
+            elif row.transactional:
+                outcome, detail = "failed", "its run ended; PostgreSQL rolled the revision back"
+            else:
+                outcome, detail = "failed", (
+                    "its run ended inside a non-transactional step; the database may hold "
+                    "part of it"
+                )
+            self.finish(row.id, outcome, detail=detail)
+            notes.append(f"audit row {row.id} ({row.revision}): {outcome}, {detail}")
+        return notes
+
+    def resolve(self, failure_ids: list[int]) -> None:
+        self.connection.execute(
+            sa.text(f"UPDATE {self.table} SET resolved = true WHERE id = ANY(:ids)"),
+            {"ids": failure_ids},
+        )
+        self.connection.commit()
+
+
+def recent_actions(
+    connection: sa.Connection, schema: str, *, exists: bool, limit: int = 10
+) -> list[dict[str, object]]:
+    if not exists:
+        return []
+    rows = connection.execute(
+        sa.text(
+            f"SELECT id, request_id, actor, action, revision, direction, outcome, resolved, "
+            f"started_at, duration_seconds, snapshot_id, detail FROM {_table(connection, schema)} "
+            "ORDER BY id DESC LIMIT :limit"
+        ),
+        {"limit": limit},
+    ).mappings()
+    return [
+        {
+            **{key: row[key] for key in ("id", "request_id", "actor", "action", "revision",
+                                         "direction", "outcome", "resolved", "snapshot_id",
+                                         "detail")},
+            "started_at": row["started_at"].isoformat(timespec="seconds"),
+            "seconds": None if row["duration_seconds"] is None
+            else round(float(row["duration_seconds"]), 3),
+        }
+        for row in rows
+    ]

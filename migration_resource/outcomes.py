@@ -1,0 +1,108 @@
+"""What an engine operation answers: an Outcome, or an EngineError naming state and next step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from migration_resource.classification import Classification
+from migration_resource.execution import AppliedRevision
+
+
+class EngineError(RuntimeError):
+    """An operation did not happen; the message names the state and the next step."""
+
+    code = "error"
+
+    def __init__(self, message: str, classification: Classification | None = None) -> None:
+        super().__init__(message)
+        self.classification = classification
+
+
+class UsageError(EngineError):
+    """The request cannot be carried out as asked (missing or contradictory options)."""
+
+    code = "bad_request"
+
+
+class MigrationRefused(EngineError):
+    """The database is in a state the requested operation must not touch."""
+
+    code = "refused"
+
+
+class ConfirmationRequired(EngineError):
+    """A change was requested without explicit confirmation."""
+
+    code = "confirmation_required"
+
+
+class DatabaseUnavailable(EngineError):
+    """The database could not be reached; nothing was read or changed."""
+
+    code = "database_unavailable"
+
+
+class MigrationFailed(EngineError):
+    """A migration raised; the database is left at the last revision that completed."""
+
+    code = "migration_failed"
+
+    def __init__(
+        self,
+        message: str,
+        classification: Classification | None,
+        applied: tuple[AppliedRevision, ...],
+        final: tuple[str, ...],
+    ) -> None:
+        super().__init__(message, classification)
+        self.applied = applied
+        self.final = final
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation found and did; `as_dict` is the admin answer."""
+
+    operation: str
+    classification: Classification
+    message: str
+    ok: bool = True
+    final: tuple[str, ...] = ()  # revisions after the operation
+    applied: tuple[AppliedRevision, ...] = ()
+    sql: dict[str, str] | None = None  # dry run: revision → SQL
+    seconds: float = 0.0
+    notes: tuple[str, ...] = field(default=())
+    findings: tuple[dict[str, str], ...] = ()  # the change gate's, per revision
+    history: tuple[dict[str, Any], ...] | None = None  # recent audit rows
+    baseline: dict[str, Any] | None = None  # what a history fix found
+
+    def as_dict(self) -> dict[str, object]:
+        c = self.classification
+        answer: dict[str, object] = {
+            "ok": self.ok,
+            "operation": self.operation,
+            "state": c.state.value,
+            "current": list(c.current),
+            "target": list(c.target),
+            "pending": list(c.pending),
+            "final": list(self.final),
+            "applied": [a.as_dict() for a in self.applied],
+            "message": self.message,
+            "seconds": round(self.seconds, 3),
+        }
+        if c.cause:
+            answer["cause"] = c.cause
+        if c.detail:
+            answer["detail"] = c.detail
+        if self.sql is not None:
+            answer["sql"] = self.sql
+        if self.notes:
+            answer["notes"] = list(self.notes)
+        if self.findings:
+            answer["findings"] = list(self.findings)
+        if self.history is not None:
+            answer["history"] = list(self.history)
+        if self.baseline is not None:
+            answer["baseline"] = self.baseline
+        return answer

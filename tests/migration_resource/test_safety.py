@@ -1,0 +1,206 @@
+"""Verified history repair, explicit baselines and the destructive-change gate, end to end
+on real PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from migration_resource.engine import MigrationEngine, MigrationRefused
+from migration_resource.revisions import alembic_config
+from tests.alembic.support import (
+    ADD_DISPLAY_NAME,
+    BACKFILL_DISPLAY_NAME,
+    CHECK_TASK_STATUS,
+    CREATE_TABLES,
+    DROP_USERS_NAME,
+    HEAD,
+    INDEX_TASKS,
+)
+from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations, version_rows
+
+EngineFactory = Callable[..., MigrationEngine]
+
+
+def tables_without_history(db: sa.Engine, revision: str) -> None:
+    """Build the schema of `revision` for real, then forget the history."""
+    with db.connect() as conn:
+        config = alembic_config(SAMPLE_SCRIPTS)
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+    execute(db, "DROP TABLE alembic_version")
+
+
+def scratch_schemas(db: sa.Engine) -> list[str]:
+    with db.connect() as conn:
+        return list(conn.exec_driver_sql(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'migration_scratch')"
+        ).scalars())
+
+
+def audit(db: sa.Engine) -> list[tuple[object, ...]]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT action, revision, outcome FROM migration_audit ORDER BY id")]
+
+
+def test_tables_at_revision_2_of_6_are_baselined_at_2_then_migrated(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    # GIVEN tables at revision 2, with data, and no history
+    tables_without_history(db, ADD_DISPLAY_NAME)
+    execute(db, "INSERT INTO users (email, name) SELECT 'u' || g || '@example.com', 'User ' || g "
+                "FROM generate_series(1, 100) g",
+            "INSERT INTO projects (owner_id, name) SELECT id, 'p' || id FROM users")
+    # WHEN run-migrations --fix-history runs
+    outcome = engine.migrate(fix_history=True)
+    # THEN revision 2 was stamped (the earliest with that schema: the backfill still runs)
+    assert outcome.baseline is not None
+    assert outcome.baseline["matched"] == ADD_DISPLAY_NAME
+    assert outcome.baseline["matches"] == [ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME]
+    assert [a.revision for a in outcome.applied] == [
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME,
+    ]
+    assert version_rows(db) == [HEAD]
+    with db.connect() as conn:
+        users = conn.exec_driver_sql("SELECT count(*), count(display_name) FROM users").one()
+        assert tuple(users) == (100, 100)  # every row kept and backfilled
+        assert conn.exec_driver_sql("SELECT count(*) FROM projects").scalar() == 100
+    assert ("baseline", ADD_DISPLAY_NAME, "succeeded") in audit(db)
+    assert scratch_schemas(db) == []
+
+
+def test_tables_at_head_are_stamped_and_nothing_is_applied(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    tables_without_history(db, HEAD)
+    outcome = engine.migrate(fix_history=True)
+    assert outcome.baseline is not None and outcome.baseline["matched"] == HEAD
+    assert outcome.applied == ()
+    assert version_rows(db) == [HEAD]
+
+
+def test_without_fix_history_the_refusal_says_how(engine: MigrationEngine, db) -> None:
+    tables_without_history(db, HEAD)
+    with pytest.raises(MigrationRefused, match="--fix-history"):
+        engine.migrate()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("ALTER TABLE users ADD COLUMN nickname text", "users.nickname"),
+        ("DROP INDEX ix_tasks_project_id_status", "project_id, status"),
+    ],
+)
+def test_a_schema_matching_no_revision_becomes_inconsistent_with_a_diff(
+    engine: MigrationEngine, db: sa.Engine, change: str, named: str
+) -> None:
+    tables_without_history(db, HEAD)
+    execute(db, change)
+    before = relations(db)
+    with pytest.raises(MigrationRefused) as refused:
+        engine.migrate(fix_history=True)
+    assert str(refused.value).startswith("inconsistent: no revision matches the tables")
+    assert named in str(refused.value)
+    assert refused.value.classification is not None
+    assert refused.value.classification.cause == "unverifiable_baseline"
+    # nothing changed: no history written, scratch schema gone; the verdict is remembered
+    assert version_rows(db) == []
+    assert [r for r in relations(db) if not r.startswith("migration_audit")] == [
+        r for r in before if not r.startswith("migration_audit")
+    ]
+    assert scratch_schemas(db) == []
+    assert engine.status().classification.cause == "unverifiable_baseline"
+    assert audit(db)[-1] == ("baseline", None, "failed")
+
+
+def test_dry_run_fix_history_reports_the_revision_it_would_stamp(
+    engine: MigrationEngine, db: sa.Engine
+) -> None:
+    tables_without_history(db, INDEX_TASKS)
+    outcome = engine.dry_run(fix_history=True)
+    assert outcome.ok
+    assert outcome.baseline is not None and outcome.baseline["matched"] == INDEX_TASKS
+    assert outcome.classification.pending == (CHECK_TASK_STATUS, DROP_USERS_NAME)
+    assert f"would stamp {INDEX_TASKS}" in outcome.notes[0]
+    assert version_rows(db) == [] and scratch_schemas(db) == []
+
+
+def test_ignored_tables_are_left_out_and_said(make_engine: EngineFactory, db) -> None:
+    tables_without_history(db, HEAD)
+    execute(db, "CREATE TABLE legacy_export (id int)")
+    engine = make_engine(ignored_tables=("legacy_export",))
+    outcome = engine.migrate(fix_history=True)
+    assert outcome.baseline is not None
+    assert outcome.baseline["ignored_tables"] == ["legacy_export"]
+    assert version_rows(db) == [HEAD]
+
+
+def test_explicit_baseline_is_recorded_and_confirmed_in_production(
+    make_engine: EngineFactory, db: sa.Engine
+) -> None:
+    tables_without_history(db, CHECK_TASK_STATUS)
+    engine = make_engine(stage="production", allow_destructive=True)
+    outcome = engine.migrate(baseline=CHECK_TASK_STATUS)
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
+    rows = audit(db)
+    assert ("baseline", CHECK_TASK_STATUS, "succeeded") in rows
+    with db.connect() as conn:
+        detail = conn.exec_driver_sql(
+            "SELECT detail FROM migration_audit WHERE action = 'baseline' LIMIT 1").scalar()
+    assert "not verified" in str(detail)
+
+
+def test_explicit_baseline_is_refused_on_a_healthy_history(engine: MigrationEngine) -> None:
+    engine.migrate(ADD_DISPLAY_NAME)
+    with pytest.raises(MigrationRefused, match="only for a database without"):
+        engine.migrate(baseline=HEAD)
+
+
+def test_destructive_revision_refused_in_production_then_allowed(
+    make_engine: EngineFactory, db: sa.Engine
+) -> None:
+    # GIVEN production data at the revision before the column drop
+    make_engine().migrate(CHECK_TASK_STATUS)
+    execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
+    production = make_engine(stage="production")
+    # WHEN the destructive revision is pending
+    dry = production.dry_run()
+    assert not dry.ok and "drop_column" in dry.message
+    assert [f["rule"] for f in dry.findings] == ["drop_column"]
+    assert dry.findings[0]["statement"].startswith("ALTER TABLE users DROP COLUMN name")
+    with pytest.raises(MigrationRefused) as refused:
+        production.migrate()
+    # THEN it is refused, nothing changed, and the refusal is in the audit trail
+    assert str(refused.value).startswith(f"pending_migrations: {DROP_USERS_NAME}: drop_column")
+    assert "--allow-destructive" in str(refused.value)
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+    assert audit(db)[-1] == ("upgrade", DROP_USERS_NAME, "refused")
+    # AND with the setting it runs, and that is recorded too
+    outcome = production.migrate(allow_destructive=True)
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
+    assert audit(db)[-1] == ("upgrade", DROP_USERS_NAME, "succeeded")
+
+
+def test_destructive_revision_only_warns_in_development(
+    engine: MigrationEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine.migrate(CHECK_TASK_STATUS)
+    outcome = engine.migrate()
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
+    assert any("drop_column" in message for message in caplog.messages)
+
+
+def test_locking_findings_warn_in_the_dry_run(make_engine: EngineFactory) -> None:
+    engine = make_engine(stage="production")
+    engine.migrate(CREATE_TABLES)
+    dry = engine.dry_run(CHECK_TASK_STATUS)
+    assert dry.ok
+    assert {(f["revision"], f["rule"]) for f in dry.findings} == {
+        (INDEX_TASKS, "create_index_not_concurrently"),
+        (CHECK_TASK_STATUS, "check_without_not_valid"),
+    }
