@@ -58,6 +58,8 @@ from migration_resource.revisions import (
 )
 from migration_resource.settings import EngineSettings
 from migration_resource.states import (
+    CHECKSUM_MISMATCH,
+    DIVERGED,
     FAILED_RUN,
     OVERLAPPING_REVISIONS,
     UNKNOWN_REVISION,
@@ -476,6 +478,12 @@ class MigrationEngine:
                             "rolled-back|applied --revision REV`",
                 UNVERIFIABLE_BASELINE: "Make the tables match a revision, or stamp one with "
                                        "--baseline REV",
+                CHECKSUM_MISMATCH: "Revert the edit, or accept it with `remote_admin.py "
+                                   "--confirm repair --realign-checksums`",
+                UNKNOWN_REVISION: "Restore the revision file, or stamp the revision the "
+                                  "schema has with --baseline REV",
+                OVERLAPPING_REVISIONS: "Stamp the revision the schema has with --baseline REV",
+                DIVERGED: "Deploy a target that includes both branches (their merge)",
             }.get(classification.cause or "", "Fix it by hand")
             return (
                 f"inconsistent: {classification.detail}; nothing was changed. {next_step}. "
