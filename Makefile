@@ -28,6 +28,7 @@ unit: $(STAMP) postgres-binaries
 
 benchmark: $(STAMP) postgres-binaries
 	$(BIN)/python benchmarks/status_check.py
+	$(BIN)/python benchmarks/baseline_search.py
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.

@@ -22,6 +22,11 @@ config = context.config
 
 
 def run() -> None:
+    # Tests count how often the environment runs (each run loads every revision file).
+    runs_log = os.environ.get("SYNTHETIC_ENV_RUNS")
+    if runs_log:
+        with open(runs_log, "a") as log:
+            log.write("offline\\n" if context.is_offline_mode() else "online\\n")
     callbacks = config.attributes.get("on_version_apply")
     if context.is_offline_mode():
         context.configure(url="postgresql+psycopg://", literal_binds=True,

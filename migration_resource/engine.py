@@ -258,8 +258,11 @@ class MigrationEngine:
         (resolved,) = before.target
 
         baseline_report: dict[str, Any] | None = None
-        with self._locked(before), self._migration_session() as connection:
-            trail = AuditTrail(connection, self.settings.schema, context)
+        with (
+            self._locked(before),
+            self._migration_session() as connection,
+            self._audit_trail(context) as trail,
+        ):
             now = self._prepare_locked(connection, trail, resolved)
             if baseline is not None:
                 now = self._stamp_explicit(connection, trail, now, self._resolve(baseline),
@@ -325,8 +328,11 @@ class MigrationEngine:
                 "revision; see `remote_admin.py status`",
                 before,
             )
-        with self._locked(before), self._migration_session() as connection:
-            trail = AuditTrail(connection, self.settings.schema, context)
+        with (
+            self._locked(before),
+            self._migration_session() as connection,
+            self._audit_trail(context) as trail,
+        ):
             now = self._prepare_locked(connection, trail, resolved)
             if now.state is not DatabaseState.AHEAD:
                 self._raise_if_refused(now, fix_history=False)
@@ -377,9 +383,11 @@ class MigrationEngine:
             )
         before = self._classify("head", None, None)
         done: list[str] = []
-        with self._locked(before), self._migration_session() as connection:
-            trail = AuditTrail(connection, self.settings.schema, context)
-            trail.ensure_table()
+        with (
+            self._locked(before),
+            self._migration_session() as connection,
+            self._audit_trail(context) as trail,
+        ):
             rows = self._read(connection, with_checksums=False).version_rows
             connection.commit()
             known = tuple(r for r in rows if self.catalogue.is_known(r))
@@ -508,8 +516,7 @@ class MigrationEngine:
     def _prepare_locked(
         self, connection: sa.Connection, trail: AuditTrail, resolved: str
     ) -> Classification:
-        """Audit table, rows left by a dead run, fresh classification, adopted checksums."""
-        trail.ensure_table()
+        """Rows left by a dead run, a fresh classification, adopted checksums."""
         rows = self._read(connection, with_checksums=False).version_rows
         connection.commit()
         known = tuple(r for r in rows if self.catalogue.is_known(r))
@@ -565,74 +572,82 @@ class MigrationEngine:
     def _apply(
         self, connection: sa.Connection, trail: AuditTrail, before: Classification, target: str
     ) -> tuple[AppliedRevision, ...]:
-        """One revision at a time, each with an audit row committed before it starts."""
         logger.info("Running %d pending migrations...", len(before.pending))
-        applied: list[AppliedRevision] = []
-        reaching_head = target == self.catalogue.head
-        for revision in before.pending:
-            path = self.catalogue.file_path(revision)
-            row = trail.start("upgrade", revision, direction="up", checksum=file_checksum(path),
-                              transactional=is_transactional(path))
-            started = time.perf_counter()
-            try:
-                run_online(connection, self.settings.script_location, revision,
-                           direction="upgrade")
-            except Exception as error:
-                self._record_failure(connection, trail, row, error)
-                raise self._failed(before, target, applied, revision, error) from None
-            last = revision == before.pending[-1]
-            trail.finish(
-                row, "succeeded",
-                history_digest=history_digest(self.catalogue.versions_dir)
-                if last and reaching_head else None,
-            )
-            step = AppliedRevision(
-                revision=revision,
-                down_revisions=self.catalogue.down_revisions(revision),
-                direction="upgrade", seconds=time.perf_counter() - started,
-            )
-            applied.append(step)
-            logger.info("Applied revision %s (%.2f s)", revision, step.seconds)
-        self._verify(before, target)
-        return tuple(applied)
+        return self._run_steps(connection, trail, before, target,
+                               order=before.pending, direction="upgrade")
 
     def _revert(
         self, connection: sa.Connection, trail: AuditTrail, before: Classification, target: str
     ) -> tuple[AppliedRevision, ...]:
-        reverted: list[AppliedRevision] = []
         beyond = self.catalogue.ancestry(before.current) - self.catalogue.ancestry(
             () if target == "base" else (target,)
         )
-        for revision in reversed(self.catalogue.in_upgrade_order(beyond)):
-            down = self.catalogue.down_revisions(revision)
-            if len(down) > 1:
-                raise ScriptsError(
-                    f"Downgrading through the merge revision {revision} is not supported; "
-                    "downgrade each branch by hand with alembic"
-                )
+        order = tuple(reversed(self.catalogue.in_upgrade_order(beyond)))
+        return self._run_steps(connection, trail, before, target,
+                               order=order, direction="downgrade")
+
+    def _run_steps(
+        self,
+        connection: sa.Connection,
+        trail: AuditTrail,
+        before: Classification,
+        target: str,
+        *,
+        order: tuple[str, ...],
+        direction: str,
+    ) -> tuple[AppliedRevision, ...]:
+        """One Alembic run (the scripts load once), with an audit row per revision.
+
+        Each revision's row is committed on the audit connection *before* the revision starts
+        (at the previous revision's callback), so a run that dies leaves evidence; the
+        callback fires inside the revision's transaction, after its statements.
+        """
+        done: list[AppliedRevision] = []
+        rows: dict[str, int] = {}
+        reaching_head = direction == "upgrade" and target == self.catalogue.head
+
+        def start(revision: str) -> None:
             path = self.catalogue.file_path(revision)
-            row = trail.start("downgrade", revision, direction="down",
-                              checksum=file_checksum(path), transactional=is_transactional(path))
-            started = time.perf_counter()
-            try:
-                run_online(connection, self.settings.script_location,
-                           down[0] if down else "base", direction="downgrade")
-            except Exception as error:
-                self._record_failure(connection, trail, row, error)
-                raise self._failed(before, target, reverted, revision, error) from None
-            trail.finish(row, "succeeded")
-            step = AppliedRevision(revision=revision, down_revisions=down,
-                                   direction="downgrade", seconds=time.perf_counter() - started)
-            reverted.append(step)
-            logger.info("Reverted revision %s (%.2f s)", revision, step.seconds)
+            rows[revision] = trail.start(
+                direction, revision, direction="up" if direction == "upgrade" else "down",
+                checksum=file_checksum(path), transactional=is_transactional(path),
+            )
+
+        def on_step(step: AppliedRevision) -> None:
+            if step.revision not in rows:
+                start(step.revision)
+            last = len(done) + 1 == len(order)
+            trail.finish(
+                rows[step.revision], "succeeded",
+                history_digest=history_digest(self.catalogue.versions_dir)
+                if last and reaching_head else None,
+            )
+            done.append(step)
+            verb = "Applied" if direction == "upgrade" else "Reverted"
+            logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
+            following = next((r for r in order if r not in rows), None)
+            if following is not None:
+                start(following)
+
+        start(order[0])
+        try:
+            run_online(connection, self.settings.script_location,
+                       "base" if target == "base" else target, direction=direction,
+                       on_step=on_step)
+        except Exception as error:
+            failed = next((r for r in order if r in rows and r not in
+                           {d.revision for d in done}), order[-1])
+            self._record_failure(trail, rows.get(failed), error)
+            raise self._failed(before, target, done, failed, error) from None
         self._verify(before, target)
-        return tuple(reverted)
+        return tuple(done)
 
     def _record_failure(
-        self, connection: sa.Connection, trail: AuditTrail, row: int, error: BaseException
+        self, trail: AuditTrail, row: int | None, error: BaseException
     ) -> None:
+        if row is None:
+            return
         try:
-            connection.rollback()
             trail.finish(row, "failed", detail=self._safe(error))
         except sa.exc.SQLAlchemyError:
             # The next run settles the row it finds `running`; the failure itself is reported.
@@ -790,6 +805,16 @@ class MigrationEngine:
         return f"pending_migrations: {blocked}; nothing was changed"
 
     # -- connections ------------------------------------------------------------------------
+    @contextmanager
+    def _audit_trail(self, context: RunContext) -> Iterator[AuditTrail]:
+        """The audit trail on its own autocommit connection: its rows are committed at once,
+        whatever happens to the migration's transactions."""
+        with self._connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            trail = AuditTrail(autocommit, self.settings.schema, context)
+            trail.ensure_table()
+            yield trail
+
     def _recent_actions(self, limit: int) -> list[dict[str, Any]]:
         with self._reading() as connection:
             exists = self._read(connection, with_checksums=False).audit.exists

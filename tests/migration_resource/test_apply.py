@@ -120,6 +120,20 @@ def test_apply_from_every_intermediate_revision_keeps_all_rows(
         assert unnamed.scalar() == 0  # the backfill ran on the existing rows
 
 
+def test_a_run_loads_the_scripts_once_whatever_the_number_of_pending_revisions(
+    make_engine: Callable[..., MigrationEngine], synthetic: Synthetic, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each Alembic run imports every revision file: one run per revision would make a long
+    # first deploy quadratic. One offline run (the change gate) and one online run.
+    runs = tmp_path / "env_runs.log"
+    monkeypatch.setenv("SYNTHETIC_ENV_RUNS", str(runs))
+    folder, _ = synthetic(12)
+    outcome = make_engine(script_location=folder).migrate()
+    assert len(outcome.applied) == 12
+    assert sorted(runs.read_text().split()) == ["offline", "online"]
+
+
 def test_failure_half_way_leaves_the_last_good_revision(
     make_engine: Callable[..., MigrationEngine], db: sa.Engine, synthetic: Synthetic
 ) -> None:
