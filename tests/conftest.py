@@ -11,11 +11,16 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import sqlalchemy as sa
 
+from localdev.https_recorder import HttpsRecorder
+from localdev.moto_server import MotoServer
 from localdev.postgres import LocalPostgres, free_port
 from localdev.synthetic_history import write_history
 
@@ -76,3 +81,50 @@ def db(database_url: str) -> Iterator[sa.Engine]:
     engine = sa.create_engine(database_url, poolclass=sa.NullPool)
     yield engine
     engine.dispose()
+
+
+AWS_TEST_REGION = "us-east-1"
+
+
+@dataclass(frozen=True)
+class Aws:
+    """The moto server a test talks to; ``client(name)`` builds boto3 clients for it."""
+
+    endpoint: str
+    region: str = AWS_TEST_REGION
+
+    def client(self, name: str) -> Any:
+        return boto3.client(name, endpoint_url=self.endpoint, region_name=self.region)
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
+    """One moto server (a local AWS API) for the whole run."""
+    server = MotoServer(port=free_port(), log_path=tmp_path_factory.mktemp("moto") / "moto.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Aws:
+    """A clean moto state, and an environment in which plain boto3 clients reach it."""
+    moto_server.reset()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server.endpoint)
+    # botocore reads AWS_DEFAULT_REGION; the Lambda runtime (and crhelper) AWS_REGION.
+    monkeypatch.setenv("AWS_DEFAULT_REGION", AWS_TEST_REGION)
+    monkeypatch.setenv("AWS_REGION", AWS_TEST_REGION)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    return Aws(endpoint=moto_server.endpoint)
+
+
+@pytest.fixture
+def response_recorder() -> Iterator[HttpsRecorder]:
+    """An HTTPS server standing in for CloudFormation's pre-signed ResponseURL."""
+    with HttpsRecorder() as recorder:
+        yield recorder

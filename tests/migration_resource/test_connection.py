@@ -1,0 +1,157 @@
+"""The database URL from Secrets Manager (moto) or DATABASE_URL, connected to the real server."""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+import sqlalchemy as sa
+from botocore.config import Config
+
+from migration_resource.connection import (
+    clear_secret_cache,
+    database_url_from_environment,
+    url_from_secret,
+)
+from migration_resource.settings import SettingsError
+from tests.conftest import Aws
+
+ODD_PASSWORD = "p@ss:w/o%rd?#&=+ 'x"  # every character a URL would mangle
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    clear_secret_cache()
+    yield
+    clear_secret_cache()
+
+
+def secret_for(database_url: str) -> dict[str, Any]:
+    """The RDS-generated secret's shape, for the test database. Our test server trusts any
+    password, so an odd one is used unless an external server needs its real one."""
+    url = sa.make_url(database_url)
+    return {"engine": "postgres", "host": url.host, "port": url.port or 5432,
+            "username": url.username, "password": url.password or ODD_PASSWORD,
+            "dbname": url.database, "dbInstanceIdentifier": "appdb"}
+
+
+def full_text(error: BaseException) -> str:
+    """Everything a traceback of the error would print."""
+    return "".join(traceback.format_exception(error))
+
+
+class CountingClients:
+    """Builds real Secrets Manager clients and counts how often it is asked to."""
+
+    def __init__(self, aws: Aws) -> None:
+        self.aws = aws
+        self.calls = 0
+
+    def __call__(self) -> Any:
+        self.calls += 1
+        return self.aws.client("secretsmanager")
+
+
+def test_secret_gives_a_url_that_connects(aws: Aws, database_url: str) -> None:
+    # GIVEN the database's credentials in Secrets Manager
+    secret = secret_for(database_url)
+    arn = aws.client("secretsmanager").create_secret(
+        Name="appdb-credentials", SecretString=json.dumps(secret))["ARN"]
+    # WHEN the URL is read from the environment the Lambda has
+    url = database_url_from_environment({"DATABASE_SECRET_ARN": arn})
+    # THEN it pins psycopg 3, keeps the odd password intact and connects
+    assert url.drivername == "postgresql+psycopg"
+    assert url.password == secret["password"]
+    assert "sslmode" not in url.query  # loopback: the local server has no certificate
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT current_database()").scalar() == url.database
+    engine.dispose()
+    # and survives the string round trip the handler makes into EngineSettings
+    assert sa.make_url(url.render_as_string(hide_password=False)) == url
+
+
+def test_secret_is_read_once_per_container(aws: Aws) -> None:
+    secrets = aws.client("secretsmanager")
+    secret = {"host": "127.0.0.1", "port": 5432, "username": "app", "password": ODD_PASSWORD,
+              "dbname": "appdb"}
+    arn = secrets.create_secret(Name="db", SecretString=json.dumps(secret))["ARN"]
+    clients = CountingClients(aws)
+    first = database_url_from_environment({"DATABASE_SECRET_ARN": arn}, secrets_client=clients)
+    # WHEN the secret disappears after the first read
+    secrets.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
+    # THEN the next invocation in the same container still has the URL, without asking AWS
+    again = database_url_from_environment({"DATABASE_SECRET_ARN": arn}, secrets_client=clients)
+    assert again == first and clients.calls == 1
+    # AND once the cache is cleared, the missing secret is a clear error
+    clear_secret_cache()
+    with pytest.raises(SettingsError, match="ResourceNotFoundException") as missing:
+        database_url_from_environment({"DATABASE_SECRET_ARN": arn}, secrets_client=clients)
+    assert "secretsmanager:GetSecretValue" in str(missing.value)
+    assert ODD_PASSWORD not in full_text(missing.value)
+
+
+def test_secret_wins_over_database_url(aws: Aws) -> None:
+    secret = {"host": "db.internal", "username": "app", "password": "pw"}
+    arn = aws.client("secretsmanager").create_secret(
+        Name="db", SecretString=json.dumps(secret))["ARN"]
+    url = database_url_from_environment(
+        {"DATABASE_SECRET_ARN": arn, "DATABASE_URL": "postgresql://other@127.0.0.1/x"})
+    assert url.host == "db.internal"
+
+
+def test_remote_hosts_require_tls_and_defaults_fill_gaps() -> None:
+    url = url_from_secret({"host": "appdb.abc.us-east-1.rds.amazonaws.com", "username": "app",
+                           "password": ODD_PASSWORD})
+    assert url.query == {"sslmode": "require"}
+    assert (url.port, url.database) == (5432, "postgres")
+    assert ODD_PASSWORD not in repr(url) and ODD_PASSWORD not in str(url)
+    assert url_from_secret({"host": "localhost", "port": "6543", "username": "a",
+                            "password": "b"}).port == 6543
+
+
+def test_database_url_is_normalised() -> None:
+    url = database_url_from_environment({"DATABASE_URL": " postgres://app:pw@db:5433/appdb "})
+    assert url.drivername == "postgresql+psycopg"
+    assert (url.host, url.port, url.database) == ("db", 5433, "appdb")
+
+
+def test_neither_variable_names_both() -> None:
+    with pytest.raises(SettingsError, match="Neither DATABASE_SECRET_ARN nor DATABASE_URL"):
+        database_url_from_environment({"DATABASE_SECRET_ARN": " ", "DATABASE_URL": ""})
+
+
+@pytest.mark.parametrize("secret_string, message", [
+    (json.dumps({"username": "app", "password": ODD_PASSWORD}), "has no host"),
+    (json.dumps({"host": "h", "username": "app"}), "has no password"),
+    (json.dumps({"host": "h", "username": "app", "password": ODD_PASSWORD, "port": "x"}),
+     "port that is not a number"),
+    (json.dumps({"engine": "mysql", "host": "h", "username": "app", "password": ODD_PASSWORD}),
+     "engine 'mysql'"),
+    (f"host=h user=app password={ODD_PASSWORD}", "is not a JSON object"),
+    (f'{{"password": "{ODD_PASSWORD}", ', "is not a JSON object"),  # broken JSON
+    (json.dumps([ODD_PASSWORD]), "is not a JSON object"),
+])
+def test_bad_secrets_are_named_but_never_shown(aws: Aws, secret_string: str, message: str) -> None:
+    arn = aws.client("secretsmanager").create_secret(Name="db", SecretString=secret_string)["ARN"]
+    with pytest.raises(SettingsError, match=message) as bad:
+        database_url_from_environment({"DATABASE_SECRET_ARN": arn})
+    text = full_text(bad.value)
+    assert ODD_PASSWORD not in text and secret_string not in text
+    assert "DATABASE_SECRET_ARN" in str(bad.value)
+
+
+def test_unreachable_secrets_manager_is_a_settings_error() -> None:
+    def unreachable() -> Any:
+        return boto3.client("secretsmanager", endpoint_url="http://127.0.0.1:9",
+                            region_name="us-east-1", aws_access_key_id="x",
+                            aws_secret_access_key="x",
+                            config=Config(retries={"max_attempts": 1}, connect_timeout=1))
+
+    with pytest.raises(SettingsError, match="EndpointConnectionError"):
+        database_url_from_environment({"DATABASE_SECRET_ARN": "arn:aws:secretsmanager:x"},
+                                      secrets_client=unreachable)
