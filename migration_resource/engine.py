@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +79,7 @@ logger = logging.getLogger(__name__)
 
 RUNBOOK = "docs/RUNBOOK.md"
 CONNECT_TIMEOUT_SECONDS = 10
+CONNECT_BACKOFF_SECONDS = 1.0
 STATUS_HISTORY_ROWS = 5
 # States an explicit operator baseline may overwrite: no history, or a history that is wrong.
 BASELINE_CAUSES = frozenset({UNKNOWN_REVISION, OVERLAPPING_REVISIONS, UNVERIFIABLE_BASELINE})
@@ -98,10 +99,21 @@ def create_database_engine(settings: EngineSettings) -> sa.Engine:
 
 
 class MigrationEngine:
-    def __init__(self, settings: EngineSettings, *, database: sa.Engine | None = None) -> None:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        database: sa.Engine | None = None,
+        on_connection_error: Callable[[], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.settings = settings
         self.database = database or create_database_engine(settings)
         self._catalogue: RevisionCatalogue | None = None
+        # Counted by the Lambda as a metric: a just-created or resuming database refuses
+        # connections for a while, and a trend of these deserves an alarm.
+        self._on_connection_error = on_connection_error
+        self._sleep = sleep
 
     # -- the scripts -------------------------------------------------------------------
     @property
@@ -845,14 +857,26 @@ class MigrationEngine:
 
     @contextmanager
     def _connect(self) -> Iterator[sa.Connection]:
-        try:
-            connection = self.database.connect()
-        except sa.exc.OperationalError as error:
-            raise DatabaseUnavailable(
-                "Cannot connect to the database: " + self._safe(error.orig or error)
-                + "; nothing was read or changed. Check the host, port, credentials and "
-                "network path (security group) and retry"
-            ) from None
+        attempts = self.settings.connect_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                connection = self.database.connect()
+                break
+            except sa.exc.OperationalError as error:
+                if self._on_connection_error is not None:
+                    self._on_connection_error()
+                if attempt == attempts:
+                    raise DatabaseUnavailable(
+                        f"Cannot connect to the database ({attempts} attempts): "
+                        + self._safe(error.orig or error)
+                        + "; nothing was read or changed. Check the host, port, credentials "
+                        "and network path (security group) and retry"
+                    ) from None
+                delay = CONNECT_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                logger.warning("Database connection failed (attempt %d of %d); retrying in "
+                               "%.0f s: %s", attempt, attempts, delay,
+                               self._safe(error.orig or error))
+                self._sleep(delay)
         with connection:
             yield connection
 

@@ -41,6 +41,9 @@ class EngineSettings:
     # unless confirmed; development warns.
     stage: str = "development"
     allow_destructive: bool = False
+    # Connection attempts before giving up (1 s, 2 s, 4 s... apart): a just-created or
+    # resuming database refuses connections for a while.
+    connect_attempts: int = 3
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
@@ -79,6 +82,7 @@ class EngineSettings:
             ignored_tables=ignored,
             stage=env.get("STAGE", "development") or "development",
             allow_destructive=_flag(env, "ALLOW_DESTRUCTIVE"),
+            connect_attempts=_positive_int(env, "DATABASE_CONNECT_ATTEMPTS", 3),
         )
 
 

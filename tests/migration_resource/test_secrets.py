@@ -33,13 +33,18 @@ def test_connection_failure_is_reported_without_the_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    errors: list[int] = []
+    sleeps: list[float] = []
     engine = MigrationEngine(
-        EngineSettings(database_url=normalize_url(URL), script_location=SAMPLE_SCRIPTS)
+        EngineSettings(database_url=normalize_url(URL), script_location=SAMPLE_SCRIPTS),
+        on_connection_error=lambda: errors.append(1), sleep=sleeps.append,
     )
     with pytest.raises(DatabaseUnavailable) as failure:
         engine.migrate()
     message = str(failure.value)
-    assert message.startswith("Cannot connect to the database")
+    # retried briefly (a resuming database), each failure counted, then reported
+    assert len(errors) == 3 and sleeps == [1.0, 2.0]
+    assert message.startswith("Cannot connect to the database (3 attempts)")
     assert "Check the host, port, credentials" in message
     assert PASSWORD not in message
     answer = answer_admin_event(engine, {"admin_operation": "status"})

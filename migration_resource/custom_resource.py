@@ -1,0 +1,443 @@
+"""`Custom::DatabaseMigration`: what CloudFormation's Create/Update/Delete mean for the database.
+
+Built on crhelper, configured for this product: it does not re-level the root logger, never
+sleeps on Delete, sends its response with a bounded sender (crhelper's retries forever) and
+keeps every response under CloudFormation's 4 KB.
+
+A Create/Update classifies the database. Nothing to do (`up_to_date`, `ahead`) or nothing
+to lose (`empty`) answers at once. When migrations are pending, the snapshot is started and
+crhelper's polling (a scheduled re-invocation every minute) takes over: each poll checks the
+snapshot and, once it is `available`, migrates. Polling is what lets a large snapshot or a
+long migration outlast one Lambda run; the custom resource's ServiceTimeout bounds the whole.
+The poll input is fixed when polling starts, so everything a poll needs is derived again
+from the database and RDS, or was decided up front (the snapshot id, the start time).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import crhelper
+
+from migration_resource import delivery
+from migration_resource.audit import RunContext
+from migration_resource.classification import Classification, describe_revisions
+from migration_resource.engine import MigrationEngine
+from migration_resource.outcomes import EngineError, Outcome
+from migration_resource.reasons import short_reason
+from migration_resource.snapshots import (
+    SnapshotError,
+    SnapshotTarget,
+    database_status,
+    snapshot_identifier,
+    snapshot_status,
+    start_snapshot,
+)
+from migration_resource.states import DatabaseState
+
+logger = logging.getLogger(__name__)
+
+# CloudFormation sends the Update of a rollback with the old properties; the stack's own
+# status tells it apart. During these we answer SUCCESS without touching the database.
+ROLLBACK_STATUSES = frozenset({
+    "ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_IN_PROGRESS",
+    "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+    "IMPORT_ROLLBACK_IN_PROGRESS",
+})
+REQUIRED_EVENT_KEYS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
+REQUEST_TYPES = ("Create", "Update", "Delete")
+# Seconds kept free at the end of a Lambda run: stop starting work before crhelper's own
+# timer answers for us.
+TIME_MARGIN_SECONDS = 20
+MAX_PROPERTY_LENGTH = 256
+STAGE_ALIASES = {"dev": "development", "prod": "production",
+                 "development": "development", "production": "production"}
+POLLING_INTERVAL_MINUTES = 1
+# The poll input is the event crhelper stored when polling began: keys we add there.
+SNAPSHOT_KEY, STARTED_KEY = "SnapshotId", "StartedAt"
+
+
+class LambdaContext(Protocol):
+    aws_request_id: str
+    function_name: str
+
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+class MetricsHooks(Protocol):
+    def outcome(self, outcome: Outcome) -> None: ...
+    def failure(self) -> None: ...
+    def snapshot(self, seconds: float) -> None: ...
+
+
+class PropertyError(ValueError):
+    """The resource's properties are malformed; the message names the property."""
+
+
+@dataclass(frozen=True)
+class MigrationProperties:
+    target_revision: str
+    history_digest: str | None
+    snapshot_before_migrate: bool
+    allow_destructive: bool
+    stage: str
+    snapshot_target: SnapshotTarget | None
+
+    @classmethod
+    def parse(cls, properties: Mapping[str, Any]) -> MigrationProperties:
+        def text(name: str, default: str | None = None) -> str | None:
+            value = properties.get(name, default)
+            if value is None:
+                return None
+            if not isinstance(value, str):
+                raise PropertyError(f"{name} must be a string, got {type(value).__name__}")
+            if len(value) > MAX_PROPERTY_LENGTH:
+                raise PropertyError(f"{name} is {len(value)} characters long (at most "
+                                    f"{MAX_PROPERTY_LENGTH})")
+            return value
+
+        def flag(name: str, default: bool) -> bool:
+            raw = properties.get(name, default)
+            if isinstance(raw, bool):
+                return raw
+            if isinstance(raw, str) and raw.lower() in ("true", "false"):
+                return raw.lower() == "true"
+            raise PropertyError(f"{name} must be true or false, got {str(raw)[:40]!r}")
+
+        stage_raw = text("Stage", "development") or "development"
+        if stage_raw not in STAGE_ALIASES:
+            raise PropertyError(f"Stage must be development or production, got {stage_raw[:40]!r}")
+        has_target = "DbInstanceIdentifier" in properties or "DbClusterIdentifier" in properties
+        try:
+            target = SnapshotTarget.from_properties(properties) if has_target else None
+        except (SnapshotError, ValueError) as error:
+            raise PropertyError(str(error)) from None
+        snapshot_wanted = flag("SnapshotBeforeMigrate", True)
+        if snapshot_wanted and target is None:
+            raise PropertyError("SnapshotBeforeMigrate needs DbInstanceIdentifier or "
+                                "DbClusterIdentifier")
+        return cls(
+            target_revision=text("TargetRevision", "head") or "head",
+            history_digest=text("HistoryDigest"),
+            snapshot_before_migrate=snapshot_wanted,
+            allow_destructive=flag("AllowDestructive", False),
+            stage=STAGE_ALIASES[stage_raw],
+            snapshot_target=target,
+        )
+
+    @property
+    def target_heads(self) -> tuple[str, ...] | None:
+        return None if self.target_revision in ("head", "heads") else (self.target_revision,)
+
+
+@dataclass
+class Services:
+    """Everything with a side effect, built by the handler (and by tests)."""
+
+    engine_factory: Callable[[MigrationProperties], MigrationEngine]
+    rds: Callable[[], Any]
+    cloudformation: Callable[[], Any]
+    metrics: MetricsHooks
+    clock: Callable[[], float] = time.time
+    ssl_verify: bool | str | None = None
+
+
+# crhelper's partial annotations do not cover the attributes and hooks we override.
+_CfnResource: Any = crhelper.CfnResource
+
+
+class MigrationResource(_CfnResource):  # type: ignore[misc]
+    """crhelper's lifecycle with this product's settings and handlers."""
+
+    def __init__(self, services: Services) -> None:
+        root = logging.getLogger()
+        level, handlers = root.level, list(root.handlers)
+        super().__init__(json_logging=False, log_level="INFO", boto_level="WARNING",
+                         polling_interval=POLLING_INTERVAL_MINUTES, sleep_on_delete=0,
+                         ssl_verify=services.ssl_verify)
+        # crhelper re-levels the root logger at construction; give the Lambda's back.
+        root.setLevel(level)
+        root.handlers[:] = handlers
+        self.services = services
+        self._answer_now = False
+        self.create(self._create_or_update)
+        self.update(self._create_or_update)
+        self.delete(self._delete)
+        self.poll_create(self._poll)
+        self.poll_update(self._poll)
+
+    # -- crhelper hooks ----------------------------------------------------------------
+    def _log_setup(self, event: Any, context: Any) -> None:
+        """Logging is configured by the handler; crhelper must not touch it per event."""
+
+    def _polling_init(self, event: Any) -> None:
+        # crhelper starts polling after every Create/Update; we answer at once when the
+        # first run already finished (no snapshot to wait for, no time problem).
+        if "CrHelperPoll" not in event and self._answer_now:
+            self._send_response = True
+            return
+        super()._polling_init(event)
+
+    def _timeout(self) -> None:
+        logger.error("The migration Lambda is about to time out; answering FAILED")
+        self._send(
+            "FAILED",
+            "timeout: the migration Lambda ran out of time. Revisions that finished are "
+            "committed and recorded in migration_audit; raise the Lambda timeout and deploy "
+            "again",
+        )
+
+    def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
+        """crhelper's response, fitted to 4 KB and sent with bounded retries."""
+        body = {
+            "Status": status or self.Status,
+            "PhysicalResourceId": str(self.PhysicalResourceId or self._event.get(
+                "PhysicalResourceId") or self._physical_id()),
+            "StackId": self.StackId,
+            "RequestId": self.RequestId,
+            "LogicalResourceId": self.LogicalResourceId,
+            "Reason": short_reason(reason if status else str(self.Reason)),
+            "Data": {k: str(v) for k, v in self.Data.items() if k in RESPONSE_DATA_KEYS},
+            "NoEcho": False,
+        }
+        logger.info("Answering CloudFormation: %s %s", body["Status"], body["Reason"])
+        if not self._response_url:
+            logger.error("The event has no ResponseURL; CloudFormation cannot be answered")
+            return
+        delivery.send_response(self._response_url, delivery.fit_response(body),
+                               ssl_verify=self.services.ssl_verify)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def _create_or_update(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        self._answer_now = False
+        try:
+            return self._first_run(event, context)
+        except Exception:
+            self.services.metrics.failure()
+            raise
+
+    def _poll(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        try:
+            return self._next_run(event, context)
+        except Exception:
+            self.services.metrics.failure()
+            raise
+
+    def _first_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
+        if self._in_rollback(event):
+            logger.info("Stack rollback in progress: the database is left as it is")
+            self.Data.update(State="rollback", FromRevision="", ToRevision="", Applied="0",
+                             SnapshotId="")
+            self._answer_now = True
+            return self._physical_id()
+        engine = self.services.engine_factory(properties)
+        try:
+            before = engine.status(properties.target_revision,
+                                   target_heads=properties.target_heads,
+                                   history_digest=properties.history_digest).classification
+            self._refuse_if_inconsistent(before)
+            self.Data[STARTED_KEY] = str(int(self.services.clock()))
+            snapshot_id = ""
+            if self._snapshot_needed(properties, before):
+                assert properties.snapshot_target is not None
+                snapshot_id = snapshot_identifier(
+                    _stack_name(event), before.target[0] if before.target else "head",
+                    datetime.fromtimestamp(self.services.clock(), UTC),
+                )
+                self.Data[SNAPSHOT_KEY] = snapshot_id
+                if not self._advance_snapshot(properties, snapshot_id,
+                                              float(self.Data[STARTED_KEY])):
+                    return None  # crhelper polls until the snapshot is available
+            else:
+                self.Data[SNAPSHOT_KEY] = ""
+            if not self._enough_time(engine, context, before):
+                return None  # a poll starts with a whole Lambda run
+            return self._migrate(engine, properties, event, before)
+        finally:
+            engine.close()
+
+    def _next_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
+        data = event.get("CrHelperData", {})
+        snapshot_id = str(data.get(SNAPSHOT_KEY, ""))
+        started = float(data.get(STARTED_KEY, self.services.clock()))
+        service_timeout = float(event.get("ResourceProperties", {}).get("ServiceTimeout", 3600))
+        if self.services.clock() - started > service_timeout:
+            raise EngineError(
+                f"timeout: the deploy has waited {int(self.services.clock() - started)} s "
+                f"(ServiceTimeout {int(service_timeout)} s); nothing more was changed. Check "
+                f"snapshot {snapshot_id or '(none)'} and deploy again"
+            )
+        if snapshot_id and not self._advance_snapshot(properties, snapshot_id, started):
+            return None
+        engine = self.services.engine_factory(properties)
+        try:
+            before = engine.status(properties.target_revision,
+                                   target_heads=properties.target_heads,
+                                   history_digest=properties.history_digest).classification
+            self._refuse_if_inconsistent(before)
+            if not self._enough_time(engine, context, before):
+                left = context.get_remaining_time_in_millis() / 1000
+                raise EngineError(
+                    f"timeout: this Lambda run has {left:.0f} s, and a migration may need "
+                    f"MIGRATION_TIMEOUT ({engine.settings.migration_timeout_seconds} s) plus "
+                    f"{TIME_MARGIN_SECONDS} s; nothing was changed. Raise the Lambda timeout "
+                    "above MIGRATION_TIMEOUT and deploy again"
+                )
+            return self._migrate(engine, properties, event, before)
+        finally:
+            engine.close()
+
+    def _delete(self, event: Mapping[str, Any], context: LambdaContext) -> str:
+        # The schema and its data belong to the application; removing this resource (or
+        # the stack) must never drop or downgrade anything.
+        logger.info("Delete: the database is left as it is")
+        self._answer_now = True
+        return str(event.get("PhysicalResourceId") or self._physical_id())
+
+    # -- steps -------------------------------------------------------------------------------
+    def _enough_time(
+        self, engine: MigrationEngine, context: LambdaContext, before: Classification
+    ) -> bool:
+        """Start a migration only with time for one statement's MIGRATION_TIMEOUT and a margin."""
+        if not (before.needs_changes
+                or before.state is DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY):
+            return True
+        needed = engine.settings.migration_timeout_seconds + TIME_MARGIN_SECONDS
+        left = context.get_remaining_time_in_millis() / 1000
+        if left < needed:
+            logger.warning("Not starting the migration: %.0f s left in this run, %d s needed",
+                           left, needed)
+        return left >= needed
+
+    def _migrate(
+        self, engine: MigrationEngine, properties: MigrationProperties,
+        event: Mapping[str, Any], before: Classification,
+    ) -> str | None:
+        outcome = engine.migrate(
+            properties.target_revision,
+            target_heads=properties.target_heads,
+            history_digest=properties.history_digest,
+            fix_history=True,
+            allow_destructive=properties.allow_destructive,
+            context=RunContext(actor="deploy", request_id=str(event.get("RequestId", "")),
+                               snapshot_id=self.Data.get(SNAPSHOT_KEY) or
+                               event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
+        )
+        self.services.metrics.outcome(outcome)
+        self.Data.update(
+            State=outcome.classification.state.value,
+            FromRevision=describe_revisions(outcome.classification.current),
+            ToRevision=describe_revisions(outcome.final),
+            Applied=str(len(outcome.applied)),
+            SnapshotId=str(self.Data.get(SNAPSHOT_KEY) or
+                           event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or ""),
+        )
+        self._answer_now = True
+        return str(event.get("PhysicalResourceId") or self._physical_id())
+
+    def _advance_snapshot(
+        self, properties: MigrationProperties, snapshot_id: str, started: float | None = None
+    ) -> bool:
+        """Start the snapshot once the database is available; True once it is available.
+
+        A failed or refused snapshot stops the deploy before any migration runs.
+        """
+        try:
+            return self._snapshot_step(properties, snapshot_id, started)
+        except SnapshotError as error:
+            raise EngineError(f"pending_migrations: {error}") from None
+
+    def _snapshot_step(
+        self, properties: MigrationProperties, snapshot_id: str, started: float | None
+    ) -> bool:
+        assert properties.snapshot_target is not None
+        rds = self.services.rds()
+        target = properties.snapshot_target
+        status = snapshot_status(rds, target, snapshot_id)
+        if status is None:
+            database = database_status(rds, target)
+            if database != "available":
+                logger.info("Waiting for %s to be available (now %s) before the snapshot",
+                            target.identifier, database)
+                return False
+            start_snapshot(rds, target, snapshot_id, {"CreatedBy": "db-migrations",
+                                                       "Purpose": "pre-migration"})
+            logger.info("Started pre-migration snapshot %s of %s", snapshot_id,
+                        target.identifier)
+            status = snapshot_status(rds, target, snapshot_id)
+        if status == "available":
+            if started is not None:
+                self.services.metrics.snapshot(self.services.clock() - started)
+            logger.info("Snapshot %s is available", snapshot_id)
+            return True
+        if status in ("creating", "pending", "backing-up", None):
+            logger.info("Snapshot %s is %s", snapshot_id, status)
+            return False
+        raise SnapshotError(
+            f"snapshot {snapshot_id} is {status}; nothing was changed. Check the snapshot in "
+            "the RDS console and deploy again"
+        )
+
+    def _snapshot_needed(self, properties: MigrationProperties, before: Classification) -> bool:
+        # An empty database has nothing to lose, and a no-change deploy nothing to protect.
+        return properties.snapshot_before_migrate and before.state in (
+            DatabaseState.PENDING_MIGRATIONS, DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY,
+        )
+
+    def _refuse_if_inconsistent(self, before: Classification) -> None:
+        if before.state is DatabaseState.INCONSISTENT:
+            raise EngineError(
+                f"inconsistent: {before.detail}; nothing was changed. See "
+                "docs/RUNBOOK.md#inconsistent"
+            )
+
+    def _in_rollback(self, event: Mapping[str, Any]) -> bool:
+        if event.get("RequestType") != "Update":
+            return False
+        try:
+            stacks = self.services.cloudformation().describe_stacks(
+                StackName=event["StackId"])["Stacks"]
+        except Exception as error:  # the normal path never downgrades either
+            logger.warning("Could not read the stack status (%s); treating the event as a "
+                           "normal update, which never downgrades", type(error).__name__)
+            return False
+        status = stacks[0]["StackStatus"] if stacks else ""
+        logger.info("Stack status: %s", status)
+        return status in ROLLBACK_STATUSES
+
+    def _physical_id(self) -> str:
+        """Stable across updates: a new id would make CloudFormation delete the old one."""
+        stack = _stack_name(self._event) if self._event else "stack"
+        return f"{stack}-{self._event.get('LogicalResourceId', 'DatabaseMigration')}"
+
+
+RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
+
+
+def _stack_name(event: Mapping[str, Any]) -> str:
+    stack_id = str(event.get("StackId", ""))
+    # arn:aws:cloudformation:region:account:stack/NAME/uuid
+    parts = stack_id.split("/")
+    return parts[1] if len(parts) > 2 else stack_id or "stack"
+
+
+def malformed_event_problem(event: Any) -> str | None:
+    """Why a CloudFormation event cannot be handled, or None when it can."""
+    if not isinstance(event, Mapping):
+        return "the event is not a JSON object"
+    missing = [key for key in REQUIRED_EVENT_KEYS if not isinstance(event.get(key), str)]
+    if missing:
+        return f"the event lacks {', '.join(missing)}"
+    if event["RequestType"] not in REQUEST_TYPES:
+        return f"RequestType {str(event['RequestType'])[:40]!r} is not Create, Update or Delete"
+    if not isinstance(event.get("ResourceProperties", {}), Mapping):
+        return "ResourceProperties must be an object"
+    return None

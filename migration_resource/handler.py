@@ -1,0 +1,146 @@
+"""The migration Lambda's entry point: a thin adapter from Lambda events to the engine.
+
+- CloudFormation custom resource events (`RequestType`) go to `custom_resource`.
+- Admin events (`admin_operation`) go to the admin protocol, as the local CLI does.
+Anything else gets a clear error answer. Settings come from the environment the CDK
+construct sets; the database secret is fetched once per container.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from migration_resource import delivery, observability
+from migration_resource.admin import answer_admin_event, error_answer
+from migration_resource.audit import RunContext
+from migration_resource.connection import database_url_from_environment
+from migration_resource.custom_resource import (
+    MigrationProperties,
+    MigrationResource,
+    Services,
+    malformed_event_problem,
+)
+from migration_resource.dsn import DatabaseUrlError
+from migration_resource.engine import MigrationEngine, Outcome
+from migration_resource.settings import EngineSettings, SettingsError
+
+logger = logging.getLogger(__name__)
+
+# A CA bundle for the ResponseURL: only the local deploy and the tests set it (their
+# recorder has a self-signed certificate); CloudFormation's S3 URLs use the system store.
+RESPONSE_CA_BUNDLE = "CFN_RESPONSE_CA_BUNDLE"
+
+_resource: MigrationResource | None = None
+
+
+def handler(event: Any, context: Any) -> dict[str, object] | None:
+    with observability.invocation(context) as metrics:
+        if isinstance(event, Mapping) and "admin_operation" in event:
+            return _admin(event, context, metrics)
+        if isinstance(event, Mapping) and "RequestType" in event:
+            _custom_resource(event, context, metrics)
+            return None
+        logger.error("Unrecognised event: neither RequestType nor admin_operation")
+        return error_answer(
+            None, "bad_request",
+            "The event is neither a CloudFormation custom resource event (RequestType) nor "
+            "an admin event (admin_operation)",
+        )
+
+
+def _admin(event: Mapping[str, Any], context: Any, metrics: Any) -> dict[str, object]:
+    try:
+        engine = build_engine(os.environ, metrics)
+    except (SettingsError, DatabaseUrlError) as error:
+        return error_answer(event.get("admin_operation"), "settings_error", str(error))
+    try:
+        request_id = str(getattr(context, "aws_request_id", "") or "") or None
+        run_context = RunContext(actor="admin", request_id=request_id) if request_id \
+            else RunContext(actor="admin")
+        return answer_admin_event(engine, event, run_context)
+    finally:
+        engine.close()
+
+
+def _custom_resource(event: Mapping[str, Any], context: Any, metrics: Any) -> None:
+    problem = malformed_event_problem(event)
+    if problem is not None:
+        logger.error("Malformed CloudFormation event: %s", problem)
+        url = event.get("ResponseURL") if isinstance(event, Mapping) else None
+        if isinstance(url, str):
+            delivery.send_response(url, delivery.fit_response({
+                "Status": "FAILED",
+                "Reason": f"bad_request: {problem}; nothing was changed",
+                "PhysicalResourceId": str(event.get("PhysicalResourceId") or "invalid-event"),
+                "StackId": str(event.get("StackId", "")),
+                "RequestId": str(event.get("RequestId", "")),
+                "LogicalResourceId": str(event.get("LogicalResourceId", "")),
+                "Data": {},
+            }), ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None)
+        return
+    resource(metrics)(dict(event), context)
+
+
+def resource(metrics: Any) -> MigrationResource:
+    """One crhelper object per container: it builds its AWS clients once."""
+    global _resource  # noqa: PLW0603 - a per-container cache is what Lambda offers
+    if _resource is None:
+        _resource = MigrationResource(services(metrics))
+    else:
+        _resource.services.metrics = _Hooks(metrics)
+    return _resource
+
+
+def services(metrics: Any) -> Services:
+    import boto3  # noqa: PLC0415 - only the deploy path needs AWS clients
+
+    def engine_for(properties: MigrationProperties) -> MigrationEngine:
+        # The deploy's own properties decide the stage's safety rules.
+        return build_engine(os.environ, metrics, stage=properties.stage,
+                            allow_destructive=properties.allow_destructive)
+
+    return Services(
+        engine_factory=engine_for,
+        rds=lambda: boto3.client("rds"),
+        cloudformation=lambda: boto3.client("cloudformation"),
+        metrics=_Hooks(metrics),
+        ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None,
+    )
+
+
+def build_engine(
+    env: Mapping[str, str], metrics: Any, *, stage: str | None = None,
+    allow_destructive: bool = False,
+) -> MigrationEngine:
+    url = database_url_from_environment(env)
+    settings = EngineSettings.from_environment(
+        env, database_url=url.render_as_string(hide_password=False)
+    )
+    if stage is not None:
+        settings = dataclasses.replace(
+            settings, stage=stage,
+            allow_destructive=allow_destructive or settings.allow_destructive,
+        )
+    return MigrationEngine(
+        settings, on_connection_error=lambda: observability.record_connection_error(metrics)
+    )
+
+
+@dataclasses.dataclass
+class _Hooks:
+    """The custom resource's metric hooks, on this invocation's Metrics."""
+
+    metrics: Any
+
+    def outcome(self, outcome: Outcome) -> None:
+        observability.record_outcome(self.metrics, outcome)
+
+    def failure(self) -> None:
+        observability.record_failure(self.metrics)
+
+    def snapshot(self, seconds: float) -> None:
+        observability.record_snapshot(self.metrics, seconds)

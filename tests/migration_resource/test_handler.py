@@ -1,0 +1,356 @@
+"""The migration Lambda as CloudFormation and operators call it.
+
+Real parts: PostgreSQL (the test database), the moto server for RDS, CloudFormation, Events,
+Lambda (permissions only) and Secrets Manager, and an HTTPS recorder as the ResponseURL.
+The Lambda context is a small object: the Lambda runtime cannot run here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from io import BytesIO
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from migration_resource import handler as handler_module
+from migration_resource.handler import handler
+from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, HEAD
+from tests.migration_resource.support import execute, relations, version_rows
+
+FUNCTION = "migration-function"
+TEMPLATE = json.dumps({
+    "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+    "Outputs": {"MigrationFunctionName": {"Value": FUNCTION}},
+})
+
+
+@dataclass
+class LambdaContext:
+    remaining_ms: int = 900_000
+    function_name: str = FUNCTION
+    aws_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Deploy:
+    """Plays CloudFormation: sends events, reads the answers, fires crhelper's polls."""
+
+    aws: Any
+    recorder: Any
+    stack_id: str
+    properties: dict[str, str]
+
+    def event(self, request_type: str, **changes: Any) -> dict[str, Any]:
+        properties = {**self.properties, **changes.pop("properties", {})}
+        event: dict[str, Any] = {
+            "RequestType": request_type,
+            "ServiceToken": f"arn:aws:lambda:us-east-1:123456789012:function:{FUNCTION}",
+            "ResponseURL": self.recorder.url(f"/responses/{uuid.uuid4().hex}"),
+            "StackId": self.stack_id,
+            "RequestId": uuid.uuid4().hex,
+            "LogicalResourceId": "DatabaseMigration",
+            "ResourceType": "Custom::DatabaseMigration",
+            "ResourceProperties": properties,
+        }
+        if request_type != "Create":
+            event["PhysicalResourceId"] = "app-DatabaseMigration"
+            event["OldResourceProperties"] = dict(self.properties)
+        event.update(changes)
+        return event
+
+    def send(self, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+        """Invoke, then fire scheduled polls (as EventBridge would) until answered."""
+        before = len(self.recorder.requests)
+        handler(event, context or LambdaContext())
+        for _ in range(5):
+            if len(self.recorder.requests) > before:
+                break
+            for poll in self.scheduled_polls():
+                handler(poll, context or LambdaContext())
+        assert len(self.recorder.requests) == before + 1, "exactly one answer per request"
+        return dict(self.recorder.requests[-1].body)
+
+    def scheduled_polls(self) -> list[dict[str, Any]]:
+        events = self.aws.client("events")
+        polls = []
+        for rule in events.list_rules()["Rules"]:
+            for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
+                polls.append(json.loads(target["Input"]))
+        return polls
+
+
+@pytest.fixture
+def deploy(aws: Any, response_recorder: Any, database_url: str,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[Deploy]:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    monkeypatch.delenv("DATABASE_SECRET_ARN", raising=False)
+    monkeypatch.setenv("CFN_RESPONSE_CA_BUNDLE", str(response_recorder.ca_file))
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "db-migrations")
+    monkeypatch.setenv("STAGE", "development")
+    rds = aws.client("rds")
+    rds.create_db_instance(
+        DBInstanceIdentifier="appdb", Engine="postgres", DBInstanceClass="db.t4g.micro",
+        MasterUsername="app", MasterUserPassword="not-the-real-one", AllocatedStorage=20,
+    )
+    iam = aws.client("iam")
+    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    code = BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("index.py", "def handler(event, context):\n    return None\n")
+    aws.client("lambda").create_function(
+        FunctionName=FUNCTION, Runtime="python3.12", Role=role, Handler="index.handler",
+        Code={"ZipFile": code.getvalue()},
+    )
+    stack_id = aws.client("cloudformation").create_stack(
+        StackName="app", TemplateBody=TEMPLATE)["StackId"]
+    handler_module._resource = None  # a new container per test
+    yield Deploy(aws=aws, recorder=response_recorder, stack_id=stack_id, properties={
+        "TargetRevision": HEAD,
+        "SnapshotBeforeMigrate": "true",
+        "AllowDestructive": "false",
+        "Stage": "development",
+        "DbInstanceIdentifier": "appdb",
+    })
+    handler_module._resource = None
+
+
+def snapshots(deploy: Deploy) -> list[str]:
+    """Manual snapshots (moto also makes an automated one when the instance is created)."""
+    found = deploy.aws.client("rds").describe_db_snapshots(
+        DBInstanceIdentifier="appdb", SnapshotType="manual")
+    return [s["DBSnapshotIdentifier"] for s in found["DBSnapshots"]]
+
+
+def test_create_on_an_empty_database_migrates_without_a_snapshot(deploy: Deploy, db) -> None:
+    answer = deploy.send(deploy.event("Create"))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["PhysicalResourceId"] == "app-DatabaseMigration"
+    assert answer["Data"] == {"State": "empty", "FromRevision": "base", "ToRevision": HEAD,
+                              "Applied": "6", "SnapshotId": ""}
+    assert version_rows(db) == [HEAD]
+    assert snapshots(deploy) == []  # nothing to lose, nothing to snapshot
+
+
+def test_update_with_pending_snapshots_first_then_migrates(
+    deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
+    answer = deploy.send(deploy.event("Update"))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["PhysicalResourceId"] == "app-DatabaseMigration"  # stable across updates
+    data = answer["Data"]
+    assert data["State"] == "pending_migrations" and data["ToRevision"] == HEAD
+    assert data["FromRevision"] == ADD_DISPLAY_NAME and data["Applied"] == "4"
+    assert data["SnapshotId"].startswith("premigrate-app-")
+    assert snapshots(deploy) == [data["SnapshotId"]]
+    # the snapshot was available before the first migration statement ran
+    messages = caplog.messages
+    available = messages.index(f"Snapshot {data['SnapshotId']} is available")
+    running = messages.index("Running 4 pending migrations...")
+    assert available < running
+    with db.connect() as conn:
+        recorded = conn.exec_driver_sql(
+            "SELECT DISTINCT snapshot_id, actor FROM migration_audit WHERE action = 'upgrade' "
+            f"AND revision = '{HEAD}'").one()
+    assert tuple(recorded) == (data["SnapshotId"], "deploy")
+
+
+def test_no_change_update_takes_no_snapshot(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create"))
+    answer = deploy.send(deploy.event("Update", properties={"MigrationsHash": "changed"}))
+    assert answer["Status"] == "SUCCESS"
+    assert answer["Data"]["State"] == "up_to_date" and answer["Data"]["Applied"] == "0"
+    assert snapshots(deploy) == []
+
+
+def test_inconsistent_fails_with_a_short_reason_and_changes_nothing(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    execute(db, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+    before = relations(db)
+    answer = deploy.send(deploy.event("Update"))
+    assert answer["Status"] == "FAILED"
+    reason = answer["Reason"]
+    assert len(reason) <= 240
+    assert reason.startswith("inconsistent: alembic_version holds 'f00dfeedbeef'")
+    assert reason.endswith("docs/RUNBOOK.md#inconsistent")
+    assert relations(db) == before and version_rows(db) == ["f00dfeedbeef"]
+    assert snapshots(deploy) == []
+
+
+@dataclass
+class StackStatusOnly:
+    """Stands in for CloudFormation's DescribeStacks during a rollback: moto's stacks
+    cannot be put in UPDATE_ROLLBACK_IN_PROGRESS, so this is the one part not run for real."""
+
+    status: str
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        return {"Stacks": [{"StackId": StackName, "StackStatus": self.status}]}
+
+
+def test_rollback_update_succeeds_without_touching_the_database(
+    deploy: Deploy, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    assert handler_module._resource is not None
+    handler_module._resource.services.cloudformation = lambda: StackStatusOnly(
+        "UPDATE_ROLLBACK_IN_PROGRESS")
+    # the database is unreachable: a rollback must not even try to connect
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    answer = deploy.send(deploy.event("Update", properties={"TargetRevision": HEAD}))
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["State"] == "rollback"
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_a_normal_update_reads_the_real_stack_status(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    answer = deploy.send(deploy.event("Update"))
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["State"] == "pending_migrations"
+    assert "Stack status: CREATE_COMPLETE" in caplog.messages
+
+
+def test_delete_keeps_everything(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create"))
+    before = relations(db)
+    answer = deploy.send(deploy.event("Delete"))
+    assert answer["Status"] == "SUCCESS"
+    assert answer["PhysicalResourceId"] == "app-DatabaseMigration"
+    assert relations(db) == before and version_rows(db) == [HEAD]
+
+
+def test_snapshot_failure_stops_the_migration(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    answer = deploy.send(deploy.event("Update", properties={"DbInstanceIdentifier": "no-such-db"}))
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(
+        "pending_migrations: Cannot read the status of DB instance 'no-such-db'")
+    assert answer["Reason"].endswith("Check the DbInstanceIdentifier property of the custom "
+                                     "resource")
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_not_enough_time_left_answers_failed_and_changes_nothing(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    short = LambdaContext(remaining_ms=60_000)  # MIGRATION_TIMEOUT is 300 s
+    answer = deploy.send(deploy.event("Update"), short)
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("timeout: this Lambda run has 60 s")
+    assert "Raise the Lambda timeout" in answer["Reason"]
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_work_that_does_not_fit_one_run_continues_in_crhelpers_polls(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    # GIVEN a first run with too little time left to start migrating after the snapshot
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    event = deploy.event("Update")
+    handler(event, LambdaContext(remaining_ms=60_000))
+    # THEN nothing is answered yet, nothing migrated, and a poll is scheduled
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+    polls = deploy.scheduled_polls()
+    assert len(polls) == 1 and polls[0]["CrHelperPoll"] is True
+    # WHEN the scheduled poll runs with a whole Lambda run
+    before = len(deploy.recorder.requests)
+    handler(polls[0], LambdaContext())
+    # THEN it migrates, answers once, and removes its schedule
+    assert len(deploy.recorder.requests) == before + 1
+    answer = deploy.recorder.requests[-1].body
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["ToRevision"] == HEAD
+    assert answer["Data"]["SnapshotId"].startswith("premigrate-")
+    assert version_rows(db) == [HEAD]
+    assert deploy.scheduled_polls() == []
+
+
+def test_response_url_down_gives_up_after_bounded_attempts(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("migration_resource.delivery.time.sleep", lambda seconds: None)
+    event = deploy.event("Delete", ResponseURL="https://127.0.0.1:9/unreachable")
+    handler(event, LambdaContext())  # returns: no endless retry loop
+    assert any("Giving up sending the response" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"RequestType": "Create"},
+        {"RequestType": "Explode", "ResponseURL": "x", "StackId": "s", "RequestId": "r",
+         "LogicalResourceId": "l"},
+        {"RequestType": "Create", "ResponseURL": 5, "StackId": "s", "RequestId": "r",
+         "LogicalResourceId": "l"},
+    ],
+)
+def test_malformed_cloudformation_events_are_logged_not_crashing(
+    event: dict[str, Any], caplog: pytest.LogCaptureFixture, deploy: Deploy
+) -> None:
+    assert handler(event, LambdaContext()) is None
+    assert any("Malformed CloudFormation event" in m for m in caplog.messages)
+
+
+def test_malformed_properties_fail_with_the_property_named(deploy: Deploy, db) -> None:
+    answer = deploy.send(deploy.event("Create", properties={"SnapshotBeforeMigrate": "maybe",
+                                                            "TargetRevision": "x" * 5000}))
+    assert answer["Status"] == "FAILED"
+    assert "TargetRevision" in answer["Reason"] or "SnapshotBeforeMigrate" in answer["Reason"]
+    assert relations(db) == []
+
+
+def test_admin_operations_need_confirm_for_changes(deploy: Deploy, db) -> None:
+    status = handler({"admin_operation": "status"}, LambdaContext())
+    assert status is not None and status["ok"] is True and status["state"] == "empty"
+    refused = handler({"admin_operation": "run_migrations", "parameters": {}}, LambdaContext())
+    assert refused is not None and refused["error"] == "confirmation_required"
+    assert relations(db) == []
+    done = handler({"admin_operation": "run_migrations", "parameters": {}, "confirm": True},
+                   LambdaContext())
+    assert done is not None and done["ok"] is True and done["final"] == [HEAD]
+    history = handler({"admin_operation": "history", "parameters": {"limit": 3}},
+                      LambdaContext())
+    assert history is not None and len(history["history"]) == 3  # type: ignore[arg-type]
+
+
+def test_unknown_events_get_a_clear_answer(deploy: Deploy) -> None:
+    answer = handler({"hello": "world"}, LambdaContext())
+    assert answer is not None and answer["ok"] is False and answer["error"] == "bad_request"
+    answer = handler({"admin_operation": "drop_database"}, LambdaContext())
+    assert answer is not None and "Unknown admin_operation" in str(answer["message"])
+
+
+def test_secrets_never_appear_in_logs(
+    deploy: Deploy, aws: Any, monkeypatch: pytest.MonkeyPatch, *,
+    caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str], database_url: str,
+) -> None:
+    password = "Sup3r-Secret-pa55"
+    url = sa.make_url(database_url)
+    arn = aws.client("secretsmanager").create_secret(Name="db", SecretString=json.dumps({
+        "host": url.host, "port": url.port, "username": url.username, "password": password,
+        "dbname": url.database, "engine": "postgres",
+    }))["ARN"]
+    monkeypatch.delenv("DATABASE_URL")
+    monkeypatch.setenv("DATABASE_SECRET_ARN", arn)
+    caplog.set_level(logging.DEBUG)
+    answer = deploy.send(deploy.event("Create"))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    handler({"admin_operation": "status"}, LambdaContext())
+    out = capsys.readouterr()
+    assert password not in out.out and password not in out.err
+    assert all(password not in record.getMessage() for record in caplog.records)
+    assert password not in json.dumps(answer)
