@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Operate the database migrations: status, dry run, migrate, downgrade.
 
-    python scripts/remote_admin.py [--database-url URL] [--json] [--confirm] COMMAND ...
+    python scripts/remote_admin.py [--database-url URL | --function-name NAME | --stack-name NAME]
+                                   [--json] [--confirm] COMMAND ...
 
 Commands:
     status [--target-revision REV]
@@ -11,8 +12,16 @@ Commands:
     repair [--realign-checksums] [--resolve rolled-back|applied --revision REV]
     downgrade --target-revision REV          (drops schema; needs --confirm)
 
+Where the admin event goes: `--database-url` (default $DATABASE_URL) answers it in this
+process; `--function-name` invokes the deployed migration Lambda with it; `--stack-name` finds
+that function in the stack's `MigrationFunctionName` output. Region, credentials and endpoint
+come from the usual AWS environment (AWS_ENDPOINT_URL_LAMBDA / AWS_ENDPOINT_URL for emulators).
+Both ways print the same answer the same way.
+
 Exit status: 0 done, 1 refused or failed (reason on stderr), 2 usage error (including a
-change requested without --confirm). DATABASE_URL is the default for --database-url.
+change requested without --confirm). A stack, stack output or function that does not exist
+is a usage error (2: the command line names something that is not there, and nothing was
+sent); AWS refusing or failing the call, or the function failing, is 1.
 """
 
 from __future__ import annotations
@@ -22,6 +31,10 @@ import json
 import logging
 import os
 import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +51,203 @@ from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings, SettingsError
 
 EXIT_DONE, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+STACK_OUTPUT = "MigrationFunctionName"
+# Lambda's longest timeout: a migration may take all of it before the answer comes.
+INVOKE_READ_TIMEOUT_SECONDS = 900
+TARGET_FLAGS = ("database_url", "function_name", "stack_name")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    # Global flags are accepted before or after the command, as operators type both.
+def shared_arguments() -> argparse.ArgumentParser:
+    """The flags every command takes (also fix_rds_migration.py's): where to send, how to show.
+
+    Defaults are suppressed so that a flag given before the command is not reset by the
+    subcommand's parser: operators type global flags on either side.
+    """
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print the answer as JSON")
     shared.add_argument("--confirm", action="store_true", default=argparse.SUPPRESS,
                         help="allow a command that changes the database")
     shared.add_argument("--database-url", default=argparse.SUPPRESS,
-                        help="PostgreSQL URL (default: $DATABASE_URL)")
+                        help="answer here, on this PostgreSQL URL (default: $DATABASE_URL)")
+    shared.add_argument("--function-name", default=argparse.SUPPRESS, metavar="NAME",
+                        help="send the command to this migration Lambda")
+    shared.add_argument("--stack-name", default=argparse.SUPPRESS, metavar="NAME",
+                        help=f"send it to the Lambda in this stack's {STACK_OUTPUT} output")
     shared.add_argument("--stage", choices=("development", "production"),
                         default=argparse.SUPPRESS,
-                        help="safety rules to apply (default: $STAGE or development)")
+                        help="safety rules to apply with --database-url (default: $STAGE or "
+                             "development; a Lambda uses its deployed stage)")
+    return shared
 
+
+@dataclass(frozen=True)
+class Target:
+    """Where an admin event is answered: here (database_url, else $DATABASE_URL) or a Lambda."""
+
+    database_url: str | None = None
+    function_name: str | None = None
+    stack_name: str | None = None
+    stage: str | None = None
+
+
+def target_from_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Target:
+    given = [flag for flag in TARGET_FLAGS if getattr(args, flag, None) is not None]
+    if len(given) > 1:
+        parser.error("use only one of --database-url, --function-name, --stack-name "
+                     f"(got {', '.join('--' + g.replace('_', '-') for g in given)})")
+    target = Target(**{flag: getattr(args, flag, None) for flag in TARGET_FLAGS},
+                    stage=getattr(args, "stage", None))
+    if target.stage and (target.function_name or target.stack_name):
+        parser.error("--stage applies to --database-url only; the Lambda uses the stage "
+                     "it was deployed with")
+    return target
+
+
+class Undelivered(Exception):
+    """The event got no answer: the target could not be found, reached or run.
+
+    `usage` marks a command line naming something that is not there (exit 2).
+    """
+
+    def __init__(self, code: str, message: str, *, usage: bool) -> None:
+        super().__init__(message)
+        self.code = code
+        self.usage = usage
+
+    def answer(self, operation: object) -> dict[str, object]:
+        return error_answer(operation, self.code, str(self))
+
+
+def answer_event(event: Mapping[str, Any], target: Target) -> dict[str, object]:
+    """The admin answer to `event` from the target; raises Undelivered."""
+    if target.function_name or target.stack_name:
+        function_name = target.function_name or function_from_stack(str(target.stack_name))
+        return invoke_function(function_name, event)
+    return answer_locally(event, target)
+
+
+def answer_locally(event: Mapping[str, Any], target: Target) -> dict[str, object]:
+    try:
+        environment = dict(os.environ)
+        if target.stage:
+            environment["STAGE"] = target.stage
+        settings = EngineSettings.from_environment(environment,
+                                                   database_url=target.database_url)
+    except (SettingsError, DatabaseUrlError) as error:
+        raise Undelivered("settings_error", str(error), usage=True) from error
+    engine = MigrationEngine(settings)
+    try:
+        return answer_admin_event(engine, event)
+    finally:
+        engine.close()
+
+
+def invoke_function(function_name: str, event: Mapping[str, Any]) -> dict[str, object]:
+    """Invoke the migration Lambda with the event and wait for its answer.
+
+    No retries: botocore retries a call whose answer it did not get (a timeout, a dropped
+    connection, a 5xx), and a second invocation would run the migration again while, or
+    after, the first one ran it. One attempt, a read timeout as long as the function's
+    longest run, and the operator decides.
+    """
+    from botocore.config import Config  # noqa: PLC0415 - only the Lambda path needs botocore
+
+    operation = event.get("admin_operation")
+    config = Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, connect_timeout=10,
+                    retries={"max_attempts": 0})
+    # Progress is a start line and a done line, whatever stderr is: the engine's own
+    # progress goes to the function's logs, and a ticking thread would buy little.
+    print(f"Invoking {function_name} ({operation})...", file=sys.stderr, flush=True)
+    started = time.monotonic()
+    with _aws_errors(f"Invoking {function_name}", not_found=(
+        "ResourceNotFoundException", f"No Lambda function {function_name!r}")):
+        response = _client("lambda", config).invoke(
+            FunctionName=function_name, InvocationType="RequestResponse",
+            Payload=json.dumps(event).encode("utf-8"),
+        )
+        payload = response["Payload"].read()
+    print(f"{function_name} answered in {time.monotonic() - started:.1f} s", file=sys.stderr,
+          flush=True)
+    try:
+        answer = json.loads(payload)
+    except ValueError:
+        answer = None
+    if response.get("FunctionError"):
+        error = answer if isinstance(answer, dict) else {}
+        raise Undelivered("error", (
+            f"{function_name} failed: {error.get('errorType', 'error')}: "
+            f"{error.get('errorMessage', payload[:200].decode('utf-8', 'replace'))} "
+            "(its CloudWatch logs have the details)"), usage=False)
+    if not (isinstance(answer, dict) and "ok" in answer and "message" in answer):
+        raise Undelivered("error", (
+            f"{function_name} did not answer with an admin answer (is it the migration "
+            f"function?): {payload[:200].decode('utf-8', 'replace')}"), usage=False)
+    return answer
+
+
+def function_from_stack(stack_name: str) -> str:
+    """The migration function's name, from the stack's MigrationFunctionName output."""
+    with _aws_errors(f"Reading stack {stack_name}", not_found=(
+        "ValidationError", f"Stack {stack_name!r} does not exist")):
+        stacks = _client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stacks[0].get("Outputs", [])}
+    if STACK_OUTPUT not in outputs:
+        raise Undelivered("settings_error", (
+            f"Stack {stack_name!r} has no output {STACK_OUTPUT!r} (its outputs: "
+            f"{', '.join(sorted(outputs)) or 'none'}); name the migration stack, or the "
+            "function with --function-name"), usage=True)
+    return str(outputs[STACK_OUTPUT])
+
+
+def _client(service: str, config: Any = None) -> Any:
+    import boto3  # noqa: PLC0415 - the local mode does without boto3's import time
+
+    return boto3.client(service, config=config)
+
+
+@contextmanager
+def _aws_errors(doing: str, *, not_found: tuple[str, str]) -> Iterator[None]:
+    """Turn botocore's exceptions into Undelivered, with the operator's next step.
+
+    `not_found` is the error code meaning "the name you gave does not exist" and the
+    message to say so.
+    """
+    from botocore.exceptions import (  # noqa: PLC0415 - see _client
+        BotoCoreError,
+        ClientError,
+        NoCredentialsError,
+        NoRegionError,
+        ReadTimeoutError,
+    )
+
+    region = os.environ.get("AWS_DEFAULT_REGION") or os.environ.get("AWS_REGION")
+    not_found_code, not_found_message = not_found
+    try:
+        yield
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code")
+        message = error.response.get("Error", {}).get("Message", "")
+        # CloudFormation says "does not exist" with the generic ValidationError code.
+        if code == not_found_code and (code != "ValidationError" or "does not exist" in message):
+            raise Undelivered("settings_error", (
+                f"{not_found_message} in region {region}; check the name and "
+                "AWS_DEFAULT_REGION"), usage=True) from error
+        raise Undelivered("error", f"{doing} failed: {error}", usage=False) from error
+    except (NoRegionError, NoCredentialsError) as error:
+        raise Undelivered("settings_error", (
+            f"{doing}: {error} (set AWS_DEFAULT_REGION and AWS credentials, e.g. "
+            "AWS_PROFILE)"), usage=True) from error
+    except ReadTimeoutError as error:
+        raise Undelivered("error", (
+            f"{doing}: no answer within {INVOKE_READ_TIMEOUT_SECONDS} s; it may still be "
+            "running: read its logs before trying again"), usage=False) from error
+    except BotoCoreError as error:
+        raise Undelivered("error", f"{doing} failed: {error}", usage=False) from error
+
+
+def build_parser() -> argparse.ArgumentParser:
+    shared = shared_arguments()
     parser = argparse.ArgumentParser(
         prog="remote_admin.py", parents=[shared],
         description="Check and run the database migrations.",
@@ -174,8 +369,8 @@ def _items(value: object) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(message)s",
-                        stream=sys.stderr)
+    target = target_from_arguments(parser, args)
+    configure_logging()
     event = event_from_arguments(args)
     as_json = getattr(args, "json", False)
     if OPERATIONS[event["admin_operation"]].changes_database(event["parameters"]) and not (
@@ -188,21 +383,15 @@ def main(argv: list[str] | None = None) -> int:
         )
         return finish(answer, as_json, usage=True)
     try:
-        environment = dict(os.environ)
-        if getattr(args, "stage", None):
-            environment["STAGE"] = args.stage
-        settings = EngineSettings.from_environment(
-            environment, database_url=getattr(args, "database_url", None)
-        )
-    except (SettingsError, DatabaseUrlError) as error:
-        answer = error_answer(event["admin_operation"], "settings_error", str(error))
-        return finish(answer, as_json, usage=True)
-    engine = MigrationEngine(settings)
-    try:
-        answer = answer_admin_event(engine, event)
-    finally:
-        engine.close()
+        answer = answer_event(event, target)
+    except Undelivered as error:
+        return finish(error.answer(event["admin_operation"]), as_json, usage=error.usage)
     return finish(answer, as_json)
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(message)s",
+                        stream=sys.stderr)
 
 
 def finish(answer: dict[str, object], as_json: bool, *, usage: bool = False) -> int:
