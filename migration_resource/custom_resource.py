@@ -216,16 +216,19 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
     # -- lifecycle -------------------------------------------------------------------------
     def _create_or_update(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
         self._answer_now = False
-        try:
-            return self._first_run(event, context)
-        except Exception:
-            self.services.metrics.failure()
-            raise
+        return self._counting_failures(self._first_run, event, context)
 
     def _poll(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        return self._counting_failures(self._next_run, event, context)
+
+    def _counting_failures(
+        self, run: Callable[[Mapping[str, Any], LambdaContext], str | None],
+        event: Mapping[str, Any], context: LambdaContext,
+    ) -> str | None:
         try:
-            return self._next_run(event, context)
+            return run(event, context)
         except Exception:
+            # crhelper turns the exception into the FAILED answer; the alarm needs the count.
             self.services.metrics.failure()
             raise
 

@@ -400,13 +400,7 @@ class MigrationEngine:
             self._migration_session() as connection,
             self._audit_trail(context) as trail,
         ):
-            rows = self._read(connection, with_checksums=False).version_rows
-            connection.commit()
-            known = tuple(r for r in rows if self.catalogue.is_known(r))
-            for note in trail.settle_unfinished(self.catalogue.ancestry(known)):
-                logger.warning("Settled an unfinished audit row: %s", note)
-            snapshot = self._read(connection, with_checksums=True)
-            connection.commit()
+            snapshot = self._settle(connection, trail)
             if realign_checksums:
                 done += self._realign(trail, snapshot)
             if resolve is not None and revision is not None:
@@ -529,13 +523,7 @@ class MigrationEngine:
         self, connection: sa.Connection, trail: AuditTrail, resolved: str
     ) -> Classification:
         """Rows left by a dead run, a fresh classification, adopted checksums."""
-        rows = self._read(connection, with_checksums=False).version_rows
-        connection.commit()
-        known = tuple(r for r in rows if self.catalogue.is_known(r))
-        for note in trail.settle_unfinished(self.catalogue.ancestry(known)):
-            logger.warning("Settled an unfinished audit row: %s", note)
-        snapshot = self._read(connection, with_checksums=True)
-        connection.commit()
+        snapshot = self._settle(connection, trail)
         now = classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
         if now.state is not DatabaseState.INCONSISTENT and now.current:
             unrecorded = [
@@ -548,6 +536,17 @@ class MigrationEngine:
                     detail="checksum recorded for a revision applied before the audit trail",
                 )
         return now
+
+    def _settle(self, connection: sa.Connection, trail: AuditTrail) -> DatabaseSnapshot:
+        """Conclude audit rows a dead run left `running`; then read the database afresh."""
+        rows = self._read(connection, with_checksums=False).version_rows
+        connection.commit()
+        known = tuple(r for r in rows if self.catalogue.is_known(r))
+        for note in trail.settle_unfinished(self.catalogue.ancestry(known)):
+            logger.warning("Settled an unfinished audit row: %s", note)
+        snapshot = self._read(connection, with_checksums=True)
+        connection.commit()  # Alembic must receive a connection outside a transaction
+        return snapshot
 
     def _verified_baseline(
         self, connection: sa.Connection, trail: AuditTrail, now: Classification, resolved: str
