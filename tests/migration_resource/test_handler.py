@@ -169,6 +169,28 @@ def test_update_with_pending_snapshots_first_then_migrates(
     assert tuple(recorded) == (data["SnapshotId"], "deploy")
 
 
+def test_development_may_turn_snapshots_off(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    answer = deploy.send(deploy.event("Update", properties={"SnapshotBeforeMigrate": "false"}))
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["Applied"] == "4"
+    assert answer["Data"]["SnapshotId"] == "" and snapshots(deploy) == []
+
+
+def test_an_aurora_cluster_is_snapshotted_as_a_cluster(deploy: Deploy, db) -> None:
+    rds = deploy.aws.client("rds")
+    rds.create_db_cluster(DBClusterIdentifier="appcluster", Engine="aurora-postgresql",
+                          MasterUsername="app", MasterUserPassword="not-the-real-one")
+    deploy.properties = {k: v for k, v in deploy.properties.items()
+                         if k != "DbInstanceIdentifier"}
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME,
+                                                   "DbClusterIdentifier": "appcluster"}))
+    answer = deploy.send(deploy.event("Update", properties={"DbClusterIdentifier": "appcluster"}))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    found = rds.describe_db_cluster_snapshots(DBClusterIdentifier="appcluster",
+                                              SnapshotType="manual")["DBClusterSnapshots"]
+    assert [s["DBClusterSnapshotIdentifier"] for s in found] == [answer["Data"]["SnapshotId"]]
+
+
 def test_no_change_update_takes_no_snapshot(deploy: Deploy, db) -> None:
     deploy.send(deploy.event("Create"))
     answer = deploy.send(deploy.event("Update", properties={"MigrationsHash": "changed"}))
