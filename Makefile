@@ -29,6 +29,7 @@ unit: $(STAMP) postgres-binaries
 benchmark: $(STAMP) postgres-binaries
 	$(BIN)/python benchmarks/status_check.py
 	$(BIN)/python benchmarks/baseline_search.py
+	$(BIN)/python benchmarks/no_change_update.py
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.

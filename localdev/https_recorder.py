@@ -170,6 +170,8 @@ class HttpsRecorder:
 def _handler_class(recorder: HttpsRecorder) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Without it small answers wait ~40 ms for delayed ACKs (Nagle's algorithm).
+        disable_nagle_algorithm = True
 
         def do_PUT(self) -> None:
             length = int(self.headers.get("content-length") or 0)

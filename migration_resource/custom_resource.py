@@ -242,9 +242,10 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             return self._physical_id()
         engine = self.services.engine_factory(properties)
         try:
-            before = engine.status(properties.target_revision,
+            status = engine.status(properties.target_revision,
                                    target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest).classification
+                                   history_digest=properties.history_digest)
+            before = status.classification
             self._refuse_if_inconsistent(before)
             self.Data[STARTED_KEY] = str(int(self.services.clock()))
             snapshot_id = ""
@@ -262,7 +263,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                 self.Data[SNAPSHOT_KEY] = ""
             if not self._enough_time(engine, context, before):
                 return None  # a poll starts with a whole Lambda run
-            return self._migrate(engine, properties, event, before)
+            return self._migrate(engine, properties, event, status)
         finally:
             engine.close()
 
@@ -282,9 +283,10 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             return None
         engine = self.services.engine_factory(properties)
         try:
-            before = engine.status(properties.target_revision,
+            status = engine.status(properties.target_revision,
                                    target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest).classification
+                                   history_digest=properties.history_digest)
+            before = status.classification
             self._refuse_if_inconsistent(before)
             if not self._enough_time(engine, context, before):
                 left = context.get_remaining_time_in_millis() / 1000
@@ -294,7 +296,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                     f"{TIME_MARGIN_SECONDS} s; nothing was changed. Raise the Lambda timeout "
                     "above MIGRATION_TIMEOUT and deploy again"
                 )
-            return self._migrate(engine, properties, event, before)
+            return self._migrate(engine, properties, event, status)
         finally:
             engine.close()
 
@@ -322,8 +324,13 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
 
     def _migrate(
         self, engine: MigrationEngine, properties: MigrationProperties,
-        event: Mapping[str, Any], before: Classification,
+        event: Mapping[str, Any], status: Outcome,
     ) -> str | None:
+        if status.classification.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD):
+            # Nothing to do: answer from the classification already made (one query on the
+            # deploy's fast path) rather than classify again.
+            self._answer(event, status)
+            return str(event.get("PhysicalResourceId") or self._physical_id())
         outcome = engine.migrate(
             properties.target_revision,
             target_heads=properties.target_heads,
@@ -334,6 +341,10 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                                snapshot_id=self.Data.get(SNAPSHOT_KEY) or
                                event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
         )
+        self._answer(event, outcome)
+        return str(event.get("PhysicalResourceId") or self._physical_id())
+
+    def _answer(self, event: Mapping[str, Any], outcome: Outcome) -> None:
         self.services.metrics.outcome(outcome)
         self.Data.update(
             State=outcome.classification.state.value,
@@ -344,7 +355,6 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                            event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or ""),
         )
         self._answer_now = True
-        return str(event.get("PhysicalResourceId") or self._physical_id())
 
     def _advance_snapshot(
         self, properties: MigrationProperties, snapshot_id: str, started: float | None = None

@@ -1,0 +1,645 @@
+#!/usr/bin/env python3
+"""Time the migration Lambda's cold import and a no-change Update against a database at head.
+
+    python benchmarks/no_change_update.py [--repeat N] [--import-repeat N] [--output FILE]
+
+Cold import: ``python -X importtime -c "import migration_resource.handler"`` in a fresh
+interpreter, ``--import-repeat`` times after a warm-up, taking the cumulative microseconds of
+the ``migration_resource.handler`` line; ``import sqlalchemy`` is measured alike as the
+in-run baseline, and ``import psycopg`` after the handler (SQLAlchemy imports the driver only
+at the first ``create_engine``, so the handler's import does not include it). The biggest
+contributors are the top-level packages the handler's import pulls in, ranked by the
+cumulative time of their first import.
+
+No-change Update: a real PostgreSQL database brought to head by a Create through the
+handler, the moto server (RDS instance, IAM role, Lambda function, CloudFormation stack) and
+an HTTPS recorder as the ResponseURL, set up as ``tests/migration_resource/test_handler.py``
+does (the recorder's sockets get TCP_NODELAY, see ``without_nagle``). Then
+``handler(update_event, context)`` is timed end to end, PUT of the answer included, for an
+Update whose properties changed only in ``MigrationsHash``:
+
+- warm container: the crhelper object (``handler._resource``) kept between invocations;
+- new container: ``handler._resource`` reset before each invocation, in this process (the
+  Python modules, boto3's default session and the logging setup stay);
+- new process: a fresh interpreter imports the handler and answers two Updates; its import
+  and both invocations are timed inside it.
+
+The baseline, measured in the same run, is the engine's no-change path on the same
+database: a fresh ``MigrationEngine`` and ``migrate(target_heads=(head,))``. The in-process
+cases are taken round-robin, ``--repeat`` times after 2 warm-ups. The server at DATABASE_URL
+is used when set (one database is created and dropped there); otherwise a throwaway server is
+started and stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import alembic
+import boto3
+import sqlalchemy as sa
+
+from localdev.https_recorder import HttpsRecorder
+from localdev.moto_server import MotoServer
+from localdev.postgres import LocalPostgres, free_port
+from migration_resource import handler as handler_module
+from migration_resource.dsn import normalize_url
+from migration_resource.engine import MigrationEngine
+from migration_resource.revisions import RevisionCatalogue
+from migration_resource.settings import EngineSettings
+from migration_resource.states import DatabaseState
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO_ROOT / "alembic"
+HANDLER_MODULE = "migration_resource.handler"
+WARMUPS = 2
+DEFAULT_REPEAT = 20
+IMPORT_WARMUPS = 1
+DEFAULT_IMPORT_REPEAT = 7
+TOP_CONTRIBUTORS = 5
+REGION = "us-east-1"
+FUNCTION = "migration-function"
+TEMPLATE = json.dumps({
+    "Resources": {"Handle": {"Type": "AWS::CloudFormation::WaitConditionHandle"}},
+    "Outputs": {"MigrationFunctionName": {"Value": FUNCTION}},
+})
+
+ENGINE = "engine only: migrate(target_heads), fresh engine"
+WARM = "handler Update, warm container"
+NEW_CONTAINER = "handler Update, new container (_resource reset)"
+IN_PROCESS = (ENGINE, WARM, NEW_CONTAINER)
+PROCESS_IMPORT = "new process: import migration_resource.handler"
+PROCESS_FIRST = "new process: 1st Update"
+PROCESS_SECOND = "new process: 2nd Update"
+PROCESS_TOTAL = "new process: import + 1st Update"
+
+# Runs in a fresh interpreter: nothing is imported before the handler is.
+CHILD = """
+import json, sys, time
+started = time.perf_counter()
+import migration_resource.handler as entry
+imported = time.perf_counter()
+
+class Context:
+    function_name = "migration-function"
+    memory_limit_in_mb = 512
+    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:migration-function"
+
+    def __init__(self, request_id):
+        self.aws_request_id = request_id
+
+    def get_remaining_time_in_millis(self):
+        return 900_000
+
+times = []
+for number, event in enumerate(json.loads(sys.argv[2])):
+    context = Context(f"child-{number}")
+    begun = time.perf_counter()
+    entry.handler(event, context)
+    times.append(time.perf_counter() - begun)
+with open(sys.argv[1], "w") as out:
+    json.dump({"import": imported - started, "updates": times}, out)
+"""
+CHILD_UPDATES = 2
+
+
+@dataclass(frozen=True)
+class Samples:
+    name: str
+    values_ms: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.values_ms)
+
+    @property
+    def p90(self) -> float:
+        return statistics.quantiles(self.values_ms, n=10, method="inclusive")[8]
+
+
+# -- cold import ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ImportLine:
+    self_us: int
+    cumulative_us: int
+    depth: int
+    name: str
+
+
+_IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)\s*$")
+
+
+def parse_importtime(stderr: str) -> list[ImportLine]:
+    lines = []
+    for text in stderr.splitlines():
+        match = _IMPORT_LINE.match(text)
+        if match:
+            lines.append(ImportLine(int(match[1]), int(match[2]), len(match[3]) // 2, match[4]))
+    return lines
+
+
+def import_subtree(lines: list[ImportLine], module: str) -> list[ImportLine]:
+    """The top-level import of ``module`` and everything it imported first (post-order);
+    empty when the module was not imported at the top level (already imported before)."""
+    for index, line in enumerate(lines):
+        if line.depth == 0 and line.name == module:
+            start = index
+            while start > 0 and lines[start - 1].depth > 0:
+                start -= 1
+            return lines[start:index + 1]
+    return []
+
+
+def package_times(subtree: list[ImportLine]) -> dict[str, tuple[int, int]]:
+    """Per top-level package below the root: (cumulative of its entry imports, own self time).
+
+    An entry import is a line of the package whose importer belongs to another package: its
+    cumulative time includes whatever it imported first, of any package.
+    """
+    result: dict[str, tuple[int, int]] = {}
+    root = subtree[-1]
+    for index, line in enumerate(subtree[:-1]):
+        package = line.name.split(".")[0]
+        # post-order: the importer is the next line one level up
+        parent = next(p for p in subtree[index + 1:] if p.depth < line.depth)
+        entry = parent is root or parent.name.split(".")[0] != package
+        cumulative, own = result.get(package, (0, 0))
+        result[package] = (cumulative + (line.cumulative_us if entry else 0),
+                           own + line.self_us)
+    return result
+
+
+@dataclass(frozen=True)
+class ImportCase:
+    label: str
+    code: str
+    module: str  # the top-level import whose cumulative time is measured
+
+
+HANDLER_IMPORT = ImportCase(f"`import {HANDLER_MODULE}`", f"import {HANDLER_MODULE}",
+                            HANDLER_MODULE)
+PSYCOPG_IMPORT = ImportCase(
+    "`import psycopg` after the handler (SQLAlchemy's first `create_engine` imports it)",
+    f"import {HANDLER_MODULE}; import psycopg", "psycopg")
+BASELINE_IMPORT = ImportCase("`import sqlalchemy` (baseline)", "import sqlalchemy", "sqlalchemy")
+IMPORT_CASES = (HANDLER_IMPORT, PSYCOPG_IMPORT, BASELINE_IMPORT)
+
+
+@dataclass(frozen=True)
+class ImportRun:
+    cumulative_us: int
+    wall_s: float
+    packages: dict[str, tuple[int, int]]
+
+
+def import_once(case: ImportCase) -> ImportRun:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", case.code],
+        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+    )
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{case.code} failed:\n{done.stderr[-2000:]}")
+    subtree = import_subtree(parse_importtime(done.stderr), case.module)
+    if not subtree:
+        return ImportRun(0, wall, {})
+    return ImportRun(subtree[-1].cumulative_us, wall, package_times(subtree))
+
+
+def measure_imports(repeat: int) -> dict[ImportCase, list[ImportRun]]:
+    runs: dict[ImportCase, list[ImportRun]] = {case: [] for case in IMPORT_CASES}
+    # Round-robin, as for the Updates: drift on the machine spreads over every case.
+    for round_number in range(IMPORT_WARMUPS + repeat):
+        for case, found in runs.items():
+            run = import_once(case)
+            if round_number >= IMPORT_WARMUPS:
+                found.append(run)
+    return runs
+
+
+# -- the deploy's surroundings ---------------------------------------------------------------------
+@dataclass
+class LambdaContext:
+    remaining_ms: int = 900_000
+    function_name: str = FUNCTION
+    aws_request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    memory_limit_in_mb: int = 512
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:{FUNCTION}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@dataclass
+class Stack:
+    """Plays CloudFormation: builds the events and reads the answers from the recorder."""
+
+    recorder: HttpsRecorder
+    stack_id: str
+    properties: dict[str, str]
+
+    def event(self, request_type: str, **changes: str) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "RequestType": request_type,
+            "ServiceToken": f"arn:aws:lambda:{REGION}:123456789012:function:{FUNCTION}",
+            "ResponseURL": self.recorder.url(f"/responses/{uuid.uuid4().hex}"),
+            "StackId": self.stack_id,
+            "RequestId": uuid.uuid4().hex,
+            "LogicalResourceId": "DatabaseMigration",
+            "ResourceType": "Custom::DatabaseMigration",
+            "ResourceProperties": {**self.properties, **changes},
+        }
+        if request_type != "Create":
+            event["PhysicalResourceId"] = "app-DatabaseMigration"
+            event["OldResourceProperties"] = dict(self.properties)
+        return event
+
+    def no_change_update(self) -> dict[str, Any]:
+        return self.event("Update", MigrationsHash=uuid.uuid4().hex)
+
+    def check_answers(self, before: int, count: int, state: str, head: str) -> None:
+        """Exactly ``count`` answers since ``before``, each SUCCESS in ``state`` at head."""
+        answers = self.recorder.requests[before:]
+        if len(answers) != count:
+            raise RuntimeError(f"expected {count} answers, the recorder got {len(answers)}")
+        for answer in answers:
+            body = answer.body if isinstance(answer.body, dict) else {}
+            data = body.get("Data", {})
+            if (answer.status != 200 or body.get("Status") != "SUCCESS"
+                    or data.get("State") != state or data.get("ToRevision") != head
+                    or data.get("SnapshotId") != ""
+                    or (state == "up_to_date" and data.get("Applied") != "0")):
+                raise RuntimeError(f"unexpected answer: {body}")
+
+
+@contextlib.contextmanager
+def server(work: Path) -> Iterator[sa.URL]:
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield normalize_url(external)
+        return
+    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
+    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
+    local.start()
+    try:
+        yield normalize_url(local.url)
+    finally:
+        local.stop()
+
+
+@contextlib.contextmanager
+def scratch_database(server_url: sa.URL) -> Iterator[sa.URL]:
+    name = f"bench_update_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        try:
+            yield server_url.set(database=name)
+        finally:
+            with admin.connect() as connection:
+                connection.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str], removed: Sequence[str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    for name in removed:
+        os.environ.pop(name, None)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def create_aws_resources(endpoint: str) -> str:
+    """What the handler reaches in AWS, as the test fixture makes it; returns the stack id."""
+    def client(name: str) -> Any:
+        return boto3.client(name, endpoint_url=endpoint, region_name=REGION)
+
+    client("rds").create_db_instance(
+        DBInstanceIdentifier="appdb", Engine="postgres", DBInstanceClass="db.t4g.micro",
+        MasterUsername="app", MasterUserPassword="not-the-real-one",
+        AllocatedStorage=20,
+    )
+    role = client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
+    code = BytesIO()
+    with zipfile.ZipFile(code, "w") as archive:
+        archive.writestr("index.py", "def handler(event, context):\n    return None\n")
+    client("lambda").create_function(
+        FunctionName=FUNCTION, Runtime="python3.12", Role=role["Role"]["Arn"],
+        Handler="index.handler", Code={"ZipFile": code.getvalue()},
+    )
+    stack = client("cloudformation").create_stack(StackName="app", TemplateBody=TEMPLATE)
+    return str(stack["StackId"])
+
+
+def without_nagle(recorder: HttpsRecorder) -> contextlib.AbstractContextManager[Any]:
+    """TCP_NODELAY on the sockets the recorder accepts.
+
+    Without it most PUTs wait about 40 ms: the recorder's small answer waits (Nagle) for
+    the ACK of its previous small segment, which the client delays. S3, the real ResponseURL,
+    does not add that wait, so the benchmark removes it instead of timing it.
+    """
+    server = recorder._server
+    if server is None:
+        raise RuntimeError("the recorder is not started")
+    accept = server.get_request
+
+    def get_request() -> tuple[socket.socket, Any]:
+        connection, address = accept()
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return connection, address
+
+    return mock.patch.object(server, "get_request", get_request)
+
+
+def manual_snapshots(endpoint: str) -> list[str]:
+    rds = boto3.client("rds", endpoint_url=endpoint, region_name=REGION)
+    found = rds.describe_db_snapshots(DBInstanceIdentifier="appdb", SnapshotType="manual")
+    return [str(s["DBSnapshotIdentifier"]) for s in found["DBSnapshots"]]
+
+
+# -- the no-change Update --------------------------------------------------------------------------
+@dataclass
+class UpdateRun:
+    samples: list[Samples]
+    head: str
+    catalogue_loads: dict[str, int]
+    snapshots: list[str]
+
+
+def run_updates(server_url: sa.URL, work: Path, repeat: int, child_repeat: int) -> UpdateRun:
+    head = RevisionCatalogue.load(SCRIPTS).head
+    with contextlib.ExitStack() as stack:
+        database_url = stack.enter_context(scratch_database(server_url))
+        moto = stack.enter_context(MotoServer(port=free_port(), log_path=work / "moto.log"))
+        recorder = stack.enter_context(HttpsRecorder())
+        stack.enter_context(without_nagle(recorder))
+        stack.enter_context(environment({
+            "DATABASE_URL": database_url.render_as_string(hide_password=False),
+            "ALEMBIC_SCRIPT_LOCATION": str(SCRIPTS),
+            "CFN_RESPONSE_CA_BUNDLE": str(recorder.ca_file),
+            "POWERTOOLS_SERVICE_NAME": "db-migrations",
+            "STAGE": "development",
+            "AWS_ENDPOINT_URL": moto.endpoint,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+        }, removed=("DATABASE_SECRET_ARN", "AWS_SESSION_TOKEN", "AWS_PROFILE")))
+        cfn = Stack(recorder=recorder, stack_id=create_aws_resources(moto.endpoint),
+                    properties={
+                        "TargetRevision": head,
+                        "SnapshotBeforeMigrate": "true",
+                        "AllowDestructive": "false",
+                        "Stage": "development",
+                        "DbInstanceIdentifier": "appdb",
+                    })
+        # The Lambda writes its JSON logs and metrics to stdout; keep them out of the report.
+        log = stack.enter_context((work / "handler-stdout.log").open("w"))
+        stack.enter_context(contextlib.redirect_stdout(log))
+        stack.callback(observability_reset)
+        handler_module._resource = None
+        stack.callback(setattr, handler_module, "_resource", None)
+        before = len(recorder.requests)
+        handler_module.handler(cfn.event("Create"), LambdaContext())
+        cfn.check_answers(before, 1, "empty", head)
+        print(f"Create brought the database to head {head}", file=sys.stderr)
+        settings = EngineSettings(database_url=database_url, script_location=SCRIPTS)
+        samples, loads = measure_in_process(cfn, settings, head, repeat)
+        samples += measure_new_processes(cfn, work, head, child_repeat)
+        return UpdateRun(samples=samples, head=head, catalogue_loads=loads,
+                         snapshots=manual_snapshots(moto.endpoint))
+
+
+def observability_reset() -> None:
+    from migration_resource import observability  # noqa: PLC0415 - imported by the handler
+
+    observability.reset()  # its handler writes to the log file about to be closed
+
+
+def measure_in_process(
+    cfn: Stack, settings: EngineSettings, head: str, repeat: int
+) -> tuple[list[Samples], dict[str, int]]:
+    timed: dict[str, list[float]] = {case: [] for case in IN_PROCESS}
+    loads = dict.fromkeys(IN_PROCESS, 0)
+    warm: Any = None  # the warm container's crhelper object, kept between its invocations
+
+    def engine_only() -> float:
+        gc.collect()
+        started = time.perf_counter()
+        engine = MigrationEngine(settings)
+        try:
+            outcome = engine.migrate(target_heads=(head,))
+        finally:
+            engine.close()
+        elapsed = time.perf_counter() - started
+        if outcome.classification.state is not DatabaseState.UP_TO_DATE or outcome.applied:
+            raise RuntimeError(f"engine path: {outcome.classification.state}, {outcome.applied}")
+        return elapsed
+
+    def update(resource: Any) -> float:
+        event, context = cfn.no_change_update(), LambdaContext()
+        handler_module._resource = resource
+        before = len(cfn.recorder.requests)
+        gc.collect()
+        started = time.perf_counter()
+        handler_module.handler(event, context)
+        elapsed = time.perf_counter() - started
+        cfn.check_answers(before, 1, "up_to_date", head)
+        return elapsed
+
+    with mock.patch.object(RevisionCatalogue, "load", wraps=RevisionCatalogue.load) as load:
+        # Round-robin over the cases, so drift on the machine spreads over all of them alike.
+        for round_number in range(WARMUPS + repeat):
+            for case in IN_PROCESS:
+                calls = load.call_count
+                if case == ENGINE:
+                    elapsed = engine_only()
+                elif case == WARM:
+                    elapsed = update(warm)
+                    warm = handler_module._resource
+                else:
+                    elapsed = update(None)
+                if round_number >= WARMUPS:
+                    timed[case].append(elapsed * 1000)
+                    loads[case] += load.call_count - calls
+    return [Samples(case, tuple(values)) for case, values in timed.items()], loads
+
+
+def measure_new_processes(cfn: Stack, work: Path, head: str, repeat: int) -> list[Samples]:
+    timed: dict[str, list[float]] = {name: [] for name in (
+        PROCESS_IMPORT, PROCESS_FIRST, PROCESS_SECOND, PROCESS_TOTAL)}
+    result_file = work / "child.json"
+    for round_number in range(IMPORT_WARMUPS + repeat):
+        events = [cfn.no_change_update() for _ in range(CHILD_UPDATES)]
+        before = len(cfn.recorder.requests)
+        done = subprocess.run(
+            [sys.executable, "-c", CHILD, str(result_file), json.dumps(events)],
+            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"the new process failed:\n{done.stderr[-2000:]}")
+        cfn.check_answers(before, CHILD_UPDATES, "up_to_date", head)
+        result = json.loads(result_file.read_text())
+        first, second = result["updates"]
+        if round_number >= IMPORT_WARMUPS:
+            for name, seconds in ((PROCESS_IMPORT, result["import"]), (PROCESS_FIRST, first),
+                                  (PROCESS_SECOND, second),
+                                  (PROCESS_TOTAL, result["import"] + first)):
+                timed[name].append(float(seconds) * 1000)
+    return [Samples(name, tuple(values)) for name, values in timed.items()]
+
+
+# -- the report ---------------------------------------------------------------------------------
+def render(imports: dict[ImportCase, list[ImportRun]], updates: UpdateRun, repeat: int,
+           import_repeat: int) -> str:
+    lines = [machine_line(), ""]
+    lines += render_imports(imports, import_repeat)
+    lines += [""]
+    lines += render_updates(updates, repeat, import_repeat)
+    return "\n".join(lines)
+
+
+def machine_line() -> str:
+    from importlib.metadata import version  # noqa: PLC0415
+
+    packages = ", ".join(f"{name} {version(name)}" for name in (
+        "psycopg", "boto3", "crhelper", "aws-lambda-powertools"))
+    return (f"Python {platform.python_version()}, alembic {alembic.__version__}, "
+            f"SQLAlchemy {sa.__version__}, {packages}; {os.cpu_count()} CPUs, "
+            f"{platform.platform()}.")
+
+
+def render_imports(imports: dict[ImportCase, list[ImportRun]], import_repeat: int) -> list[str]:
+    handler_runs = imports[HANDLER_IMPORT]
+    baseline = statistics.median(r.cumulative_us for r in imports[BASELINE_IMPORT]) / 1000
+    lines = [
+        f"Cold import, `python -X importtime -c CODE`: {IMPORT_WARMUPS} warm-up + "
+        f"{import_repeat} runs, a fresh interpreter each; the cumulative time of the "
+        "measured module's top-level line.",
+        "",
+        "| import | median ms | p90 ms | median / baseline | whole process, median ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for case, runs in imports.items():
+        timed = Samples(case.label, tuple(r.cumulative_us / 1000 for r in runs))
+        wall = statistics.median(r.wall_s for r in runs) * 1000
+        lines.append(f"| {case.label} | {timed.median:.0f} | {timed.p90:.0f} | "
+                     f"{timed.median / baseline:.2f}x | {wall:.0f} |")
+    handler_total = statistics.median(r.cumulative_us for r in handler_runs) / 1000
+    packages = {name for run in handler_runs for name in run.packages}
+    medians = {
+        name: (statistics.median(run.packages.get(name, (0, 0))[0] for run in handler_runs)
+               / 1000,
+               statistics.median(run.packages.get(name, (0, 0))[1] for run in handler_runs)
+               / 1000)
+        for name in packages
+    }
+    own_package = HANDLER_MODULE.split(".", maxsplit=1)[0]
+    ranked = sorted((name for name in medians if name != own_package),
+                    key=lambda name: medians[name][0], reverse=True)
+    lines += [
+        "",
+        f"Biggest contributors to `import {HANDLER_MODULE}` (medians over the runs):",
+        "",
+        "| package | cumulative ms, first import | own modules ms | own / handler import |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ranked[:TOP_CONTRIBUTORS]:
+        cumulative, own = medians[name]
+        lines.append(f"| {name} | {cumulative:.0f} | {own:.0f} | {own / handler_total:.0%} |")
+    mine = medians.get(own_package, (0.0, 0.0))[1]
+    lines.append(f"| ({own_package}'s own modules) | | {mine:.0f} | "
+                 f"{mine / handler_total:.0%} |")
+    return lines
+
+
+def render_updates(updates: UpdateRun, repeat: int, process_repeat: int) -> list[str]:
+    by_name = {s.name: s for s in updates.samples}
+    baseline = by_name[ENGINE].median
+    lines = [
+        f"No-change Update (only `MigrationsHash` changed, TargetRevision = head "
+        f"{updates.head}): in-process cases {WARMUPS} warm-up + {repeat} runs round-robin; "
+        f"new-process cases {IMPORT_WARMUPS} warm-up + {process_repeat} processes.",
+        "",
+        "| path | runs | median ms | p90 ms | median / baseline |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for sample in updates.samples:
+        label = sample.name + (" (baseline)" if sample.name == ENGINE else "")
+        lines.append(f"| {label} | {len(sample.values_ms)} | {sample.median:.1f} | "
+                     f"{sample.p90:.1f} | {sample.median / baseline:.2f}x |")
+    lines += ["", f"Baseline: the engine's no-change path, median {baseline:.1f} ms.", ""]
+    loads = ", ".join(f"{case}: {count}" for case, count in updates.catalogue_loads.items())
+    lines.append(f"- revision scripts loaded (RevisionCatalogue.load) during the timed "
+                 f"in-process runs: {loads}")
+    lines.append(f"- manual RDS snapshots taken: {len(updates.snapshots)}")
+    warm, fresh = by_name[WARM].median, by_name[NEW_CONTAINER].median
+    lines.append(f"- new container / warm container: {fresh / warm:.2f}x ({fresh - warm:+.1f} ms: "
+                 "a new crhelper object, whose constructor builds three boto3 clients)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                        help=f"timed in-process Updates per case (default {DEFAULT_REPEAT})")
+    parser.add_argument("--import-repeat", type=int, default=DEFAULT_IMPORT_REPEAT,
+                        help="fresh interpreters per import and for the new-process Update "
+                             f"(default {DEFAULT_IMPORT_REPEAT})")
+    parser.add_argument("--output", type=Path, help="also write the markdown report here")
+    args = parser.parse_args(argv)
+    if args.repeat < 2 or args.import_repeat < 2:
+        parser.error("--repeat and --import-repeat must be at least 2")
+
+    started = time.perf_counter()
+    print("Timing cold imports...", file=sys.stderr)
+    imports = measure_imports(args.import_repeat)
+    work = Path(tempfile.mkdtemp(prefix="update-bench-"))
+    work.chmod(0o755)  # the postgres user must reach the data folder when we are root
+    try:
+        with server(work) as server_url:
+            updates = run_updates(server_url, work, args.repeat, args.import_repeat)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    report = render(imports, updates, args.repeat, args.import_repeat)
+    print(report)
+    print(f"(whole run: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    if args.output:
+        args.output.write_text(report + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
