@@ -1,11 +1,11 @@
-# Everything installs what it needs: a virtualenv with pinned packages and, for the tests,
-# the PostgreSQL server binaries (Debian's package) when they are missing.
+# Everything installs what it needs: a virtualenv with pinned packages, the pinned CDK CLI
+# (npm ci) and, for the tests, the PostgreSQL server binaries (Debian's package) when missing.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit postgres-binaries benchmark db-start db-stop clean
+.PHONY: test lint unit postgres-binaries benchmark db-start db-stop synth clean
 
 test: lint unit ## lint, type-check and run the whole suite against a real PostgreSQL
 
@@ -13,6 +13,12 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
+
+# The CDK CLI pinned in package.json/package-lock.json (the suite runs `npx cdk synth`).
+NODE_STAMP := node_modules/.installed
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
 
 postgres-binaries: $(STAMP)
 	@$(BIN)/python -m localdev.ensure_postgres
@@ -23,7 +29,7 @@ lint: $(STAMP)
 
 # The suite starts its own throwaway PostgreSQL server (tests/conftest.py) and stops it at
 # the end, or uses the server at DATABASE_URL when that is set.
-unit: $(STAMP) postgres-binaries
+unit: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/pytest
 
 benchmark: $(STAMP) postgres-binaries
@@ -39,5 +45,11 @@ db-start: $(STAMP) postgres-binaries
 db-stop: $(STAMP)
 	@$(BIN)/python -m localdev.postgres stop
 
+# Synthesize one stage offline into cdk.out (CDK_STAGE=prod for production); no credentials.
+CDK_STAGE ?= dev
+synth: $(STAMP) $(NODE_STAMP)
+	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true \
+		npx cdk synth --no-notices --quiet -c stage=$(CDK_STAGE)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) node_modules cdk.out .local/cdk-test.out .pytest_cache .mypy_cache .ruff_cache

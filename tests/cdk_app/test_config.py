@@ -11,6 +11,7 @@ import pytest
 
 from cdk_app.config import ConfigError, load_stage_settings
 from tests.alembic.support import REPO_ROOT
+from tests.cdk_app.support import SHARED_OUTDIR
 
 CONTEXT: dict[str, Any] = json.loads((REPO_ROOT / "cdk.json").read_text())["context"]
 
@@ -31,6 +32,32 @@ def test_both_stages_load_from_cdk_json() -> None:
         ({"migrationTimeoutSeconds": 0}, "stages.prod.migrationTimeoutSeconds must be 1..900"),
         ({"kind": "staging"}, "stages.prod.kind must be one of"),
         ({"allowDestructive": 1}, "stages.prod.allowDestructive must be bool"),
+        ({"databaseKind": "mysql"}, "stages.prod.databaseKind must be one of instance, aurora"),
+        ({"engineVersion": "17"}, r"stages.prod.engineVersion must look like 17.6"),
+        ({"engineVersion": "12.20"}, r"stages.prod.engineVersion must be a PostgreSQL major"),
+        ({"instanceClass": "t4g.micro"}, "stages.prod.instanceClass must look like db.t4g"),
+        ({"databaseKind": "aurora", "instanceClass": "db.t4g.micro"},
+         "stages.prod.instanceClass 'db.t4g.micro' is too small for Aurora"),
+        ({"allocatedStorageGb": 5}, r"stages.prod.allocatedStorageGb must be 20..65536"),
+        ({"multiAz": "yes"}, "stages.prod.multiAz must be bool"),
+        ({"deletionProtection": False},
+         "stages.prod.deletionProtection must be true for a production stage"),
+        ({"removalPolicy": "destroy"},
+         "stages.prod.removalPolicy must be snapshot for a production stage"),
+        ({"removalPolicy": "retain"}, "stages.prod.removalPolicy must be one of"),
+        ({"backupRetentionDays": 0}, r"stages.prod.backupRetentionDays must be 1..35"),
+        ({"egress": "internet"}, "stages.prod.egress must be one of vpc-endpoints, nat-gateway"),
+        ({"alarmEmail": "ops"}, "stages.prod.alarmEmail must look like ops@example.com"),
+        ({"logRetentionDays": 10}, "stages.prod.logRetentionDays must be one of"),
+        ({"migrationFunctionTimeoutSeconds": 310},
+         r"stages.prod.migrationFunctionTimeoutSeconds must be at least "
+         r"migrationTimeoutSeconds \+ 30 \(330\)"),
+        ({"migrationFunctionMemoryMb": 128}, "stages.prod.migrationFunctionMemoryMb must be"),
+        ({"serviceTimeoutSeconds": 7200}, r"stages.prod.serviceTimeoutSeconds must be 60..3600"),
+        ({"serviceTimeoutSeconds": 600},
+         "stages.prod.serviceTimeoutSeconds must be at least migrationFunctionTimeoutSeconds"),
+        ({"account": "1234"}, "stages.prod.account must look like 123456789012"),
+        ({"region": "Europe"}, "stages.prod.region must look like eu-west-1"),
     ],
 )
 def test_a_bad_setting_is_named(change: dict[str, Any], message: str) -> None:
@@ -38,6 +65,33 @@ def test_a_bad_setting_is_named(change: dict[str, Any], message: str) -> None:
     context["stages"]["prod"].update(change)
     with pytest.raises(ConfigError, match=message):
         load_stage_settings(context, "prod")
+
+
+def test_every_setting_of_both_stages(tmp_path) -> None:
+    dev = load_stage_settings(CONTEXT, "dev")
+    prod = load_stage_settings(CONTEXT, "prod")
+    assert (dev.database_kind, dev.engine_version, dev.engine_major) == ("instance", "17.6", 17)
+    assert (dev.instance_class, dev.instance_type) == ("db.t4g.micro", "t4g.micro")
+    assert (dev.egress, prod.egress) == ("vpc-endpoints", "vpc-endpoints")
+    assert not dev.deletion_protection and dev.removal_policy == "destroy"
+    assert prod.deletion_protection and prod.removal_policy == "snapshot" and prod.multi_az
+    assert prod.production and not dev.production
+    assert dev.auto_migrate and not prod.auto_migrate
+    assert dev.alarm_email is None
+    assert prod.migration_function_timeout_seconds >= prod.migration_timeout_seconds + 30
+    assert prod.service_timeout_seconds == 3600
+
+
+def test_alarm_email_is_optional_and_account_region_can_come_from_the_cli() -> None:
+    context = json.loads(json.dumps(CONTEXT))
+    del context["stages"]["dev"]["alarmEmail"]
+    assert load_stage_settings(context, "dev").alarm_email is None
+    context["stages"]["dev"]["alarmEmail"] = "ops@example.com"
+    assert load_stage_settings(context, "dev").alarm_email == "ops@example.com"
+    # `-c account=... -c region=...` override the stage's values
+    overridden = load_stage_settings({**context, "account": "210987654321",
+                                      "region": "us-east-2"}, "dev")
+    assert (overridden.account, overridden.region) == ("210987654321", "us-east-2")
 
 
 def test_missing_setting_and_unknown_stage_are_named() -> None:
@@ -50,7 +104,8 @@ def test_missing_setting_and_unknown_stage_are_named() -> None:
 
 
 def test_app_runs_with_a_stage_and_fails_synth_on_an_unknown_one(tmp_path) -> None:
-    env = {"JSII_SILENCE_WARNING_DEPRECATED_NODE": "1", "CDK_OUTDIR": str(tmp_path),
+    # The shared test outdir: its cached bundle spares this synth the pip install.
+    env = {"JSII_SILENCE_WARNING_DEPRECATED_NODE": "1", "CDK_OUTDIR": str(SHARED_OUTDIR),
            "PATH": "/usr/local/bin:/usr/bin:/bin"}
     ok = subprocess.run([sys.executable, "app.py"], cwd=REPO_ROOT, env=env,
                         capture_output=True, text=True, timeout=120, check=False)
@@ -60,3 +115,16 @@ def test_app_runs_with_a_stage_and_fails_synth_on_an_unknown_one(tmp_path) -> No
                          capture_output=True, text=True, timeout=120, check=False)
     assert bad.returncode != 0
     assert "stage 'qa' is not defined" in bad.stderr
+
+
+def test_a_bad_setting_fails_synth_naming_it() -> None:
+    # GIVEN cdk.json's context with one malformed setting WHEN app.py synthesizes
+    context = json.loads(json.dumps(CONTEXT))
+    context["stages"]["prod"]["instanceClass"] = "t4g.micro"
+    env = {"JSII_SILENCE_WARNING_DEPRECATED_NODE": "1", "PATH": "/usr/local/bin:/usr/bin:/bin",
+           "CDK_CONTEXT_JSON": json.dumps({**context, "stage": "prod"})}
+    bad = subprocess.run([sys.executable, "app.py"], cwd=REPO_ROOT, env=env,
+                         capture_output=True, text=True, timeout=120, check=False)
+    # THEN it fails before building anything, and the message names the setting
+    assert bad.returncode != 0
+    assert "ConfigError: stages.prod.instanceClass must look like db.t4g.micro" in bad.stderr

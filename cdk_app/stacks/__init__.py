@@ -1,0 +1,1 @@
+"""Stacks: the stateful database stack and the stateless application stack."""

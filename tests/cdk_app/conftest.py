@@ -1,0 +1,65 @@
+"""Each stage synthesized once per test session; variants (Aurora, NAT) without bundling."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+# jsii warns on every start that Node 20 is past its end of life; the suite does not care.
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
+
+from tests.cdk_app.support import SHARED_OUTDIR, Synth, synthesize
+
+# Variants of the production stage that the committed cdk.json does not use but a user may
+# choose: each must synthesize cdk-nag clean and cfn-lint clean too.
+VARIANTS = {
+    "prod-aurora": ("prod", {"databaseKind": "aurora", "instanceClass": "db.r7g.large"}),
+    "prod-nat": ("prod", {"egress": "nat-gateway", "alarmEmail": "ops@example.com"}),
+    "dev-aurora": ("dev", {"databaseKind": "aurora", "instanceClass": "db.t4g.medium"}),
+}
+
+
+@pytest.fixture(scope="session")
+def dev() -> Synth:
+    synth = synthesize("dev", outdir=SHARED_OUTDIR)
+    # Bundles of earlier sources are never used again: keep only the current one.
+    current = synth.bundle_dir().name
+    for stale in SHARED_OUTDIR.glob("asset.*"):
+        if stale.is_dir() and stale.name != current and not stale.name.endswith("-building"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return synth
+
+
+@pytest.fixture(scope="session")
+def prod() -> Synth:
+    return synthesize("prod", outdir=SHARED_OUTDIR)
+
+
+@pytest.fixture(scope="session")
+def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synth]:
+    return {
+        name: synthesize(stage, changes=changes, bundling=False,
+                         outdir=tmp_path_factory.mktemp(name))
+        for name, (stage, changes) in VARIANTS.items()
+    }
+
+
+@pytest.fixture(scope="session")
+def all_synths(dev: Synth, prod: Synth, variants: dict[str, Synth]) -> dict[str, Synth]:
+    return {"dev": dev, "prod": prod, **variants}
+
+
+@pytest.fixture
+def aws_free_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment for the CDK CLI with no way to reach AWS."""
+    yield {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "CDK_DISABLE_CLI_TELEMETRY": "true",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE": "1",
+    }
