@@ -244,7 +244,8 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         try:
             status = engine.status(properties.target_revision,
                                    target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest)
+                                   history_digest=properties.history_digest,
+                                   with_history=False)
             before = status.classification
             self._refuse_if_inconsistent(before)
             self.Data[STARTED_KEY] = str(int(self.services.clock()))
@@ -285,7 +286,8 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         try:
             status = engine.status(properties.target_revision,
                                    target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest)
+                                   history_digest=properties.history_digest,
+                                   with_history=False)
             before = status.classification
             self._refuse_if_inconsistent(before)
             if not self._enough_time(engine, context, before):

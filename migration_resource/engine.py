@@ -134,7 +134,9 @@ class MigrationEngine:
         *,
         target_heads: tuple[str, ...] | None = None,
         history_digest: str | None = None,
+        with_history: bool = True,
     ) -> Outcome:
+        """The state; with the last audit actions for people (the deploy skips them)."""
         started = time.perf_counter()
         classification = self._classify(target, target_heads, history_digest)
         message = f"Migration state: {classification.state.value}"
@@ -148,7 +150,7 @@ class MigrationEngine:
             classification=classification,
             message=message,
             final=classification.current,
-            history=tuple(self._recent_actions(STATUS_HISTORY_ROWS)),
+            history=tuple(self._recent_actions(STATUS_HISTORY_ROWS)) if with_history else None,
             seconds=time.perf_counter() - started,
         )
 
