@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint unit postgres-binaries benchmark db-start db-stop synth clean
+.PHONY: test lint unit postgres-binaries benchmark db-start db-stop synth deploy-local destroy-local clean
 
 test: lint unit ## lint, type-check and run the whole suite against a real PostgreSQL
 
@@ -50,6 +50,18 @@ CDK_STAGE ?= dev
 synth: $(STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true \
 		npx cdk synth --no-notices --quiet -c stage=$(CDK_STAGE)
+
+# The whole deploy offline (localdev/deploy.py): synthesize, start or reuse the local
+# PostgreSQL (.local/postgres, the same server as db-start), then play CloudFormation's
+# Create/Update of Custom::DatabaseMigration with the function's code from cdk.out.
+# Exits non-zero when the deploy failed (after playing the rollback).
+deploy-local: $(STAMP) $(NODE_STAMP) postgres-binaries synth
+	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE)
+
+# Stops the local PostgreSQL and removes its data and the deploy state: the next
+# deploy-local starts from an empty database.
+destroy-local: $(STAMP)
+	@$(BIN)/python -m localdev.deploy destroy
 
 clean:
 	rm -rf $(VENV) node_modules cdk.out .local/cdk-test.out .pytest_cache .mypy_cache .ruff_cache
