@@ -48,7 +48,7 @@ db-stop: $(STAMP)
 # Synthesize one stage offline into cdk.out (CDK_STAGE=prod for production); no credentials.
 CDK_STAGE ?= dev
 synth: $(STAMP) $(NODE_STAMP)
-	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true \
+	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true JSII_SILENCE_WARNING_DEPRECATED_NODE=1 \
 		npx cdk synth --no-notices --quiet -c stage=$(CDK_STAGE)
 
 # The whole deploy offline (localdev/deploy.py): synthesize, start or reuse the local
