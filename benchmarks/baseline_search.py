@@ -34,8 +34,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +43,7 @@ import alembic
 import sqlalchemy as sa
 from alembic import command
 
-from localdev.postgres import LocalPostgres, free_port
+from localdev.postgres import database_server
 from localdev.synthetic_history import write_history
 from migration_resource.baseline import BaselineResult, find_baseline
 from migration_resource.dsn import normalize_url
@@ -107,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # the postgres user must reach the data folder when we are root
     started = time.perf_counter()
     try:
-        with server(work) as server_url:
+        with database_server(work) as url:
+            server_url = normalize_url(url)
             report = run(server_url, work, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -118,19 +117,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@contextmanager
-def server(work: Path) -> Iterator[sa.URL]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield normalize_url(external)
-        return
-    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
-    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
-    local.start()
-    try:
-        yield normalize_url(local.url)
-    finally:
-        local.stop()
 
 
 def histories(work: Path) -> list[History]:

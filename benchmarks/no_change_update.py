@@ -14,7 +14,7 @@ cumulative time of their first import.
 No-change Update: a real PostgreSQL database brought to head by a Create through the
 handler, the moto server (RDS instance, IAM role, Lambda function, CloudFormation stack) and
 an HTTPS recorder as the ResponseURL, set up as ``tests/migration_resource/test_handler.py``
-does (the recorder's sockets get TCP_NODELAY, see ``without_nagle``). Then
+does. Then
 ``handler(update_event, context)`` is timed end to end, PUT of the answer included, for an
 Update whose properties changed only in ``MigrationsHash``:
 
@@ -41,7 +41,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,7 +63,7 @@ import sqlalchemy as sa
 
 from localdev.https_recorder import HttpsRecorder
 from localdev.moto_server import MotoServer
-from localdev.postgres import LocalPostgres, free_port
+from localdev.postgres import database_server, free_port
 from migration_resource import handler as handler_module
 from migration_resource.dsn import normalize_url
 from migration_resource.engine import MigrationEngine
@@ -296,19 +295,6 @@ class Stack:
                 raise RuntimeError(f"unexpected answer: {body}")
 
 
-@contextlib.contextmanager
-def server(work: Path) -> Iterator[sa.URL]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield normalize_url(external)
-        return
-    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
-    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
-    local.start()
-    try:
-        yield normalize_url(local.url)
-    finally:
-        local.stop()
 
 
 @contextlib.contextmanager
@@ -362,26 +348,6 @@ def create_aws_resources(endpoint: str) -> str:
     return str(stack["StackId"])
 
 
-def without_nagle(recorder: HttpsRecorder) -> contextlib.AbstractContextManager[Any]:
-    """TCP_NODELAY on the sockets the recorder accepts.
-
-    Without it most PUTs wait about 40 ms: the recorder's small answer waits (Nagle) for
-    the ACK of its previous small segment, which the client delays. S3, the real ResponseURL,
-    does not add that wait, so the benchmark removes it instead of timing it.
-    """
-    server = recorder._server
-    if server is None:
-        raise RuntimeError("the recorder is not started")
-    accept = server.get_request
-
-    def get_request() -> tuple[socket.socket, Any]:
-        connection, address = accept()
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return connection, address
-
-    return mock.patch.object(server, "get_request", get_request)
-
-
 def manual_snapshots(endpoint: str) -> list[str]:
     rds = boto3.client("rds", endpoint_url=endpoint, region_name=REGION)
     found = rds.describe_db_snapshots(DBInstanceIdentifier="appdb", SnapshotType="manual")
@@ -403,7 +369,6 @@ def run_updates(server_url: sa.URL, work: Path, repeat: int, child_repeat: int) 
         database_url = stack.enter_context(scratch_database(server_url))
         moto = stack.enter_context(MotoServer(port=free_port(), log_path=work / "moto.log"))
         recorder = stack.enter_context(HttpsRecorder())
-        stack.enter_context(without_nagle(recorder))
         stack.enter_context(environment({
             "DATABASE_URL": database_url.render_as_string(hide_password=False),
             "ALEMBIC_SCRIPT_LOCATION": str(SCRIPTS),
@@ -629,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="update-bench-"))
     work.chmod(0o755)  # the postgres user must reach the data folder when we are root
     try:
-        with server(work) as server_url:
+        with database_server(work) as url:
+            server_url = normalize_url(url)
             updates = run_updates(server_url, work, args.repeat, args.import_repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -29,8 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import alembic
 import sqlalchemy as sa
 
-from localdev.postgres import LocalPostgres, free_port
+from localdev.postgres import database_server
 from localdev.synthetic_history import write_history
 from migration_resource.dsn import normalize_url
 from migration_resource.engine import MigrationEngine, Outcome
@@ -94,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="status-bench-"))
     work.chmod(0o755)  # the postgres user must reach the data folder when we are root
     try:
-        with server(work) as server_url:
+        with database_server(work) as url:
+            server_url = normalize_url(url)
             report = run(server_url, work, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -104,19 +104,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-@contextmanager
-def server(work: Path) -> Iterator[sa.URL]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield normalize_url(external)
-        return
-    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
-    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
-    local.start()
-    try:
-        yield normalize_url(local.url)
-    finally:
-        local.stop()
 
 
 def run(server_url: sa.URL, work: Path, repeat: int) -> str:

@@ -13,6 +13,8 @@ import shutil
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,6 +119,22 @@ class LocalPostgres:
 
 def _running_as_root() -> bool:
     return os.geteuid() == 0
+
+
+@contextmanager
+def database_server(work: Path) -> Iterator[str]:
+    """For benchmarks: DATABASE_URL when set, else a throwaway server in work/pgdata."""
+    external = os.environ.get("DATABASE_URL")
+    if external:
+        yield external
+        return
+    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
+    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
+    local.start()
+    try:
+        yield local.url
+    finally:
+        local.stop()
 
 
 # -- a persistent local server for trying the CLI by hand ----------------------------------
