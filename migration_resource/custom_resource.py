@@ -242,12 +242,8 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             return self._physical_id()
         engine = self.services.engine_factory(properties)
         try:
-            status = engine.status(properties.target_revision,
-                                   target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest,
-                                   with_history=False)
+            status = self._classify(engine, properties)
             before = status.classification
-            self._refuse_if_inconsistent(before)
             self.Data[STARTED_KEY] = str(int(self.services.clock()))
             snapshot_id = ""
             if self._snapshot_needed(properties, before):
@@ -284,12 +280,8 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             return None
         engine = self.services.engine_factory(properties)
         try:
-            status = engine.status(properties.target_revision,
-                                   target_heads=properties.target_heads,
-                                   history_digest=properties.history_digest,
-                                   with_history=False)
+            status = self._classify(engine, properties)
             before = status.classification
-            self._refuse_if_inconsistent(before)
             if not self._enough_time(engine, context, before):
                 left = context.get_remaining_time_in_millis() / 1000
                 raise EngineError(
@@ -406,6 +398,15 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         return properties.snapshot_before_migrate and before.state in (
             DatabaseState.PENDING_MIGRATIONS, DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY,
         )
+
+    def _classify(self, engine: MigrationEngine, properties: MigrationProperties) -> Outcome:
+        """The deploy's classification (one query when nothing changed); refuses inconsistent."""
+        status = engine.status(properties.target_revision,
+                               target_heads=properties.target_heads,
+                               history_digest=properties.history_digest,
+                               with_history=False)
+        self._refuse_if_inconsistent(status.classification)
+        return status
 
     def _refuse_if_inconsistent(self, before: Classification) -> None:
         if before.state is DatabaseState.INCONSISTENT:
