@@ -5,7 +5,8 @@ sleeps on Delete, sends its response with a bounded sender (crhelper's retries f
 keeps every response under CloudFormation's 4 KB.
 
 A Create/Update classifies the database. Nothing to do (`up_to_date`, `ahead`) or nothing
-to lose (`empty`) answers at once. When migrations are pending, the snapshot is started and
+to lose (`empty`) answers at once. When migrations are pending, the engine's change gate
+decides first (a refused deploy takes no snapshot), then the snapshot is started and
 crhelper's polling (a scheduled re-invocation every minute) takes over: each poll checks the
 snapshot and, once it is `available`, migrates. Polling is what lets a large snapshot or a
 long migration outlast one Lambda run; the custom resource's ServiceTimeout bounds the whole.
@@ -247,6 +248,9 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             self.Data[STARTED_KEY] = str(int(self.services.clock()))
             snapshot_id = ""
             if self._snapshot_needed(properties, before):
+                # A deploy the change gate refuses must not cost a snapshot: decide first.
+                engine.check_gate(before, allow_destructive=properties.allow_destructive,
+                                  context=_deploy_context(event))
                 assert properties.snapshot_target is not None
                 snapshot_id = snapshot_identifier(
                     _stack_name(event), before.target[0] if before.target else "head",
@@ -331,9 +335,8 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             history_digest=properties.history_digest,
             fix_history=True,
             allow_destructive=properties.allow_destructive,
-            context=RunContext(actor="deploy", request_id=str(event.get("RequestId", "")),
-                               snapshot_id=self.Data.get(SNAPSHOT_KEY) or
-                               event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
+            context=_deploy_context(event, self.Data.get(SNAPSHOT_KEY) or
+                                    event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
         )
         self._answer(event, outcome)
         return str(event.get("PhysicalResourceId") or self._physical_id())
@@ -436,6 +439,12 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
 
 
 RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
+
+
+def _deploy_context(event: Mapping[str, Any], snapshot_id: str | None = None) -> RunContext:
+    """Who acts, for the audit trail: this deploy's request."""
+    return RunContext(actor="deploy", request_id=str(event.get("RequestId", "")),
+                      snapshot_id=snapshot_id)
 
 
 def _stack_name(event: Mapping[str, Any]) -> str:

@@ -290,18 +290,9 @@ class MigrationEngine:
             if not now.needs_changes:
                 outcome = self._nothing_to_do("migrate", now, started)
                 return dataclasses.replace(outcome, baseline=baseline_report)
-            start = now.current[0] if now.current else "base"
-            decision = self._decide(
-                offline_sql(self.settings.script_location, start, resolved), allow_destructive
-            )
+            decision = self._gate(now, allow_destructive)
             self._log_findings(decision)
-            blocked = decision.refusal()
-            if blocked is not None:
-                message = self._gate_refusal(blocked)
-                logger.warning(message)
-                trail.record("upgrade", decision.blocking[0].revision, "refused",
-                             detail=message)
-                raise MigrationRefused(message, now)
+            self._refuse_if_gated(decision, now, trail)
             applied = self._apply(connection, trail, now, resolved)
 
         message = (
@@ -314,6 +305,30 @@ class MigrationEngine:
             applied=applied, seconds=time.perf_counter() - started, baseline=baseline_report,
             findings=tuple(f.as_dict() for f in decision.findings),
         )
+
+    def check_gate(
+        self,
+        classification: Classification,
+        *,
+        allow_destructive: bool = False,
+        context: RunContext | None = None,
+    ) -> None:
+        """Refuse now what `migrate` would refuse at the change gate, before anything costly.
+
+        A deploy calls this before it starts a snapshot: a refused deploy must take none.
+        The refusal is `migrate`'s own (message, log lines, audit row). An allowed plan says
+        nothing here: `migrate` decides again under the lock, since the database may move
+        in between, and logs the findings then, once.
+        """
+        if classification.state is not DatabaseState.PENDING_MIGRATIONS:
+            # Without a history the pending revisions are known only after the baseline.
+            return
+        decision = self._gate(classification, allow_destructive)
+        if decision.refusal() is None:
+            return
+        with self._locked(classification), self._audit_trail(context or RunContext()) as trail:
+            self._log_findings(decision)
+            self._refuse_if_gated(decision, classification, trail)
 
     def downgrade(
         self, target: str, *, confirm: bool, context: RunContext | None = None
@@ -808,6 +823,25 @@ class MigrationEngine:
             allow_destructive=allow_destructive or self.settings.allow_destructive,
             allowed_revisions=marked,
         )
+
+    def _gate(self, classification: Classification, allow_destructive: bool) -> GateDecision:
+        """The gate over the pending revisions' SQL, from the current revision to the target."""
+        (resolved,) = classification.target
+        start = classification.current[0] if classification.current else "base"
+        return self._decide(
+            offline_sql(self.settings.script_location, start, resolved), allow_destructive
+        )
+
+    def _refuse_if_gated(
+        self, decision: GateDecision, classification: Classification, trail: AuditTrail
+    ) -> None:
+        blocked = decision.refusal()
+        if blocked is None:
+            return
+        message = self._gate_refusal(blocked)
+        logger.warning(message)
+        trail.record("upgrade", decision.blocking[0].revision, "refused", detail=message)
+        raise MigrationRefused(message, classification)
 
     def _log_findings(self, decision: GateDecision) -> None:
         for finding in decision.warnings:

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from migration_resource import handler as handler_module
 from migration_resource.handler import handler
-from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, HEAD
+from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, DROP_USERS_NAME, HEAD
 from tests.migration_resource.support import execute, relations, version_rows
 
 FUNCTION = "migration-function"
@@ -211,6 +211,61 @@ def test_inconsistent_fails_with_a_short_reason_and_changes_nothing(deploy: Depl
     assert reason.endswith("docs/RUNBOOK.md#inconsistent")
     assert relations(db) == before and version_rows(db) == ["f00dfeedbeef"]
     assert snapshots(deploy) == []
+
+
+def audit_rows(db: sa.Engine) -> list[tuple[object, ...]]:
+    with db.connect() as conn:
+        return [tuple(r) for r in conn.exec_driver_sql(
+            "SELECT action, revision, outcome, actor FROM migration_audit ORDER BY id")]
+
+
+GATE_REFUSAL = (
+    f"pending_migrations: {DROP_USERS_NAME}: drop_column blocked in production; allow it with "
+    "AllowDestructive / --allow-destructive or `# migration-gate: allow-destructive` in the "
+    "revision file; nothing was changed"
+)
+
+
+def test_a_production_update_the_gate_refuses_takes_no_snapshot(
+    deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN production data at the revision before the column drop
+    deploy.properties["Stage"] = "production"
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
+    before = relations(db)
+    caplog.set_level(logging.INFO)
+    # WHEN the Update brings the destructive revision, not allowed
+    answer = deploy.send(deploy.event("Update"))
+    # THEN the gate's refusal, word for word, before any snapshot was started
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"] == GATE_REFUSAL
+    assert GATE_REFUSAL in caplog.messages
+    assert not any("snapshot" in m.lower() for m in caplog.messages)
+    all_snapshots = deploy.aws.client("rds").describe_db_snapshots(
+        DBInstanceIdentifier="appdb", SnapshotType="manual")["DBSnapshots"]
+    assert all_snapshots == []
+    # AND the database is unchanged; the refusal is in the audit trail, as before
+    assert relations(db) == before and version_rows(db) == [CHECK_TASK_STATUS]
+    assert audit_rows(db)[-1] == ("upgrade", DROP_USERS_NAME, "refused", "deploy")
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM users WHERE name = 'Ada'").scalar() == 1
+
+
+def test_a_production_update_allowed_to_destroy_still_snapshots_first(
+    deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    deploy.properties["Stage"] = "production"
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    caplog.set_level(logging.INFO)
+    answer = deploy.send(deploy.event("Update", properties={"AllowDestructive": "true"}))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    snapshot_id = answer["Data"]["SnapshotId"]
+    assert snapshots(deploy) == [snapshot_id] and answer["Data"]["Applied"] == "1"
+    messages = caplog.messages
+    assert messages.index(f"Snapshot {snapshot_id} is available") < messages.index(
+        "Running 1 pending migrations...")
+    assert version_rows(db) == [HEAD]
 
 
 @dataclass

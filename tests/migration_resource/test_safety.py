@@ -204,3 +204,27 @@ def test_locking_findings_warn_in_the_dry_run(make_engine: EngineFactory) -> Non
         (INDEX_TASKS, "create_index_not_concurrently"),
         (CHECK_TASK_STATUS, "check_without_not_valid"),
     }
+
+
+def test_the_gate_can_be_asked_before_migrating(
+    make_engine: EngineFactory, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN production at the revision before the column drop, classified as a deploy does
+    make_engine().migrate(CHECK_TASK_STATUS)
+    production = make_engine(stage="production")
+    before = production.status().classification
+    # WHEN the gate is asked first: it refuses exactly as migrate does, changing nothing
+    with pytest.raises(MigrationRefused) as early:
+        production.check_gate(before)
+    with pytest.raises(MigrationRefused) as late:
+        production.migrate()
+    assert str(early.value) == str(late.value)
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+    assert [row for row in audit(db) if row[2] == "refused"] == [
+        ("upgrade", DROP_USERS_NAME, "refused")] * 2
+    # AND an allowed plan passes silently: migrate logs its findings once, itself
+    caplog.clear()
+    production.check_gate(before, allow_destructive=True)
+    assert caplog.messages == []
+    # AND a database with nothing pending has nothing to gate
+    assert production.check_gate(production.status(CHECK_TASK_STATUS).classification) is None
