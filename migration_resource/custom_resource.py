@@ -408,15 +408,9 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                                target_heads=properties.target_heads,
                                history_digest=properties.history_digest,
                                with_history=False)
-        self._refuse_if_inconsistent(status.classification)
+        # The engine words the refusal: its cause's own next step, then the runbook anchor.
+        engine.refuse_if_inconsistent(status.classification)
         return status
-
-    def _refuse_if_inconsistent(self, before: Classification) -> None:
-        if before.state is DatabaseState.INCONSISTENT:
-            raise EngineError(
-                f"inconsistent: {before.detail}; nothing was changed. See "
-                "docs/RUNBOOK.md#inconsistent"
-            )
 
     def _in_rollback(self, event: Mapping[str, Any]) -> bool:
         if event.get("RequestType") != "Update":

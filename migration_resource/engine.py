@@ -330,6 +330,15 @@ class MigrationEngine:
             self._log_findings(decision)
             self._refuse_if_gated(decision, classification, trail)
 
+    def refuse_if_inconsistent(self, classification: Classification) -> None:
+        """Raise the refusal of an `inconsistent` database, worded with its cause's next step.
+
+        For callers that classified already (the deploy): the same MigrationRefused, log
+        line and wording as `migrate`, without classifying again.
+        """
+        if classification.state is DatabaseState.INCONSISTENT:
+            self._raise_if_refused(classification, fix_history=False)
+
     def downgrade(
         self, target: str, *, confirm: bool, context: RunContext | None = None
     ) -> Outcome:

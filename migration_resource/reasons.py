@@ -16,19 +16,33 @@ def short_reason(message: str, limit: int = REASON_LIMIT) -> str:
     if len(text) <= limit:
         return text
     head, marker, rest = text.partition(NOTHING_CHANGED)
-    tail = ""
     if marker:
-        # What follows "nothing was changed" ends with the next step: keep its last sentence.
-        sentences = [s.strip() for s in rest.lstrip(".").split(". ") if s.strip()]
-        next_step = sentences[-1] if sentences else ""
-        tail = f"{marker}. {next_step}".rstrip()
-        if next_step and not tail.endswith("."):
-            tail += "."
+        tail = _after_nothing_changed(marker, rest, limit)
     else:
         # No marker: keep the end (usually the next step) and the start (the state).
         tail = text[-(limit // 3):]
         head = text[: -(limit // 3)]
-    if len(tail) > limit // 2:
-        tail = tail[: limit // 2 - 1] + ELLIPSIS
     room = limit - len(tail) - len(ELLIPSIS)
     return head[:room].rstrip() + ELLIPSIS + tail
+
+
+def _after_nothing_changed(marker: str, rest: str, limit: int) -> str:
+    """The marker and the sentences after it that matter most: the last, then earlier ones.
+
+    What follows "nothing was changed" is the next step, sometimes followed by where to read
+    more (`See docs/RUNBOOK.md#...`): both are kept while they fit in two thirds of the limit,
+    so the detail in the middle is what gets shortened.
+    """
+    sentences = [s.strip() for s in rest.lstrip(".").split(". ") if s.strip()]
+    kept = sentences[-1:]
+    for sentence in reversed(sentences[:-1]):
+        if len(f"{marker}. {'. '.join([sentence, *kept])}") > limit * 2 // 3:
+            break
+        kept.insert(0, sentence)
+    if not kept:
+        return marker
+    tail = f"{marker}. {'. '.join(kept)}"
+    if len(kept) == 1 and len(tail) > limit // 2:
+        # One long sentence gets half the limit, as the state before it needs room too.
+        tail = tail[: limit // 2 - 1] + ELLIPSIS
+    return tail

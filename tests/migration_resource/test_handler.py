@@ -11,7 +11,7 @@ import json
 import logging
 import uuid
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -207,10 +207,58 @@ def test_inconsistent_fails_with_a_short_reason_and_changes_nothing(deploy: Depl
     assert answer["Status"] == "FAILED"
     reason = answer["Reason"]
     assert len(reason) <= 240
-    assert reason.startswith("inconsistent: alembic_version holds 'f00dfeedbeef'")
-    assert reason.endswith("docs/RUNBOOK.md#inconsistent")
+    assert reason == (
+        "inconsistent: alembic_version holds 'f00dfeedbeef' which no migration script defines; "
+        "nothing was changed. Restore the revision file, or stamp the revision the schema has "
+        "with --baseline REV. See docs/RUNBOOK.md#inconsistent"
+    )
     assert relations(db) == before and version_rows(db) == ["f00dfeedbeef"]
     assert snapshots(deploy) == []
+
+
+def edit_a_checksum(db: sa.Engine) -> None:
+    execute(db, f"UPDATE migration_audit SET checksum = repeat('0', 64) "
+                f"WHERE revision = '{ADD_DISPLAY_NAME}'")
+
+
+def keep_an_ancestor_row(db: sa.Engine) -> None:
+    execute(db, f"INSERT INTO alembic_version VALUES ('{ADD_DISPLAY_NAME}')")
+
+
+def fail_a_non_transactional_revision(db: sa.Engine) -> None:
+    execute(db, "INSERT INTO migration_audit (request_id, actor, action, revision, direction, "
+                f"transactional, outcome, detail) VALUES ('r', 'admin', 'upgrade', '{HEAD}', "
+                "'up', false, 'failed', 'CREATE INDEX CONCURRENTLY failed')")
+
+
+@pytest.mark.parametrize(("break_it", "detail", "next_step"), [
+    (edit_a_checksum, f"checksum mismatch: revision {ADD_DISPLAY_NAME} was edited",
+     "Revert the edit, or accept it with `remote_admin.py --confirm repair "
+     "--realign-checksums`."),
+    (keep_an_ancestor_row, f"alembic_version holds {ADD_DISPLAY_NAME!r} together with its "
+     "descendant", "Stamp the revision the schema has with --baseline REV."),
+    (fail_a_non_transactional_revision, f"revision {HEAD} failed inside a non-transactional",
+     "Resolve it with `remote_admin.py --confirm repair --resolve rolled-back|applied "
+     "--revision REV`."),
+])
+def test_each_inconsistent_cause_fails_with_its_own_next_step(
+    deploy: Deploy, db: sa.Engine, break_it: Callable[[sa.Engine], None], detail: str,
+    next_step: str,
+) -> None:
+    # GIVEN a database made inconsistent in one way
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    break_it(db)
+    before = relations(db), version_rows(db)
+    # WHEN deploying
+    answer = deploy.send(deploy.event("Update"))
+    # THEN the reason is the engine's: state first, the cause, its next step, the anchor last
+    assert answer["Status"] == "FAILED"
+    reason = answer["Reason"]
+    assert len(reason) <= 240
+    assert reason.startswith("inconsistent: ")
+    assert detail[:60] in reason
+    assert reason.endswith(f"; nothing was changed. {next_step} See docs/RUNBOOK.md#inconsistent")
+    assert (relations(db), version_rows(db)) == before and snapshots(deploy) == []
 
 
 def audit_rows(db: sa.Engine) -> list[tuple[object, ...]]:
