@@ -10,16 +10,19 @@ through the local Lambda Invoke API), a PostgreSQL server whose data stays in
 permissions, and an HTTPS ResponseURL.
 
 Decisions:
-- moto keeps state only while it runs, so it is started for each deploy and stopped at the
-  end; the secret, the RDS instance record and the crhelper polling rules are created anew
-  each run. What must persist lives in files: the database in `<local-dir>/postgres` and
-  the last deployed properties in `<local-dir>/deploy-state.json` (Create, Update or "no
-  changes" is decided from them). Snapshot ids are therefore only meaningful for the run.
-- moto cannot put a stack in UPDATE_ROLLBACK_IN_PROGRESS, and the handler reads its stack's
-  status to recognise a rollback. The function's CloudFormation endpoint is therefore a tiny
-  DescribeStacks server of ours that answers the status this deploy is in; the rollback is
-  played as CloudFormation plays it: an Update back to the old properties while the stack is
-  UPDATE_ROLLBACK_IN_PROGRESS (a Delete during ROLLBACK_IN_PROGRESS for a failed Create).
+- The local AWS (localdev.local_aws: the Invoke API, DescribeStacks and moto behind one
+  endpoint) is started by the first deploy and left running, like the deployed stack: the
+  admin CLI reaches the function through it between deploys. `destroy` stops it.
+- What a deploy must remember lives in files: the database in `<local-dir>/postgres` (one
+  database per stage, as each stage has its own), and the last deployed properties in
+  `<local-dir>/deploy-state-<stage>.json`; Create, Update or "no changes" is decided from
+  them, as CloudFormation decides from the stack's last template.
+- CloudFormation updates the function before the custom resource that depends on it, and a
+  rollback puts its previous code back; the local deploy does the same with the function
+  record the local AWS serves.
+- The rollback is played as CloudFormation plays it: an Update back to the old properties
+  while the stack is UPDATE_ROLLBACK_IN_PROGRESS (a Delete during ROLLBACK_IN_PROGRESS for a
+  failed Create), the status being what DescribeStacks answers the function.
 - The bundle is built for the Lambda runtime (CPython 3.12, manylinux wheels), so it runs under
   a Python 3.12 (LAMBDA_PYTHON, else the one this machine is known to have), with the pinned
   boto3 installed beside it as the Lambda runtime provides it.
@@ -29,42 +32,45 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs
-from xml.sax.saxutils import escape
 
 import boto3
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from localdev.https_recorder import HttpsRecorder
-from localdev.lambda_invoke import ACCOUNT_ID, LambdaInvokeServer, LocalFunction
-from localdev.moto_server import MotoServer
+from localdev.lambda_invoke import ACCOUNT_ID
+from localdev.local_aws import (
+    DEFAULT_PORT,
+    FunctionRecord,
+    LocalAwsError,
+    LocalAwsFiles,
+    StackRecord,
+    ensure_running,
+)
+from localdev.local_aws import stop as stop_local_aws
 from localdev.postgres import (
     LOCAL_DATABASE,
     LOCAL_PORT,
     LocalPostgres,
     PostgresUnavailable,
-    free_port,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REGION = "us-east-1"
 RESOURCE_TYPE = "Custom::DatabaseMigration"
 LOGICAL_ID = "DatabaseMigration"
-STATE_FILE = "deploy-state.json"
+FUNCTION_OUTPUT = "MigrationFunctionName"
 # Enough for the handler's snapshot waits; each poll is one invocation.
 MAX_POLLS = 60
 POLL_PAUSE_SECONDS = 0.5
@@ -124,123 +130,60 @@ def _cfn_string(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-# -- the stack status the handler reads ----------------------------------------------------
-class StackStatusServer:
-    """Answers CloudFormation's DescribeStacks with the status this local deploy is in."""
-
-    def __init__(self, stack_id: str, stack_name: str) -> None:
-        self.stack_id, self.stack_name = stack_id, stack_name
-        self.status = "CREATE_IN_PROGRESS"
-        self._http = ThreadingHTTPServer(("127.0.0.1", 0), _status_handler(self))
-        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._http.server_address[1]}"
-
-    def __enter__(self) -> StackStatusServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._http.shutdown()
-        self._http.server_close()
-
-    def describe_stacks_xml(self) -> bytes:
-        return (
-            '<DescribeStacksResponse xmlns="http://cloudformation.amazonaws.com/doc/2010-05-15/">'
-            "<DescribeStacksResult><Stacks><member>"
-            f"<StackId>{escape(self.stack_id)}</StackId>"
-            f"<StackName>{escape(self.stack_name)}</StackName>"
-            "<CreationTime>2020-01-01T00:00:00Z</CreationTime>"
-            f"<StackStatus>{escape(self.status)}</StackStatus>"
-            "</member></Stacks></DescribeStacksResult>"
-            f"<ResponseMetadata><RequestId>{uuid.uuid4()}</RequestId></ResponseMetadata>"
-            "</DescribeStacksResponse>"
-        ).encode()
-
-
-def _status_handler(owner: StackStatusServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0)).decode()
-            action = parse_qs(body).get("Action", [""])[0]
-            if action == "DescribeStacks":
-                status, payload = 200, owner.describe_stacks_xml()
-            else:
-                status, payload = 400, (
-                    "<ErrorResponse><Error><Type>Sender</Type><Code>InvalidAction</Code>"
-                    f"<Message>only DescribeStacks is served, not {escape(action)}</Message>"
-                    "</Error></ErrorResponse>").encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/xml")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass  # the handler's own log says what it read
-
-    return Handler
-
-
-# -- the deploy ------------------------------------------------------------------------------
+# -- the local environment ---------------------------------------------------------------------
 @dataclass(frozen=True)
 class LocalEnvironment:
     local_dir: Path
     postgres_port: int = LOCAL_PORT
+    aws_port: int = DEFAULT_PORT
     python: str = ""  # the Lambda runtime's interpreter; "" finds one
     runtime_dir: Path = REPO_ROOT / ".local" / "lambda-runtime-py312"
 
-    @property
-    def state_file(self) -> Path:
-        return self.local_dir / STATE_FILE
+    def state_file(self, stage: str) -> Path:
+        return self.local_dir / f"deploy-state-{stage}.json"
 
     @property
     def postgres(self) -> LocalPostgres:
         return LocalPostgres(data_dir=self.local_dir / "postgres", port=self.postgres_port)
 
-
-def deploy(resource: SynthesizedResource, env: LocalEnvironment) -> int:
-    """Play the stack's deploy for the custom resource; 0 when it succeeded or had nothing to do."""
-    env.local_dir.mkdir(parents=True, exist_ok=True)
-    start_database(env)  # started or reused either way: the local database stays usable
-    previous = _read_state(env.state_file)
-    if previous is not None and previous["properties"] == resource.properties:
-        print(f"{resource.stack_name} (local): no changes")
-        return 0
-    python, runtime_path = lambda_runtime(env)
-    stack_id = previous["stack_id"] if previous else (
-        f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{resource.stack_name}/{uuid.uuid4()}")
-    log_path = env.local_dir / "deploy-local.log"
-    _log_function_output_to(log_path)
-    print(f"{resource.stack_name} (local): deploying; the function's log is in {log_path}")
-    with _aws(env, resource, stack_id, python=python, runtime_path=runtime_path) as cfn:
-        if previous is None:
-            return cfn.create(resource.properties)
-        return cfn.update(previous["physical_resource_id"], previous["properties"],
-                          resource.properties)
+    @property
+    def aws_files(self) -> LocalAwsFiles:
+        return LocalAwsFiles.under(self.local_dir)
 
 
-def start_database(env: LocalEnvironment) -> None:
+def stage_database(stage: str) -> str:
+    """Each stage its own database on the local server; dev's is `make db-start`'s `app`."""
+    if stage == "dev":
+        return LOCAL_DATABASE
+    return f"{LOCAL_DATABASE}_" + re.sub(r"\W", "_", stage)
+
+
+def database_url(env: LocalEnvironment, stage: str) -> str:
+    return env.postgres.url_for(stage_database(stage)).replace("+psycopg", "")
+
+
+def start_database(env: LocalEnvironment, stage: str = "dev") -> None:
     from localdev.postgres import _create_database, _running_as_root  # noqa: PLC0415
 
+    env.local_dir.mkdir(parents=True, exist_ok=True)
     if _running_as_root():
         env.local_dir.chmod(0o755)  # the postgres user must reach its data folder
     server = env.postgres
     server.start()
-    _create_database(server, LOCAL_DATABASE)
+    _create_database(server, stage_database(stage))
 
 
 def destroy(env: LocalEnvironment) -> int:
+    stopped = stop_local_aws(env.aws_files)
     env.postgres.stop()
-    for part in ("postgres", STATE_FILE, "deploy-local.log", "moto.log"):
-        path = env.local_dir / part
+    for path in [env.local_dir / "postgres", env.aws_files.folder,
+                 *env.local_dir.glob("deploy-state-*.json")]:
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    print(f"stopped the local PostgreSQL server and removed the local deploy in {env.local_dir}")
+    print(("stopped the local AWS endpoint and " if stopped else "stopped ")
+          + f"the local PostgreSQL server, and removed the local deploy in {env.local_dir}")
     return 0
 
 
@@ -262,82 +205,162 @@ def lambda_runtime(env: LocalEnvironment) -> tuple[str, Path]:
     return python, target
 
 
-@contextmanager
-def _aws(env: LocalEnvironment, resource: SynthesizedResource, stack_id: str, *,
-         python: str, runtime_path: Path) -> Iterator[LocalCloudFormation]:
-    with MotoServer(port=free_port(), log_path=env.local_dir / "moto.log") as moto, \
-            HttpsRecorder() as recorder, \
-            StackStatusServer(stack_id, resource.stack_name) as stack:
-        aws = _Clients(moto.endpoint)
-        secret_arn = _create_records(aws, resource, env)
-        function_name = f"{resource.stack_name}-MigrationFunction"
-        _register_function(aws, function_name)
-        function = LocalFunction(
-            resource.handler, resource.code_dir, timeout_seconds=resource.timeout_seconds,
-            memory_mb=resource.memory_mb, python=python,
-            env={
-                **resource.environment,
-                "DATABASE_SECRET_ARN": secret_arn,
-                "PYTHONPATH": f"{resource.code_dir.resolve()}:{runtime_path}",
-                "AWS_ENDPOINT_URL": moto.endpoint,
-                "AWS_ENDPOINT_URL_CLOUDFORMATION": stack.endpoint,
-                "CFN_RESPONSE_CA_BUNDLE": str(recorder.ca_file),
-                **CREDENTIALS,
-            },
-        )
-        with LambdaInvokeServer({function_name: function}, region=REGION) as invoke_api:
-            yield LocalCloudFormation(
-                resource=resource, stack=stack, recorder=recorder, aws=aws,
-                lambda_client=aws.client("lambda", endpoint=invoke_api.endpoint,
-                                         read_timeout=resource.timeout_seconds + 60),
-                function_name=function_name, state_file=env.state_file,
-            )
+# -- the deploy ------------------------------------------------------------------------------
+def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> int:
+    """Play the stack's deploy for the custom resource; 0 when it succeeded or had nothing to do."""
+    start_database(env, stage)  # started or reused either way: the local database stays usable
+    server = ensure_running(env.aws_files, env.aws_port)
+    aws = _Clients(server.endpoint)
+    python, runtime_path = lambda_runtime(env)
+    state_file = env.state_file(stage)
+    previous = _read_state(state_file)
+    stack_id = str(previous["stack_id"]) if previous else (
+        f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{resource.stack_name}/{uuid.uuid4()}")
+    function_name = f"{resource.stack_name}-MigrationFunction"
+    secret_arn = _ensure_records(aws, resource, env, stage)
+    _ensure_function_record(aws, function_name)
+    function = FunctionRecord(
+        name=function_name, handler=resource.handler, code_dir=str(resource.code_dir.resolve()),
+        timeout_seconds=resource.timeout_seconds, memory_mb=resource.memory_mb, python=python,
+        env={
+            **resource.environment,
+            "DATABASE_SECRET_ARN": secret_arn,
+            "PYTHONPATH": f"{resource.code_dir.resolve()}:{runtime_path}",
+            "AWS_ENDPOINT_URL": server.endpoint,
+            "CFN_RESPONSE_CA_BUNDLE": str(env.aws_files.folder / "response-ca.pem"),
+            **CREDENTIALS,
+        },
+    )
+    files = env.aws_files
+    outputs = {FUNCTION_OUTPUT: function_name}
+    if previous is not None and previous["properties"] == resource.properties:
+        # The function's code may still have changed (the sample app's, say): CloudFormation
+        # would update it without a custom resource event.
+        deployed = files.functions().get(function_name)
+        files.put_function(function)
+        if resource.stack_name not in files.stacks():
+            files.put_stack(StackRecord(resource.stack_name, stack_id, "UPDATE_COMPLETE",
+                                        outputs))
+        print(f"{resource.stack_name} (local): no changes" if deployed == function else
+              f"{resource.stack_name} (local): the function's code changed; "
+              f"{LOGICAL_ID}: no changes")
+        _print_outputs(resource.stack_name, outputs, server.endpoint)
+        return 0
+    print(f"{resource.stack_name} (local): deploying; the function's log is in "
+          f"{files.function_log}")
+    before = files.functions().get(function_name)
+    files.put_function(function)  # before the custom resource, which depends on it
+    with HttpsRecorder() as recorder:
+        shutil.copyfile(recorder.ca_file, env.aws_files.folder / "response-ca.pem")
+        cfn = LocalCloudFormation(
+            resource=resource, stack=StackRecord(resource.stack_name, stack_id,
+                                                 "CREATE_IN_PROGRESS", outputs),
+            files=files, recorder=recorder, aws=aws,
+            lambda_client=aws.client("lambda", read_timeout=resource.timeout_seconds + 60),
+            function_name=function_name, state_file=state_file)
+        if previous is None:
+            status = cfn.create(resource.properties)
+        else:
+            status = cfn.update(str(previous["physical_resource_id"]), previous["properties"],
+                                resource.properties)
+    if status != 0:
+        _roll_function_back(files, function_name, before, created=previous is None)
+    if function_name in files.functions():
+        _print_outputs(resource.stack_name, outputs, server.endpoint)
+    return status
+
+
+def _roll_function_back(files: LocalAwsFiles, name: str, before: FunctionRecord | None, *,
+                        created: bool) -> None:
+    """A failed deploy leaves the function as it was: removed after a failed Create, its
+    previous code after a failed Update (when that asset is still in cdk.out)."""
+    if created:
+        files.remove_function(name)
+        return
+    if before is not None and Path(before.code_dir).is_dir():
+        files.put_function(before)
+
+
+def _print_outputs(stack_name: str, outputs: Mapping[str, str], endpoint: str) -> None:
+    print("\nOutputs:")
+    for key, value in outputs.items():
+        print(f"{stack_name}.{key} = {value}")
+    print(f"\nThe local AWS endpoint stays up for the admin CLI (`make destroy-local` stops it):\n"
+          f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
+          f"AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION}\n"
+          f"  .venv/bin/python scripts/remote_admin.py --stack-name {stack_name} status")
 
 
 @dataclass(frozen=True)
 class _Clients:
     endpoint: str
 
-    def client(self, name: str, *, endpoint: str | None = None,
-               read_timeout: float = 60) -> Any:
+    def client(self, name: str, *, read_timeout: float = 60) -> Any:
         return boto3.client(
-            name, endpoint_url=endpoint or self.endpoint, region_name=REGION,
+            name, endpoint_url=self.endpoint, region_name=REGION,
             aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
             config=Config(read_timeout=read_timeout, retries={"max_attempts": 1}),
         )
 
 
-def _create_records(aws: _Clients, resource: SynthesizedResource, env: LocalEnvironment) -> str:
-    """The secret RDS would attach (local credentials) and the database record to snapshot."""
-    secret = aws.client("secretsmanager").create_secret(
-        Name=f"{resource.stack_name}-database",
-        SecretString=json.dumps({
-            "engine": "postgres", "host": "127.0.0.1", "port": env.postgres_port,
-            "username": env.postgres.user, "dbname": LOCAL_DATABASE,
-            # the local server trusts 127.0.0.1; the driver still wants a password field
-            "password": "local-trust-auth",
-        }),
-    )
+def _ensure_records(aws: _Clients, resource: SynthesizedResource, env: LocalEnvironment,
+                    stage: str) -> str:
+    """The secret RDS would attach (local credentials) and the database record to snapshot;
+    created when missing (the local AWS forgets them when it restarts)."""
+    secrets = aws.client("secretsmanager")
+    name = f"{resource.stack_name}-database"
+    secret = json.dumps({
+        "engine": "postgres", "host": "127.0.0.1", "port": env.postgres_port,
+        "username": env.postgres.user, "dbname": stage_database(stage),
+        # the local server trusts 127.0.0.1; the driver still wants a password field
+        "password": "local-trust-auth",
+    })
+    try:
+        arn = str(secrets.describe_secret(SecretId=name)["ARN"])
+        secrets.put_secret_value(SecretId=name, SecretString=secret)
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+        arn = str(secrets.create_secret(Name=name, SecretString=secret)["ARN"])
     rds = aws.client("rds")
     credentials = {"MasterUsername": env.postgres.user, "MasterUserPassword": "local-only-1"}
-    if "DbClusterIdentifier" in resource.properties:
-        rds.create_db_cluster(DBClusterIdentifier=resource.properties["DbClusterIdentifier"],
-                              Engine="aurora-postgresql", **credentials)
-    if "DbInstanceIdentifier" in resource.properties:
-        rds.create_db_instance(
-            DBInstanceIdentifier=resource.properties["DbInstanceIdentifier"],
-            Engine="postgres", DBInstanceClass="db.t4g.micro", AllocatedStorage=20,
-            **credentials)
-    return str(secret["ARN"])
+    cluster = resource.properties.get("DbClusterIdentifier")
+    if cluster and not _exists(lambda: rds.describe_db_clusters(DBClusterIdentifier=cluster)):
+        rds.create_db_cluster(DBClusterIdentifier=cluster, Engine="aurora-postgresql",
+                              **credentials)
+    instance = resource.properties.get("DbInstanceIdentifier")
+    if instance and not _exists(lambda: rds.describe_db_instances(
+            DBInstanceIdentifier=instance)):
+        rds.create_db_instance(DBInstanceIdentifier=instance, Engine="postgres",
+                               DBInstanceClass="db.t4g.micro", AllocatedStorage=20,
+                               **credentials)
+    return arn
 
 
-def _register_function(aws: _Clients, name: str) -> None:
+def _exists(describe: Any) -> bool:
+    try:
+        describe()
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        if "NotFound" in code or code == "NoSuchEntity":
+            return False
+        raise
+    return True
+
+
+def _ensure_function_record(aws: _Clients, name: str) -> None:
     """A record of the function in moto: crhelper's polling adds an EventBridge permission."""
-    role = aws.client("iam").create_role(RoleName=name, AssumeRolePolicyDocument="{}")
-    aws.client("lambda").create_function(
-        FunctionName=name, Runtime="python3.12", Role=role["Role"]["Arn"],
-        Handler="index.handler", Code={"ZipFile": _placeholder_zip()})
+    lambdas = aws.client("lambda")
+    if _exists(lambda: lambdas.get_function(FunctionName=name)):
+        return
+    iam = aws.client("iam")
+    if _exists(lambda: iam.get_role(RoleName=name)):
+        role_arn = iam.get_role(RoleName=name)["Role"]["Arn"]
+    else:
+        role_arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    lambdas.create_function(FunctionName=name, Runtime="python3.12", Role=role_arn,
+                            Handler="index.handler", Code={"ZipFile": _placeholder_zip()})
 
 
 def _placeholder_zip() -> bytes:
@@ -356,7 +379,8 @@ class LocalCloudFormation:
     """Sends the custom resource's requests as CloudFormation does and prints its events."""
 
     resource: SynthesizedResource
-    stack: StackStatusServer
+    stack: StackRecord
+    files: LocalAwsFiles
     recorder: HttpsRecorder
     aws: _Clients
     lambda_client: Any
@@ -364,6 +388,7 @@ class LocalCloudFormation:
     state_file: Path
 
     def create(self, properties: dict[str, str]) -> int:
+        self._set_status("CREATE_IN_PROGRESS")
         self._event("CREATE_IN_PROGRESS")
         answer = self._request("Create", properties)
         if answer["Status"] == "SUCCESS":
@@ -371,19 +396,19 @@ class LocalCloudFormation:
             self._save(str(answer["PhysicalResourceId"]), properties)
             return self._done(answer, "CREATE_COMPLETE")
         self._event("CREATE_FAILED", answer.get("Reason", ""))
-        self.stack.status = "ROLLBACK_IN_PROGRESS"
+        self._set_status("ROLLBACK_IN_PROGRESS")
         self._event("DELETE_IN_PROGRESS")
         rollback = self._request("Delete", properties,
                                  physical_id=str(answer.get("PhysicalResourceId") or ""))
         self._event("DELETE_COMPLETE" if rollback["Status"] == "SUCCESS" else "DELETE_FAILED",
                     rollback.get("Reason", ""))
-        self._stack_status("ROLLBACK_COMPLETE" if rollback["Status"] == "SUCCESS"
-                           else "ROLLBACK_FAILED")
+        self._stack_event("ROLLBACK_COMPLETE" if rollback["Status"] == "SUCCESS"
+                          else "ROLLBACK_FAILED")
         print("The deploy failed; the database was left as it was before it.")
         return 1
 
     def update(self, physical_id: str, old: dict[str, str], new: dict[str, str]) -> int:
-        self.stack.status = "UPDATE_IN_PROGRESS"
+        self._set_status("UPDATE_IN_PROGRESS")
         for key in sorted(set(old) | set(new)):
             if old.get(key) != new.get(key):
                 print(f"  {key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}")
@@ -395,16 +420,15 @@ class LocalCloudFormation:
             return self._done(answer, "UPDATE_COMPLETE")
         self._event("UPDATE_FAILED", answer.get("Reason", ""))
         # CloudFormation's rollback: the previous properties again, during the rollback status
-        self.stack.status = "UPDATE_ROLLBACK_IN_PROGRESS"
-        self._stack_status("UPDATE_ROLLBACK_IN_PROGRESS")
+        self._stack_event("UPDATE_ROLLBACK_IN_PROGRESS")
         self._event("UPDATE_IN_PROGRESS")
         rollback = self._request("Update", old, physical_id=physical_id, old=new)
         if rollback["Status"] == "SUCCESS":
             self._event("UPDATE_COMPLETE")
-            self._stack_status("UPDATE_ROLLBACK_COMPLETE")
+            self._stack_event("UPDATE_ROLLBACK_COMPLETE")
         else:
             self._event("UPDATE_FAILED", rollback.get("Reason", ""))
-            self._stack_status("UPDATE_ROLLBACK_FAILED")
+            self._stack_event("UPDATE_ROLLBACK_FAILED")
         print("The deploy failed; the database was left as it was before it.")
         return 1
 
@@ -448,17 +472,24 @@ class LocalCloudFormation:
             print(f"  the function failed: {answer['Payload'].read().decode()[:500]}",
                   file=sys.stderr)
 
+    def _set_status(self, status: str) -> None:
+        """What DescribeStacks answers from now on (the function reads it for rollbacks)."""
+        self.stack = StackRecord(self.stack.name, self.stack.stack_id, status,
+                                 self.stack.outputs)
+        self.files.put_stack(self.stack)
+
     def _event(self, status: str, reason: str = "") -> None:
         line = (f"{self.resource.stack_name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
                 f"{RESOURCE_TYPE} | {LOGICAL_ID}")
         print(f"{line} {reason}".rstrip(), flush=True)
 
-    def _stack_status(self, status: str) -> None:
+    def _stack_event(self, status: str) -> None:
+        self._set_status(status)
         print(f"{self.resource.stack_name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
               f"AWS::CloudFormation::Stack | {self.resource.stack_name}", flush=True)
 
     def _done(self, answer: Mapping[str, Any], status: str) -> int:
-        self._stack_status(status)
+        self._stack_event(status)
         data = answer.get("Data") or {}
         print(f"State: {data.get('State', '?')}")
         print(f"Revision: {data.get('FromRevision', '?')} → {data.get('ToRevision', '?')} "
@@ -479,16 +510,6 @@ def _read_state(path: Path) -> dict[str, Any] | None:
     return state
 
 
-def _log_function_output_to(path: Path) -> None:
-    # lambda_invoke logs each invocation's output; the console shows CloudFormation's view.
-    handler = logging.FileHandler(path)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    target = logging.getLogger("localdev.lambda_invoke")
-    target.addHandler(handler)
-    target.setLevel(logging.INFO)
-    target.propagate = False
-
-
 # -- the command line ------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m localdev.deploy")
@@ -497,13 +518,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cdk-out", type=Path, default=REPO_ROOT / "cdk.out")
     parser.add_argument("--local-dir", type=Path, default=REPO_ROOT / ".local")
     parser.add_argument("--postgres-port", type=int, default=LOCAL_PORT)
+    parser.add_argument("--aws-port", type=int, default=DEFAULT_PORT,
+                        help="the local AWS endpoint's port (default: %(default)s)")
     args = parser.parse_args(argv)
-    env = LocalEnvironment(local_dir=args.local_dir.resolve(), postgres_port=args.postgres_port)
+    env = LocalEnvironment(local_dir=args.local_dir.resolve(), postgres_port=args.postgres_port,
+                           aws_port=args.aws_port)
     if args.command == "destroy":
         return destroy(env)
     try:
-        return deploy(read_synthesized(args.cdk_out, args.stage), env)
-    except (DeployError, PostgresUnavailable) as error:
+        return deploy(read_synthesized(args.cdk_out, args.stage), args.stage, env)
+    except (DeployError, LocalAwsError, PostgresUnavailable) as error:
         print(f"deploy-local: {error}", file=sys.stderr)
         return 2
 

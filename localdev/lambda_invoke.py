@@ -148,7 +148,6 @@ class LambdaInvokeServer:
     def start(self) -> LambdaInvokeServer:
         if self._http is not None:
             return self
-        self._cache_dir = Path(tempfile.mkdtemp(prefix="lambda-pycache-"))
         self._http = _HTTPServer(("127.0.0.1", self._port), _RequestHandler, self)
         # A short poll interval: stop() waits for the loop to notice, up to one interval.
         self._thread = threading.Thread(
@@ -159,10 +158,10 @@ class LambdaInvokeServer:
         return self
 
     def stop(self) -> None:
-        if self._http is None:
-            return
-        self._http.shutdown()
-        self._http.server_close()
+        """Stop serving (when started), kill running invocations, drop the bytecode cache."""
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
         with self._lock:
             for process in self._running:
                 _kill_group(process)
@@ -182,6 +181,22 @@ class LambdaInvokeServer:
         return f"arn:aws:lambda:{self.region}:{ACCOUNT_ID}:function:{name}"
 
     # -- the Invoke operation --------------------------------------------------------------
+    def answer_post(self, raw_path: str, body: bytes, *, invocation_type: str | None,
+                    log_type: str | None) -> _Response:
+        """The answer to one POST: Invoke on its path, 404 elsewhere.
+
+        Public so that a server routing several AWS services can hand Lambda's requests here.
+        """
+        url = urlsplit(raw_path)
+        if not is_invoke_path(url.path):
+            return _error(404, "UnknownOperationException",
+                          f"No operation at POST {url.path}; only Invoke is served")
+        qualifier = parse_qs(url.query).get("Qualifier", [None])[0]
+        return self.invoke(
+            unquote(url.path[len(API_PREFIX):-len(API_SUFFIX)]), body, qualifier=qualifier,
+            invocation_type=invocation_type or "RequestResponse", log_type=log_type or "None",
+        )
+
     def invoke(
         self,
         function_name: str,
@@ -313,7 +328,7 @@ class LambdaInvokeServer:
             "TZ": ":UTC",
             "PYTHONPATH": code_dir,
             "PYTHONUNBUFFERED": "1",  # Lambda shows print() at once
-            "PYTHONPYCACHEPREFIX": str(self._cache_dir),
+            "PYTHONPYCACHEPREFIX": str(self._bytecode_cache()),
             "LAMBDA_TASK_ROOT": code_dir,
             "_HANDLER": function.handler,
             "AWS_REGION": self.region,
@@ -331,6 +346,12 @@ class LambdaInvokeServer:
         environment.update(function.env)
         return environment
 
+    def _bytecode_cache(self) -> Path:
+        with self._lock:
+            if self._cache_dir is None:
+                self._cache_dir = Path(tempfile.mkdtemp(prefix="lambda-pycache-"))
+            return self._cache_dir
+
     def _pump_log(self, name: str, stream: IO[bytes], log: list[str]) -> None:
         for raw in stream:
             self._log(name, log, raw.decode("utf-8", errors="replace").rstrip("\n"))
@@ -339,6 +360,10 @@ class LambdaInvokeServer:
     def _log(name: str, log: list[str], line: str) -> None:
         log.append(line)
         logger.info("[%s] %s", name, line)
+
+
+def is_invoke_path(path: str) -> bool:
+    return path.startswith(API_PREFIX) and path.endswith(API_SUFFIX)
 
 
 def parse_function_name(function_name: str) -> tuple[str, str | None]:
@@ -391,19 +416,10 @@ class _RequestHandler(BaseHTTPRequestHandler):
     server: _HTTPServer
 
     def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length)
-        if not (url.path.startswith(API_PREFIX) and url.path.endswith(API_SUFFIX)):
-            self._send(_error(404, "UnknownOperationException",
-                              f"No operation at POST {url.path}; only Invoke is served"))
-            return
-        qualifier = parse_qs(url.query).get("Qualifier", [None])[0]
-        self._send(self.server.app.invoke(
-            unquote(url.path[len(API_PREFIX):-len(API_SUFFIX)]), body, qualifier=qualifier,
-            invocation_type=self.headers.get("X-Amz-Invocation-Type") or "RequestResponse",
-            log_type=self.headers.get("X-Amz-Log-Type") or "None",
-        ))
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._send(self.server.app.answer_post(
+            self.path, body, invocation_type=self.headers.get("X-Amz-Invocation-Type"),
+            log_type=self.headers.get("X-Amz-Log-Type")))
 
     def _send(self, response: _Response) -> None:
         self.send_response(response.status)

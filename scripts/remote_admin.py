@@ -392,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(message)s",
                         stream=sys.stderr)
+    # botocore's INFO lines (where it found credentials and endpoints) are noise here
+    logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
 def finish(answer: dict[str, object], as_json: bool, *, usage: bool = False) -> int:

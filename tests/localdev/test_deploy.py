@@ -1,7 +1,11 @@
 """`make deploy-local` end to end: the CLI as a process, the function from the synthesized asset.
 
-One local environment (its own folder, PostgreSQL port and state file, never the developer's
-`.local`) serves the module's scenarios in order, as successive deploys of one stack would.
+Every scenario is a full local deploy: `python -m localdev.deploy` synthesizes nothing itself
+(the module synthesizes once) but plays the whole CloudFormation side against a real
+PostgreSQL, the local AWS endpoint (moto, the Invoke API) and an HTTPS ResponseURL. The dev
+scenarios share one local environment (its own folder and ports, never the developer's
+`.local`) and run in order, as successive deploys of one stack would. Rows are inserted
+before every deploy, and every row inserted so far must still be there after it.
 """
 
 from __future__ import annotations
@@ -12,10 +16,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import sqlalchemy as sa
 
@@ -23,46 +31,157 @@ from localdev import deploy as local_deploy
 from localdev.postgres import free_port
 from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, synthesize
+from tests.cdk_app.test_migrations_hash import project_copy
 from tests.migration_resource.support import execute, relations, version_rows
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
 
+STACK = "DbMigrations-dev-Application"
+FUNCTION = f"{STACK}-MigrationFunction"
+NEW_REVISION = "7a8b9c0d1e2f"
+NEW_MIGRATION = textwrap.dedent(f'''\
+    """add users timezone
 
-@dataclass(frozen=True)
+    Revision ID: {NEW_REVISION}
+    Revises: {HEAD}
+    """
+    import sqlalchemy as sa
+
+    from alembic import op
+
+    revision = "{NEW_REVISION}"
+    down_revision = "{HEAD}"
+    branch_labels = None
+    depends_on = None
+
+
+    def upgrade() -> None:
+        op.add_column("users", sa.Column("timezone", sa.String(64), nullable=True))
+
+
+    def downgrade() -> None:
+        op.drop_column("users", "timezone")
+''')
+
+
+@dataclass
 class LocalDeploy:
-    local_dir: Path
-    port: int
+    """One local environment: its folder, its PostgreSQL and local AWS ports."""
 
-    def run(self, command: str = "deploy") -> subprocess.CompletedProcess[str]:
+    local_dir: Path
+    postgres_port: int = field(default_factory=free_port)
+    aws_port: int = field(default_factory=free_port)
+    kept: list[str] = field(default_factory=list)  # tags of the rows inserted so far
+
+    def run(self, command: str = "deploy", *, stage: str = "dev",
+            cdk_out: Path = SHARED_OUTDIR) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "localdev.deploy", command, "--stage", "dev",
-             "--cdk-out", str(SHARED_OUTDIR), "--local-dir", str(self.local_dir),
-             "--postgres-port", str(self.port)],
+            [sys.executable, "-m", "localdev.deploy", command, "--stage", stage,
+             "--cdk-out", str(cdk_out), "--local-dir", str(self.local_dir),
+             "--postgres-port", str(self.postgres_port), "--aws-port", str(self.aws_port)],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False,
         )
 
     @property
-    def state(self) -> dict[str, object]:
-        loaded: dict[str, object] = json.loads((self.local_dir / "deploy-state.json").read_text())
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.aws_port}"
+
+    def admin(self, *arguments: str) -> subprocess.CompletedProcess[str]:
+        """scripts/remote_admin.py as a user runs it, with the endpoint deploy-local printed."""
+        environment = {key: value for key, value in os.environ.items()
+                       if not key.startswith("AWS_")}
+        environment.update(AWS_ENDPOINT_URL=self.endpoint, AWS_DEFAULT_REGION="us-east-1",
+                           AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        return subprocess.run([sys.executable, "scripts/remote_admin.py", *arguments],
+                              cwd=REPO_ROOT, env=environment, capture_output=True, text=True,
+                              timeout=300, check=False)
+
+    def aws(self, service: str) -> Any:
+        return boto3.client(service, endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def state(self, stage: str = "dev") -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads(
+            (self.local_dir / f"deploy-state-{stage}.json").read_text())
         return loaded
 
-    def engine(self) -> sa.Engine:
+    def engine(self, stage: str = "dev") -> sa.Engine:
         return sa.create_engine(
-            f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/app", poolclass=sa.NullPool)
+            f"postgresql+psycopg://postgres@127.0.0.1:{self.postgres_port}/"
+            f"{local_deploy.stage_database(stage)}", poolclass=sa.NullPool)
+
+    def start_database(self, stage: str = "dev") -> None:
+        local_deploy.start_database(self.environment, stage)
+
+    @property
+    def environment(self) -> local_deploy.LocalEnvironment:
+        return local_deploy.LocalEnvironment(local_dir=self.local_dir,
+                                             postgres_port=self.postgres_port,
+                                             aws_port=self.aws_port)
+
+    @property
+    def function_log(self) -> str:
+        return (self.local_dir / "aws" / "lambda.log").read_text()
+
+    # -- the data that must survive every deploy -------------------------------------------
+    def insert_rows(self, stage: str = "dev") -> None:
+        """A user with a project and a task, tagged; kept in `kept` for later checks."""
+        tag = f"row{len(self.kept)}"
+        engine = self.engine(stage)
+        try:
+            with engine.begin() as connection:
+                columns = {c["name"] for c in sa.inspect(connection).get_columns("users")}
+                values = {"email": f"{tag}@example.com"}
+                if "name" in columns:  # until the revision that drops it
+                    values["name"] = tag
+                user_id = connection.execute(
+                    sa.text(f"INSERT INTO users ({', '.join(values)}) VALUES "
+                            f"({', '.join(':' + key for key in values)}) RETURNING id"),
+                    values).scalar_one()
+                project_id = connection.execute(sa.text(
+                    "INSERT INTO projects (owner_id, name) VALUES (:owner, :name) RETURNING id"),
+                    {"owner": user_id, "name": tag}).scalar_one()
+                connection.execute(sa.text(
+                    "INSERT INTO tasks (project_id, title) VALUES (:project, :title)"),
+                    {"project": project_id, "title": tag})
+        finally:
+            engine.dispose()
+        self.kept.append(tag)
+
+    def assert_rows_kept(self, stage: str = "dev") -> None:
+        engine = self.engine(stage)
+        try:
+            with engine.connect() as connection:
+                found = connection.execute(sa.text(
+                    "SELECT u.email FROM users u JOIN projects p ON p.owner_id = u.id "
+                    "JOIN tasks t ON t.project_id = p.id "
+                    "WHERE p.name = t.title AND u.email = p.name || '@example.com'"),
+                ).scalars().all()
+        finally:
+            engine.dispose()
+        assert sorted(found) == sorted(f"{tag}@example.com" for tag in self.kept)
 
 
-@pytest.fixture(scope="module")
-def local() -> Iterator[LocalDeploy]:
+def events(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """The statuses of the console's event lines, in order."""
+    return [line.split(" | ")[2].strip() for line in result.stdout.splitlines()
+            if line.count(" | ") >= 4]
+
+
+def lambda_python_available() -> None:
     # The bundle holds CPython 3.12 wheels: without a 3.12 the local deploy cannot run the
     # function, and that must fail loudly rather than pass unnoticed.
     assert os.environ.get("LAMBDA_PYTHON") or local_deploy.KNOWN_PYTHON_312.exists(), (
         "no Python 3.12 to run the Lambda bundle: set LAMBDA_PYTHON to a python3.12"
     )
-    synthesize("dev", outdir=SHARED_OUTDIR)  # once for the module; the bundle is reused
+
+
+@contextmanager
+def local_environment(prefix: str) -> Iterator[LocalDeploy]:
     # pytest's tmp folders are private to us; the postgres user must reach the data folder
-    folder = Path(tempfile.mkdtemp(prefix="deploy-local-"))
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
     folder.chmod(0o755)
-    environment = LocalDeploy(local_dir=folder, port=free_port())
+    environment = LocalDeploy(local_dir=folder)
     try:
         yield environment
     finally:
@@ -71,111 +190,289 @@ def local() -> Iterator[LocalDeploy]:
 
 
 @pytest.fixture(scope="module")
+def local() -> Iterator[LocalDeploy]:
+    lambda_python_available()
+    synthesize("dev", outdir=SHARED_OUTDIR)  # once for the module; the bundle is reused
+    with local_environment("deploy-local-") as environment:
+        yield environment
+
+
+@pytest.fixture(scope="module")
 def first(local: LocalDeploy) -> subprocess.CompletedProcess[str]:
     return local.run()
 
 
+@pytest.fixture(scope="module")
+def with_new_migration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """cdk.out of a checkout where a developer added a revision, snapshots on before it."""
+    root = project_copy(tmp_path_factory.mktemp("new-migration"))
+    (root / "alembic" / "versions" / f"20261124_1000_{NEW_REVISION}_add_users_timezone.py"
+     ).write_text(NEW_MIGRATION)
+    outdir = root / "cdk.out"
+    synthesize("dev", outdir=outdir, changes={"snapshotBeforeMigrate": True}, project_root=root)
+    return outdir
+
+
+# -- the dev stack, deploy after deploy ------------------------------------------------------
 def test_fresh_database_is_created(local: LocalDeploy,
                                    first: subprocess.CompletedProcess[str]) -> None:
     assert first.returncode == 0, first.stdout + first.stderr
+    assert events(first) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
     lines = first.stdout.splitlines()
-    assert any("CREATE_IN_PROGRESS" in line and "DatabaseMigration" in line for line in lines)
-    assert any("CREATE_COMPLETE" in line and "Custom::DatabaseMigration" in line
-               for line in lines)
     assert "State: empty" in lines
     assert f"Revision: base → {HEAD} (6 applied)" in lines
+    assert "Snapshot: none" in lines  # the dev stage does not snapshot
+    assert f"{STACK}.MigrationFunctionName = {FUNCTION}" in lines
+    assert f"export AWS_ENDPOINT_URL={local.endpoint}" in first.stdout
     engine = local.engine()
     try:
         assert version_rows(engine) == [HEAD]
     finally:
         engine.dispose()
-    # the function ran from the synthesized asset, not from the repository
-    log = (local.local_dir / "deploy-local.log").read_text()
-    assert "START RequestId" in log and "MigrationsApplied" in log
+    # the function ran from the synthesized asset, in its own process, through the Invoke API
+    assert "START RequestId" in local.function_log
+    assert "MigrationsApplied" in local.function_log
+    functions = json.loads((local.local_dir / "aws" / "functions.json").read_text())
+    assert functions[FUNCTION]["code_dir"].startswith(str(SHARED_OUTDIR / "asset."))
 
 
 def test_deploying_again_changes_nothing(local: LocalDeploy,
                                          first: subprocess.CompletedProcess[str]) -> None:
+    local.insert_rows()
     again = local.run()
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.strip() == "DbMigrations-dev-Application (local): no changes"
+    assert again.stdout.splitlines()[0] == f"{STACK} (local): no changes"
+    assert events(again) == []
+    local.assert_rows_kept()
+
+
+def test_admin_cli_reaches_the_local_function(local: LocalDeploy,
+                                              first: subprocess.CompletedProcess[str]) -> None:
+    # the stack's output names the function, as in AWS
+    status = local.admin("--stack-name", STACK, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "Migration state: up_to_date" in status.stdout
+    assert f"current: {HEAD}" in status.stdout
+    dry_run = local.admin("--function-name", FUNCTION, "--json", "run-migrations", "--dry-run")
+    assert dry_run.returncode == 0, dry_run.stdout + dry_run.stderr
+    answer = json.loads(dry_run.stdout)
+    assert answer["ok"] is True
+    assert answer["state"] == "up_to_date"
+    # a name the local AWS does not know is the usage error it would be in AWS
+    missing = local.admin("--stack-name", "NoSuchStack", "status")
+    assert missing.returncode == 2
+    assert "Stack 'NoSuchStack' does not exist" in missing.stderr
+
+
+def test_a_new_migration_file_is_applied_after_a_snapshot(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    local.insert_rows()
+    result = local.run(cdk_out=with_new_migration)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert events(result) == ["UPDATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_COMPLETE"]
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("  MigrationsHash: ") for line in lines)
+    assert "  SnapshotBeforeMigrate: false → true" in lines
+    assert "State: pending_migrations" in lines
+    assert f"Revision: {HEAD} → {NEW_REVISION} (1 applied)" in lines
+    snapshot_id = next(line for line in lines if line.startswith("Snapshot: ")).split(": ")[1]
+    assert snapshot_id.startswith("premigrate-")
+    # the snapshot exists in the local AWS, and was available before the migration ran
+    snapshots = local.aws("rds").describe_db_snapshots(
+        SnapshotType="manual")["DBSnapshots"]
+    assert [s["DBSnapshotIdentifier"] for s in snapshots] == [snapshot_id]
+    log = local.function_log
+    assert log.index(f"Snapshot {snapshot_id} is available") < log.index(
+        "Running 1 pending migrations")
+    engine = local.engine()
+    try:
+        assert version_rows(engine) == [NEW_REVISION]
+        with engine.connect() as connection:
+            audit = connection.execute(sa.text(
+                "SELECT snapshot_id FROM migration_audit WHERE revision = :revision "
+                "AND outcome = 'succeeded'"), {"revision": NEW_REVISION}).scalars().all()
+            columns = [c["name"] for c in sa.inspect(connection).get_columns("users")]
+        assert audit == [snapshot_id]
+        assert "timezone" in columns
+    finally:
+        engine.dispose()
+    local.assert_rows_kept()
+    # and the deployed function now carries the new revision: the admin CLI sees it
+    status = local.admin("--stack-name", STACK, "status")
+    assert f"current: {NEW_REVISION}" in status.stdout
+
+
+def test_the_same_checkout_again_changes_nothing(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    local.insert_rows()
+    again = local.run(cdk_out=with_new_migration)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[0] == f"{STACK} (local): no changes"
+    local.assert_rows_kept()
 
 
 def test_unknown_revision_fails_cleanly_and_rolls_back(
-        local: LocalDeploy, first: subprocess.CompletedProcess[str]) -> None:
-    # GIVEN a database at a revision no script defines, and a last deploy with other migrations
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    # GIVEN a database at a revision no script defines, and other migrations to deploy
+    local.insert_rows()
     engine = local.engine()
     try:
         execute(engine, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
         before = relations(engine)
-        state = local.state
-        properties = state["properties"]
-        assert isinstance(properties, dict)
-        properties["MigrationsHash"] = "from-an-older-checkout"
-        (local.local_dir / "deploy-state.json").write_text(json.dumps(state))
-        # WHEN deploying
+        deployed = local.state()["properties"]
+        # WHEN deploying the repository's checkout (without the new revision)
         result = local.run()
         # THEN the Update fails with the short reason, and the rollback completes
         assert result.returncode == 1, result.stdout + result.stderr
-        statuses = [line.split(" | ")[2].strip() for line in result.stdout.splitlines()
-                    if line.count(" | ") >= 4]
-        assert statuses == ["UPDATE_IN_PROGRESS", "UPDATE_FAILED", "UPDATE_ROLLBACK_IN_PROGRESS",
-                            "UPDATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]
+        assert events(result) == ["UPDATE_IN_PROGRESS", "UPDATE_FAILED",
+                                  "UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_IN_PROGRESS",
+                                  "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]
         failed = next(line for line in result.stdout.splitlines() if "UPDATE_FAILED" in line)
         assert ("DatabaseMigration inconsistent: alembic_version holds 'f00dfeedbeef' which no "
                 "migration script defines; nothing was changed.") in failed
+        assert "The deploy failed; the database was left as it was before it." in result.stdout
         # the database is untouched, and the state still holds the last good properties
         assert relations(engine) == before
         assert version_rows(engine) == ["f00dfeedbeef"]
-        assert local.state["properties"] == properties
-        log = (local.local_dir / "deploy-local.log").read_text()
-        assert "Stack rollback in progress: the database is left as it is" in log
+        assert local.state()["properties"] == deployed
+        assert "Stack rollback in progress: the database is left as it is" in local.function_log
+        local.assert_rows_kept()
+        # the rollback put the previous code back: the function still knows NEW_REVISION
+        functions = json.loads((local.local_dir / "aws" / "functions.json").read_text())
+        assert functions[FUNCTION]["code_dir"].startswith(str(with_new_migration))
+        stack = local.aws("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
+        assert stack["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+    finally:
+        execute(engine, f"UPDATE alembic_version SET version_num = '{NEW_REVISION}'")
+        engine.dispose()
+
+
+def test_admin_cli_fixes_history_with_confirmation(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str]) -> None:
+    # GIVEN tables whose migration history was lost
+    engine = local.engine()
+    try:
+        execute(engine, "DROP TABLE alembic_version")
     finally:
         engine.dispose()
+    status = local.admin("--stack-name", STACK, "status")
+    assert "Migration state: tables_without_migration_history" in status.stdout
+    # the dry run says what it would stamp, the real run needs --confirm
+    plan = local.admin("--function-name", FUNCTION, "run-migrations", "--dry-run",
+                       "--fix-history")
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    unconfirmed = local.admin("--function-name", FUNCTION, "run-migrations", "--fix-history")
+    assert unconfirmed.returncode == 2, unconfirmed.stdout + unconfirmed.stderr
+    assert "--confirm" in unconfirmed.stderr
+    fixed = local.admin("--function-name", FUNCTION, "--confirm", "run-migrations",
+                        "--fix-history")
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    engine = local.engine()
+    try:
+        assert version_rows(engine) == [NEW_REVISION]
+    finally:
+        engine.dispose()
+    local.assert_rows_kept()
 
 
 def test_destroy_then_deploy_starts_from_an_empty_database(
         local: LocalDeploy, first: subprocess.CompletedProcess[str]) -> None:
     destroyed = local.run("destroy")
     assert destroyed.returncode == 0, destroyed.stderr
+    assert "stopped the local AWS endpoint" in destroyed.stdout
     assert not (local.local_dir / "postgres").exists()
-    assert not (local.local_dir / "deploy-state.json").exists()
+    assert not (local.local_dir / "deploy-state-dev.json").exists()
+    assert not (local.local_dir / "aws").exists()
     again = local.run()
     assert again.returncode == 0, again.stdout + again.stderr
     assert "State: empty" in again.stdout.splitlines()
-    assert "CREATE_COMPLETE" in again.stdout
+    assert events(again)[-1] == "CREATE_COMPLETE"
+    local.kept.clear()
 
 
-def test_prod_refuses_a_destructive_revision_and_rolls_the_create_back(
-        local: LocalDeploy) -> None:
-    # GIVEN a prod database two revisions behind, the next ones dropping a column
+# -- scenarios on their own database ---------------------------------------------------------
+def test_tables_created_without_history_get_a_verified_baseline(
+        first: subprocess.CompletedProcess[str]) -> None:
+    with local_environment("deploy-local-baseline-") as local:
+        # GIVEN tables at revision 2 created without Alembic's history (e.g. create_all)
+        local.start_database()
+        alembic_upgrade(local, ADD_DISPLAY_NAME)
+        engine = local.engine()
+        try:
+            execute(engine, "DROP TABLE alembic_version")
+        finally:
+            engine.dispose()
+        local.insert_rows()
+        # WHEN deploying
+        result = local.run()
+        # THEN the history is verified against the scripts, stamped, and the rest applied
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert events(result) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
+        # (the answer's state is the one after the stamp: the revisions left to apply)
+        assert f"Revision: {ADD_DISPLAY_NAME} → {HEAD} (4 applied)" in result.stdout
+        log = local.function_log
+        assert "Migration state: tables_without_migration_history" in log
+        assert log.index("Verified baseline: ") < log.index("Running 4 pending migrations")
+        engine = local.engine()
+        try:
+            assert version_rows(engine) == [HEAD]
+        finally:
+            engine.dispose()
+        local.assert_rows_kept()
+
+
+def test_prod_refuses_a_destructive_revision_then_allows_it_with_the_setting(
+        first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
     synthesize("prod", outdir=SHARED_OUTDIR)
-    folder = Path(tempfile.mkdtemp(prefix="deploy-local-prod-"))
-    folder.chmod(0o755)
-    prod = LocalDeploy(local_dir=folder, port=free_port())
-    try:
-        local_deploy.start_database(local_deploy.LocalEnvironment(local_dir=folder,
-                                                                  postgres_port=prod.port))
-        subprocess.run([sys.executable, "-m", "alembic", "upgrade", ADD_DISPLAY_NAME],
-                       cwd=REPO_ROOT, check=True, capture_output=True, timeout=120,
-                       env={**os.environ, "DATABASE_URL": prod.engine().url.render_as_string(
-                           hide_password=False)})
+    with local_environment("deploy-local-prod-") as local:
+        # GIVEN a prod database two revisions behind, the next ones dropping a column
+        local.start_database("prod")
+        alembic_upgrade(local, ADD_DISPLAY_NAME, stage="prod")
+        local.insert_rows("prod")
         # WHEN deploying the prod stage
-        result = subprocess.run(
-            [sys.executable, "-m", "localdev.deploy", "deploy", "--stage", "prod",
-             "--cdk-out", str(SHARED_OUTDIR), "--local-dir", str(folder),
-             "--postgres-port", str(prod.port)],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+        refused = local.run(stage="prod")
         # THEN the Create is refused with the gate's reason and rolled back; nothing changed
-        assert result.returncode == 1, result.stdout + result.stderr
-        failed = next(line for line in result.stdout.splitlines() if "CREATE_FAILED" in line)
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        assert events(refused) == ["CREATE_IN_PROGRESS", "CREATE_FAILED", "DELETE_IN_PROGRESS",
+                                   "DELETE_COMPLETE", "ROLLBACK_COMPLETE"]
+        failed = next(line for line in refused.stdout.splitlines() if "CREATE_FAILED" in line)
         assert "drop_column blocked in production" in failed
-        assert "ROLLBACK_COMPLETE" in result.stdout
-        engine = prod.engine()
+        assert local.aws("rds").describe_db_snapshots(
+            SnapshotType="manual")["DBSnapshots"] == []
+        engine = local.engine("prod")
         try:
             assert version_rows(engine) == [ADD_DISPLAY_NAME]
         finally:
             engine.dispose()
-    finally:
-        prod.run("destroy")
-        shutil.rmtree(folder, ignore_errors=True)
+        local.assert_rows_kept("prod")
+        # WHEN the stage allows destructive changes (cdk.json's allowDestructive) and deploys
+        allowed_out = tmp_path / "cdk.out"
+        synthesize("prod", outdir=allowed_out, changes={"allowDestructive": True})
+        local.insert_rows("prod")
+        allowed = local.run(stage="prod", cdk_out=allowed_out)
+        # THEN it is applied, after a snapshot, with every row still there
+        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+        assert events(allowed)[-1] == "CREATE_COMPLETE"
+        assert f"Revision: {ADD_DISPLAY_NAME} → {HEAD} (4 applied)" in allowed.stdout
+        snapshot_line = next(line for line in allowed.stdout.splitlines()
+                             if line.startswith("Snapshot: "))
+        assert snapshot_line.startswith("Snapshot: premigrate-")
+        engine = local.engine("prod")
+        try:
+            assert version_rows(engine) == [HEAD]
+            with engine.connect() as connection:
+                columns = [c["name"] for c in sa.inspect(connection).get_columns("users")]
+            assert "name" not in columns
+        finally:
+            engine.dispose()
+        local.assert_rows_kept("prod")
+
+
+def alembic_upgrade(local: LocalDeploy, revision: str, *, stage: str = "dev") -> None:
+    url = local.engine(stage).url.render_as_string(hide_password=False)
+    subprocess.run([sys.executable, "-m", "alembic", "upgrade", revision], cwd=REPO_ROOT,
+                   check=True, capture_output=True, timeout=120,
+                   env={**os.environ, "DATABASE_URL": url})
