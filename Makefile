@@ -49,6 +49,7 @@ db-stop: $(STAMP)
 CDK_STAGE ?= dev
 synth: $(STAMP) $(NODE_STAMP)
 	CDK_DISABLE_CLI_TELEMETRY=true AWS_EC2_METADATA_DISABLED=true JSII_SILENCE_WARNING_DEPRECATED_NODE=1 \
+		JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 \
 		npx cdk synth --no-notices --quiet -c stage=$(CDK_STAGE)
 
 # The whole deploy offline (localdev/deploy.py): synthesize, start or reuse the local

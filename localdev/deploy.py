@@ -247,7 +247,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         _print_outputs(resource.stack_name, outputs, server.endpoint)
         return 0
     print(f"{resource.stack_name} (local): deploying; the function's log is in "
-          f"{files.function_log}")
+          f"{_shown(files.function_log)}")
     before = files.functions().get(function_name)
     files.put_function(function)  # before the custom resource, which depends on it
     with HttpsRecorder() as recorder:
@@ -279,6 +279,14 @@ def _roll_function_back(files: LocalAwsFiles, name: str, before: FunctionRecord 
         return
     if before is not None and Path(before.code_dir).is_dir():
         files.put_function(before)
+
+
+def _shown(path: Path) -> str:
+    """A path as the user typed the command: relative to the current folder when inside it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _print_outputs(stack_name: str, outputs: Mapping[str, str], endpoint: str) -> None:
