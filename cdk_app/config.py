@@ -53,6 +53,8 @@ class StageSettings:
     snapshot_before_migrate: bool
     allow_destructive: bool
     auto_migrate: bool
+    # false: deploys leave the schema alone (the escape hatch when a migration blocks a release)
+    migrate_on_deploy: bool
     # Where to deploy: the AZ lookups for this pair are committed in cdk.context.json.
     account: str
     region: str
@@ -218,6 +220,7 @@ class _Reader:
             snapshot_before_migrate=self.get("snapshotBeforeMigrate", bool),
             allow_destructive=self.get("allowDestructive", bool),
             auto_migrate=self.get("autoMigrate", bool),
+            migrate_on_deploy=self.get("migrateOnDeploy", bool),
             account=self.matching("account", _ACCOUNT, "123456789012 (12 digits)"),
             region=self.matching("region", _REGION, "eu-west-1"),
             database_kind=database_kind,

@@ -12,6 +12,9 @@ snapshot and, once it is `available`, migrates. Polling is what lets a large sna
 long migration outlast one Lambda run; the custom resource's ServiceTimeout bounds the whole.
 The poll input is fixed when polling starts, so everything a poll needs is derived again
 from the database and RDS, or was decided up front (the snapshot id, the start time).
+
+With `MigrateOnDeploy` false (stage setting `migrateOnDeploy`) a Create/Update only
+classifies, read-only, and answers SUCCESS: no snapshot, no change, never a failure.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import crhelper
 from migration_resource import delivery
 from migration_resource.audit import RunContext
 from migration_resource.classification import Classification, describe_revisions
+from migration_resource.dsn import mask_text
 from migration_resource.engine import MigrationEngine
 from migration_resource.outcomes import EngineError, Outcome
 from migration_resource.reasons import short_reason
@@ -89,6 +93,8 @@ class MigrationProperties:
     allow_destructive: bool
     stage: str
     snapshot_target: SnapshotTarget | None
+    # False (stage setting migrateOnDeploy): Create/Update only report the state.
+    migrate_on_deploy: bool = True
 
     @classmethod
     def parse(cls, properties: Mapping[str, Any]) -> MigrationProperties:
@@ -130,6 +136,8 @@ class MigrationProperties:
             allow_destructive=flag("AllowDestructive", False),
             stage=STAGE_ALIASES[stage_raw],
             snapshot_target=target,
+            # Absent from templates synthesized before the setting existed: migrate, as then.
+            migrate_on_deploy=flag("MigrateOnDeploy", True),
         )
 
     @property
@@ -241,6 +249,9 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                              SnapshotId="")
             self._answer_now = True
             return self._physical_id()
+        if not properties.migrate_on_deploy:
+            self._report_without_migrating(properties)
+            return str(event.get("PhysicalResourceId") or self._physical_id())
         engine = self.services.engine_factory(properties)
         try:
             status = self._classify(engine, properties)
@@ -304,6 +315,37 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         logger.info("Delete: the database is left as it is")
         self._answer_now = True
         return str(event.get("PhysicalResourceId") or self._physical_id())
+
+    def _report_without_migrating(self, properties: MigrationProperties) -> None:
+        """migrateOnDeploy false: classify read-only and answer SUCCESS, whatever happens.
+
+        This is the escape hatch for shipping code while a migration keeps failing, so it
+        must never block the deploy: a database that cannot be reached or classified is
+        reported as `unknown` with a warning, not as a failure.
+        """
+        self._answer_now = True
+        self.Data.update(Applied="0", SnapshotId="")
+        try:
+            engine = self.services.engine_factory(properties)
+            try:
+                classification = engine.status(
+                    properties.target_revision, target_heads=properties.target_heads,
+                    history_digest=properties.history_digest, with_history=False,
+                ).classification
+            finally:
+                engine.close()
+        except Exception as error:  # whatever it is, it must not fail this deploy
+            logger.warning(
+                "Migrations on deploy are disabled (migrateOnDeploy is false): the database "
+                "could not be classified (%s); nothing was changed", _one_line(error))
+            self.Data.update(State=UNKNOWN_STATE, FromRevision="", ToRevision="")
+            return
+        revision = describe_revisions(classification.current)
+        logger.warning(
+            "Migrations on deploy are disabled (migrateOnDeploy is false): the database is %s "
+            "at %s; nothing was changed", classification.state.value, revision)
+        self.Data.update(State=classification.state.value, FromRevision=revision,
+                         ToRevision=revision)
 
     # -- steps -------------------------------------------------------------------------------
     def _enough_time(
@@ -433,6 +475,15 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
 
 
 RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
+# The State answered when migrations on deploy are disabled and the database cannot be read.
+UNKNOWN_STATE = "unknown"
+ERROR_TEXT_LIMIT = 300
+
+
+def _one_line(error: BaseException) -> str:
+    """An error for a log line: its type, one line, bounded, any URL password masked."""
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {mask_text(text)[:ERROR_TEXT_LIMIT]}"
 
 
 def _deploy_context(event: Mapping[str, Any], snapshot_id: str | None = None) -> RunContext:

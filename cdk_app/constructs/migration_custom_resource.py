@@ -9,6 +9,8 @@ Properties (read by `migration_resource.custom_resource.MigrationProperties`):
 - `HistoryDigest`: digest of the revision files, so a no-change deploy is one query;
 - `MigrationsHash`: changes with any revision, env.py or engine file, forcing an Update;
 - `SnapshotBeforeMigrate`, `AllowDestructive`, `Stage`;
+- `MigrateOnDeploy`: false makes Create/Update only report the state (the escape hatch);
+  flipping it changes a property, so CloudFormation sends an Update;
 - `DbInstanceIdentifier` or `DbClusterIdentifier`: what to snapshot.
 """
 
@@ -36,6 +38,7 @@ class MigrationProperties:
     migrations_hash: str
     snapshot_before_migrate: bool
     allow_destructive: bool
+    migrate_on_deploy: bool
     stage_kind: str
     database_property: str  # DbInstanceIdentifier or DbClusterIdentifier
     database_identifier: str
@@ -82,6 +85,7 @@ class MigrationCustomResource(Construct):
                 "MigrationsHash": properties.migrations_hash,
                 "SnapshotBeforeMigrate": properties.snapshot_before_migrate,
                 "AllowDestructive": properties.allow_destructive,
+                "MigrateOnDeploy": properties.migrate_on_deploy,
                 "Stage": properties.stage_kind,
                 properties.database_property: properties.database_identifier,
             },

@@ -61,6 +61,7 @@ class ApplicationStack(Stack):
                 migrations_hash=migrations_hash(project_root),
                 snapshot_before_migrate=settings.snapshot_before_migrate,
                 allow_destructive=settings.allow_destructive,
+                migrate_on_deploy=settings.migrate_on_deploy,
                 stage_kind=settings.kind,
                 database_property=database.snapshot_property,
                 database_identifier=database.identifier,

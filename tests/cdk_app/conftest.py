@@ -18,7 +18,8 @@ from tests.cdk_app.support import SHARED_OUTDIR, Synth, synthesize
 # choose: each must synthesize cdk-nag clean and cfn-lint clean too.
 VARIANTS = {
     "prod-aurora": ("prod", {"databaseKind": "aurora", "instanceClass": "db.r7g.large"}),
-    "prod-nat": ("prod", {"egress": "nat-gateway", "alarmEmail": "ops@example.com"}),
+    "prod-nat": ("prod", {"egress": "nat-gateway", "alarmEmail": "ops@example.com",
+                          "migrateOnDeploy": False}),
     "dev-aurora": ("dev", {"databaseKind": "aurora", "instanceClass": "db.t4g.medium"}),
 }
 

@@ -32,6 +32,8 @@ def test_both_stages_load_from_cdk_json() -> None:
         ({"migrationTimeoutSeconds": 0}, "stages.prod.migrationTimeoutSeconds must be 1..900"),
         ({"kind": "staging"}, "stages.prod.kind must be one of"),
         ({"allowDestructive": 1}, "stages.prod.allowDestructive must be bool"),
+        ({"migrateOnDeploy": "false"}, "stages.prod.migrateOnDeploy must be bool, got str"),
+        ({"migrateOnDeploy": None}, "stages.prod.migrateOnDeploy must be bool, got NoneType"),
         ({"databaseKind": "mysql"}, "stages.prod.databaseKind must be one of instance, aurora"),
         ({"engineVersion": "17"}, r"stages.prod.engineVersion must look like 17.6"),
         ({"engineVersion": "12.20"}, r"stages.prod.engineVersion must be a PostgreSQL major"),
@@ -77,6 +79,7 @@ def test_every_setting_of_both_stages(tmp_path) -> None:
     assert prod.deletion_protection and prod.removal_policy == "snapshot" and prod.multi_az
     assert prod.production and not dev.production
     assert dev.auto_migrate and not prod.auto_migrate
+    assert dev.migrate_on_deploy and prod.migrate_on_deploy
     assert dev.alarm_email is None
     assert prod.migration_function_timeout_seconds >= prod.migration_timeout_seconds + 30
     assert prod.service_timeout_seconds == 3600
@@ -99,6 +102,10 @@ def test_missing_setting_and_unknown_stage_are_named() -> None:
     del context["stages"]["prod"]["autoMigrate"]
     with pytest.raises(ConfigError, match=r"stages\.prod\.autoMigrate is missing"):
         load_stage_settings(context, "prod")
+    context = json.loads(json.dumps(CONTEXT))
+    del context["stages"]["prod"]["migrateOnDeploy"]
+    with pytest.raises(ConfigError, match=r"stages\.prod\.migrateOnDeploy is missing"):
+        load_stage_settings(context, "prod")
     with pytest.raises(ConfigError, match="stage 'qa' is not defined"):
         load_stage_settings(CONTEXT, "qa")
 
@@ -117,14 +124,18 @@ def test_app_runs_with_a_stage_and_fails_synth_on_an_unknown_one(tmp_path) -> No
     assert "stage 'qa' is not defined" in bad.stderr
 
 
-def test_a_bad_setting_fails_synth_naming_it() -> None:
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("instanceClass", "t4g.micro", "stages.prod.instanceClass must look like db.t4g.micro"),
+    ("migrateOnDeploy", "no", "stages.prod.migrateOnDeploy must be bool, got str"),
+])
+def test_a_bad_setting_fails_synth_naming_it(key: str, value: object, message: str) -> None:
     # GIVEN cdk.json's context with one malformed setting WHEN app.py synthesizes
     context = json.loads(json.dumps(CONTEXT))
-    context["stages"]["prod"]["instanceClass"] = "t4g.micro"
+    context["stages"]["prod"][key] = value
     env = {"JSII_SILENCE_WARNING_DEPRECATED_NODE": "1", "PATH": "/usr/local/bin:/usr/bin:/bin",
            "CDK_CONTEXT_JSON": json.dumps({**context, "stage": "prod"})}
     bad = subprocess.run([sys.executable, "app.py"], cwd=REPO_ROOT, env=env,
                          capture_output=True, text=True, timeout=120, check=False)
     # THEN it fails before building anything, and the message names the setting
     assert bad.returncode != 0
-    assert "ConfigError: stages.prod.instanceClass must look like db.t4g.micro" in bad.stderr
+    assert f"ConfigError: {message}" in bad.stderr

@@ -316,6 +316,79 @@ def test_a_production_update_allowed_to_destroy_still_snapshots_first(
     assert version_rows(db) == [HEAD]
 
 
+def test_migrations_on_deploy_disabled_report_and_change_nothing(
+    deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN a database with migrations pending
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    before = relations(db)
+    caplog.set_level(logging.INFO)
+    # WHEN an Update arrives with migrateOnDeploy false
+    answer = deploy.send(deploy.event("Update", properties={"MigrateOnDeploy": "false"}))
+    # THEN SUCCESS with the state as it is: nothing applied, no snapshot, the line logged
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"] == {"State": "pending_migrations", "FromRevision": ADD_DISPLAY_NAME,
+                              "ToRevision": ADD_DISPLAY_NAME, "Applied": "0", "SnapshotId": ""}
+    assert ("Migrations on deploy are disabled (migrateOnDeploy is false): the database is "
+            f"pending_migrations at {ADD_DISPLAY_NAME}; nothing was changed") in caplog.messages
+    assert relations(db) == before and version_rows(db) == [ADD_DISPLAY_NAME]
+    assert snapshots(deploy) == [] and deploy.scheduled_polls() == []
+    # AND flipping it back runs the migrations, snapshot first, as usual
+    answer = deploy.send(deploy.event("Update", properties={"MigrateOnDeploy": "true"}))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"]["Applied"] == "4" and answer["Data"]["ToRevision"] == HEAD
+    assert snapshots(deploy) == [answer["Data"]["SnapshotId"]]
+    assert version_rows(db) == [HEAD]
+
+
+def test_migrations_on_deploy_disabled_on_create_names_base(
+    deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    answer = deploy.send(deploy.event("Create", properties={"MigrateOnDeploy": "false"}))
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"] == {"State": "empty", "FromRevision": "base", "ToRevision": "base",
+                              "Applied": "0", "SnapshotId": ""}
+    assert ("Migrations on deploy are disabled (migrateOnDeploy is false): the database is "
+            "empty at base; nothing was changed") in caplog.messages
+    assert relations(db) == []  # not even the audit trail
+
+
+def test_migrations_on_deploy_disabled_never_block_even_unreachable(
+    deploy: Deploy, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a database nobody can reach
+    monkeypatch.setenv("DATABASE_URL", "postgresql://nobody:s3cret-pw@127.0.0.1:9/none")
+    monkeypatch.setenv("DATABASE_CONNECT_ATTEMPTS", "1")
+    # WHEN deploying with migrateOnDeploy false
+    answer = deploy.send(deploy.event("Update", properties={"MigrateOnDeploy": "false"}))
+    # THEN the deploy goes on: SUCCESS, State unknown, and a warning naming the error
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    assert answer["Data"] == {"State": "unknown", "FromRevision": "", "ToRevision": "",
+                              "Applied": "0", "SnapshotId": ""}
+    (warning,) = [r.getMessage() for r in caplog.records
+                  if r.levelno == logging.WARNING and "migrateOnDeploy is false" in r.getMessage()]
+    assert warning.startswith("Migrations on deploy are disabled (migrateOnDeploy is false): the "
+                              "database could not be classified (DatabaseUnavailable: Cannot "
+                              "connect to the database")
+    assert "s3cret-pw" not in caplog.text
+    assert snapshots(deploy) == []
+
+
+def test_older_templates_without_the_property_migrate(deploy: Deploy, db: sa.Engine) -> None:
+    assert "MigrateOnDeploy" not in deploy.properties
+    answer = deploy.send(deploy.event("Create"))
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["Applied"] == "6"
+    assert version_rows(db) == [HEAD]
+
+
+def test_a_malformed_migrate_on_deploy_is_named(deploy: Deploy, db: sa.Engine) -> None:
+    answer = deploy.send(deploy.event("Create", properties={"MigrateOnDeploy": "no"}))
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("MigrateOnDeploy must be true or false")
+    assert relations(db) == []
+
+
 @dataclass
 class StackStatusOnly:
     """Stands in for CloudFormation's DescribeStacks during a rollback: moto's stacks

@@ -33,11 +33,26 @@ def test_properties_resolved_at_synth(dev: Synth, prod: Synth) -> None:
     assert properties["Stage"] == "development"
     assert properties["SnapshotBeforeMigrate"] is False
     assert properties["AllowDestructive"] is False
+    assert properties["MigrateOnDeploy"] is True
     assert properties["DbInstanceIdentifier"] == "dbmigrations-dev-database"
     assert "DbClusterIdentifier" not in properties
     production = resource(prod)["Properties"]
     assert production["Stage"] == "production"
     assert production["SnapshotBeforeMigrate"] is True
+    assert production["MigrateOnDeploy"] is True
+
+
+def test_migrate_on_deploy_false_reaches_the_handler(variants: dict[str, Synth]) -> None:
+    from migration_resource.custom_resource import MigrationProperties  # noqa: PLC0415
+
+    # GIVEN a stage with migrateOnDeploy false: the property flips, so CloudFormation
+    # sends an Update, and the handler reads it as CloudFormation sends it (a string)
+    properties = resource(variants["prod-nat"])["Properties"]
+    assert properties["MigrateOnDeploy"] is False
+    as_sent = {key: str(value).lower() if isinstance(value, bool) else value
+               for key, value in properties.items() if key != "ServiceToken"}
+    assert as_sent["MigrateOnDeploy"] == "false"
+    assert MigrationProperties.parse(as_sent).migrate_on_deploy is False
 
 
 def test_aurora_passes_the_cluster_identifier(variants: dict[str, Synth]) -> None:
@@ -57,6 +72,7 @@ def test_the_handler_accepts_the_synthesized_properties(all_synths: dict[str, Sy
                    for key, value in properties.items()}
         parsed = MigrationProperties.parse(as_sent)
         assert parsed.target_heads == (DROP_USERS_NAME,)
+        assert parsed.migrate_on_deploy is synth.settings.migrate_on_deploy
         assert parsed.snapshot_target is not None
 
 
