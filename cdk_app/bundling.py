@@ -28,12 +28,11 @@ import aws_cdk as cdk
 import jsii
 from aws_cdk import aws_lambda as lambda_
 
+from cdk_app.lambda_platform import PIP_OPTIONS
 from migration_resource.checksums import history_digest
 from migration_resource.revisions import RevisionCatalogue
 
 RUNTIME = lambda_.Runtime.PYTHON_3_12
-PYTHON_VERSION = "3.12"
-PLATFORM = "manylinux2014_x86_64"
 ARCHITECTURE = lambda_.Architecture.X86_64
 REQUIREMENTS = "migration_resource/requirements.txt"
 PACKAGES = ("migration_resource", "sample_app")
@@ -42,11 +41,6 @@ SCRIPTS_TARGET = "migrations"  # in the bundle (not "alembic": that is the libra
 SCRIPT_FILES = ("env.py", "script.py.mako")
 SKIPPED_PARTS = frozenset({"__pycache__"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
-
-PIP_OPTIONS = (
-    "--platform", PLATFORM, "--only-binary=:all:", "--python-version", PYTHON_VERSION,
-    "--implementation", "cp", "--no-compile",
-)
 
 MIGRATION_HANDLER = "migration_resource.handler.handler"
 SAMPLE_APP_HANDLER = "sample_app.handler.handler"

@@ -197,7 +197,7 @@ def lambda_runtime(env: LocalEnvironment) -> tuple[str, Path]:
                if line.startswith("boto3=="))
     target = env.runtime_dir / pin.replace("==", "-")
     if not (target / "boto3").is_dir():
-        from cdk_app.bundling import PIP_OPTIONS  # noqa: PLC0415 - only for the first run
+        from cdk_app.lambda_platform import PIP_OPTIONS  # noqa: PLC0415 - first run only
 
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
                         "--disable-pip-version-check", *PIP_OPTIONS, "--target", str(target),

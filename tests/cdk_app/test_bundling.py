@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from cdk_app import bundling
+from localdev import deploy as local_deploy
 from tests.alembic.support import DROP_USERS_NAME, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, Synth
 
 # The Lambda runtime's interpreter here; see DESIGN.md (the `python3.12` shim fails).
-PYTHON_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
+PYTHON_312 = local_deploy.KNOWN_PYTHON_312
 # The Lambda runtime ships boto3; the bundle does not. The pinned version stands in for it.
 RUNTIME_DIR = SHARED_OUTDIR.parent / "lambda-runtime-py312"
 
@@ -83,14 +84,8 @@ def copy_sources(tmp_path: Path) -> Path:
 
 def lambda_runtime(python: str) -> Path:
     """boto3 at the pinned version for cp312, as the Lambda runtime provides it."""
-    pin = next(line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
-               if line.startswith("boto3=="))
-    target = RUNTIME_DIR / pin.replace("==", "-")
-    if not (target / "boto3").is_dir():
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet",
-                        "--disable-pip-version-check", *bundling.PIP_OPTIONS,
-                        "--target", str(target), pin], check=True, timeout=300)
-    return target
+    return local_deploy.lambda_runtime(local_deploy.LocalEnvironment(
+        local_dir=RUNTIME_DIR.parent, python=python, runtime_dir=RUNTIME_DIR))[1]
 
 
 IMPORT_CHECK = textwrap.dedent("""
