@@ -18,8 +18,9 @@ from cdk_app.constructs.migration_custom_resource import (
     MigrationCustomResource,
     MigrationProperties,
 )
-from cdk_app.constructs.migration_function import FunctionNetwork, MigrationFunction
+from cdk_app.constructs.migration_function import MigrationFunction
 from cdk_app.constructs.sample_app_function import SampleAppFunction
+from cdk_app.lambda_function import FunctionNetwork
 from cdk_app.metrics import MigrationMetrics
 from cdk_app.stacks.database_stack import DatabaseStack, log_retention
 
