@@ -47,10 +47,8 @@ import sys
 import tempfile
 import time
 import uuid
-import zipfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -61,6 +59,7 @@ import alembic
 import boto3
 import sqlalchemy as sa
 
+from localdev.aws_records import ensure_database_record, ensure_function_record
 from localdev.https_recorder import HttpsRecorder
 from localdev.moto_server import MotoServer
 from localdev.postgres import database_server, free_port
@@ -331,19 +330,8 @@ def create_aws_resources(endpoint: str) -> str:
     def client(name: str) -> Any:
         return boto3.client(name, endpoint_url=endpoint, region_name=REGION)
 
-    client("rds").create_db_instance(
-        DBInstanceIdentifier="appdb", Engine="postgres", DBInstanceClass="db.t4g.micro",
-        MasterUsername="app", MasterUserPassword="not-the-real-one",
-        AllocatedStorage=20,
-    )
-    role = client("iam").create_role(RoleName="fn", AssumeRolePolicyDocument="{}")
-    code = BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("index.py", "def handler(event, context):\n    return None\n")
-    client("lambda").create_function(
-        FunctionName=FUNCTION, Runtime="python3.12", Role=role["Role"]["Arn"],
-        Handler="index.handler", Code={"ZipFile": code.getvalue()},
-    )
+    ensure_database_record(client, instance="appdb")
+    ensure_function_record(client, FUNCTION)
     stack = client("cloudformation").create_stack(StackName="app", TemplateBody=TEMPLATE)
     return str(stack["StackId"])
 

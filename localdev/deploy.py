@@ -48,6 +48,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from localdev.aws_records import ensure_database_record, ensure_function_record
 from localdev.https_recorder import HttpsRecorder
 from localdev.lambda_invoke import ACCOUNT_ID
 from localdev.local_aws import (
@@ -218,7 +219,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{resource.stack_name}/{uuid.uuid4()}")
     function_name = f"{resource.stack_name}-MigrationFunction"
     secret_arn = _ensure_records(aws, resource, env, stage)
-    _ensure_function_record(aws, function_name)
+    ensure_function_record(aws.client, function_name)
     function = FunctionRecord(
         name=function_name, handler=resource.handler, code_dir=str(resource.code_dir.resolve()),
         timeout_seconds=resource.timeout_seconds, memory_mb=resource.memory_mb, python=python,
@@ -331,55 +332,10 @@ def _ensure_records(aws: _Clients, resource: SynthesizedResource, env: LocalEnvi
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
         arn = str(secrets.create_secret(Name=name, SecretString=secret)["ARN"])
-    rds = aws.client("rds")
-    credentials = {"MasterUsername": env.postgres.user, "MasterUserPassword": "local-only-1"}
-    cluster = resource.properties.get("DbClusterIdentifier")
-    if cluster and not _exists(lambda: rds.describe_db_clusters(DBClusterIdentifier=cluster)):
-        rds.create_db_cluster(DBClusterIdentifier=cluster, Engine="aurora-postgresql",
-                              **credentials)
-    instance = resource.properties.get("DbInstanceIdentifier")
-    if instance and not _exists(lambda: rds.describe_db_instances(
-            DBInstanceIdentifier=instance)):
-        rds.create_db_instance(DBInstanceIdentifier=instance, Engine="postgres",
-                               DBInstanceClass="db.t4g.micro", AllocatedStorage=20,
-                               **credentials)
+    ensure_database_record(aws.client, instance=resource.properties.get("DbInstanceIdentifier"),
+                           cluster=resource.properties.get("DbClusterIdentifier"),
+                           username=env.postgres.user)
     return arn
-
-
-def _exists(describe: Any) -> bool:
-    try:
-        describe()
-    except ClientError as error:
-        code = error.response["Error"]["Code"]
-        if "NotFound" in code or code == "NoSuchEntity":
-            return False
-        raise
-    return True
-
-
-def _ensure_function_record(aws: _Clients, name: str) -> None:
-    """A record of the function in moto: crhelper's polling adds an EventBridge permission."""
-    lambdas = aws.client("lambda")
-    if _exists(lambda: lambdas.get_function(FunctionName=name)):
-        return
-    iam = aws.client("iam")
-    if _exists(lambda: iam.get_role(RoleName=name)):
-        role_arn = iam.get_role(RoleName=name)["Role"]["Arn"]
-    else:
-        role_arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    lambdas.create_function(FunctionName=name, Runtime="python3.12", Role=role_arn,
-                            Handler="index.handler", Code={"ZipFile": _placeholder_zip()})
-
-
-def _placeholder_zip() -> bytes:
-    import io  # noqa: PLC0415
-    import zipfile  # noqa: PLC0415
-
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        # moto only records it; the invocations go to the asset through the local Invoke API
-        archive.writestr("index.py", "def handler(event, context):\n    return None\n")
-    return buffer.getvalue()
 
 
 @dataclass
