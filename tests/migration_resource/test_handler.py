@@ -10,15 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from io import BytesIO
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from localdev.aws_records import ensure_database_record, ensure_function_record
 from migration_resource import handler as handler_module
 from migration_resource.handler import handler
 from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, DROP_USERS_NAME, HEAD
@@ -99,20 +98,8 @@ def deploy(aws: Any, response_recorder: Any, database_url: str,
     monkeypatch.setenv("CFN_RESPONSE_CA_BUNDLE", str(response_recorder.ca_file))
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "db-migrations")
     monkeypatch.setenv("STAGE", "development")
-    rds = aws.client("rds")
-    rds.create_db_instance(
-        DBInstanceIdentifier="appdb", Engine="postgres", DBInstanceClass="db.t4g.micro",
-        MasterUsername="app", MasterUserPassword="not-the-real-one", AllocatedStorage=20,
-    )
-    iam = aws.client("iam")
-    role = iam.create_role(RoleName="fn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
-    code = BytesIO()
-    with zipfile.ZipFile(code, "w") as archive:
-        archive.writestr("index.py", "def handler(event, context):\n    return None\n")
-    aws.client("lambda").create_function(
-        FunctionName=FUNCTION, Runtime="python3.12", Role=role, Handler="index.handler",
-        Code={"ZipFile": code.getvalue()},
-    )
+    ensure_database_record(aws.client, instance="appdb")
+    ensure_function_record(aws.client, FUNCTION)
     stack_id = aws.client("cloudformation").create_stack(
         StackName="app", TemplateBody=TEMPLATE)["StackId"]
     handler_module._resource = None  # a new container per test
