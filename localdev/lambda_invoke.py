@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, Generic, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 logger = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class LambdaInvokeServer:
         self.region = region or os.environ.get("AWS_DEFAULT_REGION") or os.environ.get(
             "AWS_REGION") or DEFAULT_REGION
         self._port = port
-        self._http: _HTTPServer | None = None
+        self._http: AppHTTPServer[LambdaInvokeServer] | None = None
         self._thread: threading.Thread | None = None
         self._cache_dir: Path | None = None
         self._running: set[subprocess.Popen[bytes]] = set()
@@ -148,7 +148,7 @@ class LambdaInvokeServer:
     def start(self) -> LambdaInvokeServer:
         if self._http is not None:
             return self
-        self._http = _HTTPServer(("127.0.0.1", self._port), _RequestHandler, self)
+        self._http = AppHTTPServer(("127.0.0.1", self._port), _RequestHandler, self)
         # A short poll interval: stop() waits for the loop to notice, up to one interval.
         self._thread = threading.Thread(
             target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
@@ -402,18 +402,23 @@ def _runtime_answer(raw: bytes) -> dict[str, Any] | None:
     return answer if isinstance(answer, dict) else None
 
 
-class _HTTPServer(ThreadingHTTPServer):
+App = TypeVar("App")
+
+
+class AppHTTPServer(ThreadingHTTPServer, Generic[App]):
+    """A threading HTTP server on which request handlers find the application as `app`."""
+
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 app: LambdaInvokeServer) -> None:
+                 app: App) -> None:
         super().__init__(address, handler)
         self.app = app
 
 
 class _RequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
-    server: _HTTPServer
+    server: AppHTTPServer[LambdaInvokeServer]
 
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))

@@ -49,14 +49,19 @@ import urllib.request
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape
 
-from localdev.lambda_invoke import LambdaInvokeServer, LocalFunction, is_invoke_path
+from localdev.lambda_invoke import (
+    AppHTTPServer,
+    LambdaInvokeServer,
+    LocalFunction,
+    is_invoke_path,
+)
 from localdev.moto_server import MotoServer
 from localdev.postgres import free_port
 
@@ -184,7 +189,7 @@ class LocalAwsServer:
         self.files = files
         self.moto = MotoServer(port=free_port(), log_path=files.moto_log)
         self.lambdas = LambdaInvokeServer({})
-        self._http = _RoutingHTTPServer(("127.0.0.1", port), _RoutingHandler, self)
+        self._http = AppHTTPServer(("127.0.0.1", port), _RoutingHandler, self)
         self._lock = threading.Lock()
 
     @property
@@ -276,18 +281,9 @@ def signing_service(authorization: str | None) -> str:
     return ""
 
 
-class _RoutingHTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
-                 app: LocalAwsServer) -> None:
-        super().__init__(address, handler)
-        self.app = app
-
-
 class _RoutingHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
-    server: _RoutingHTTPServer
+    server: AppHTTPServer[LocalAwsServer]
 
     def do_GET(self) -> None:
         if urlsplit(self.path).path == HEALTH_PATH:
