@@ -9,6 +9,7 @@ both stages and by later runs.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,15 @@ class Synth:
                 if entry["source"].get("packaging") == "zip"]
         assert len(zips) == 1, zips
         return self.outdir / zips[0]
+
+
+def project_copy(tmp_path: Path) -> Path:
+    """The sources a synth reads (migrations, engine, sample app) copied, to edit freely."""
+    root = tmp_path / "project"
+    for folder in ("alembic", "migration_resource", "sample_app"):
+        shutil.copytree(REPO_ROOT / folder, root / folder,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    return root
 
 
 def stage_context(stage: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:

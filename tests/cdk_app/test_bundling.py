@@ -13,7 +13,7 @@ import pytest
 from cdk_app import bundling
 from localdev import deploy as local_deploy
 from tests.alembic.support import DROP_USERS_NAME, REPO_ROOT
-from tests.cdk_app.support import SHARED_OUTDIR, Synth
+from tests.cdk_app.support import SHARED_OUTDIR, Synth, project_copy
 
 # The Lambda runtime's interpreter here; see DESIGN.md (the `python3.12` shim fails).
 PYTHON_312 = local_deploy.KNOWN_PYTHON_312
@@ -39,7 +39,7 @@ def test_layout_packages_and_migrations_not_named_alembic(dev: Synth) -> None:
 
 
 def test_asset_hash_covers_sources_requirements_and_bundler(tmp_path: Path) -> None:
-    root = copy_sources(tmp_path)
+    root = project_copy(tmp_path)
     before = bundling.bundle_fingerprint(root)
     assert bundling.bundle_fingerprint(root) == before  # stable: the cache can work
     (root / "sample_app" / "models.py").write_text(
@@ -70,16 +70,6 @@ def test_second_synth_reuses_the_bundle(dev: Synth) -> None:
         assert marker.exists()
     finally:
         marker.unlink(missing_ok=True)
-
-
-def copy_sources(tmp_path: Path) -> Path:
-    import shutil  # noqa: PLC0415
-
-    root = tmp_path / "project"
-    for folder in ("alembic", "migration_resource", "sample_app"):
-        shutil.copytree(REPO_ROOT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
 
 
 def lambda_runtime(python: str) -> Path:

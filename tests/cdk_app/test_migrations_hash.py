@@ -4,22 +4,12 @@ nothing else but what must follow from the edit."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from cdk_app.bundling import migrations_hash
 from cdk_app.constructs.migration_custom_resource import LOGICAL_ID
-from tests.alembic.support import REPO_ROOT
-from tests.cdk_app.support import synthesize
-
-
-def project_copy(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    for folder in ("alembic", "migration_resource", "sample_app"):
-        shutil.copytree(REPO_ROOT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+from tests.cdk_app.support import project_copy, synthesize
 
 
 def differences(old: Any, new: Any, path: str = "") -> list[str]:

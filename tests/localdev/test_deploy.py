@@ -30,8 +30,7 @@ import sqlalchemy as sa
 from localdev import deploy as local_deploy
 from localdev.postgres import free_port
 from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
-from tests.cdk_app.support import SHARED_OUTDIR, synthesize
-from tests.cdk_app.test_migrations_hash import project_copy
+from tests.cdk_app.support import SHARED_OUTDIR, project_copy, synthesize
 from tests.migration_resource.support import execute, relations, version_rows
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
