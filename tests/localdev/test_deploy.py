@@ -349,28 +349,36 @@ def test_unknown_revision_fails_cleanly_and_rolls_back(
         engine.dispose()
 
 
-def test_admin_cli_fixes_history_with_confirmation(
+def test_admin_cli_fixes_history_and_migrates_with_confirmation(
         local: LocalDeploy, first: subprocess.CompletedProcess[str]) -> None:
-    # GIVEN tables whose migration history was lost
+    # GIVEN tables at the repository's head whose migration history was lost, while the
+    # deployed function knows one more revision
     engine = local.engine()
     try:
-        execute(engine, "DROP TABLE alembic_version")
+        execute(engine, "DROP TABLE alembic_version", "ALTER TABLE users DROP COLUMN timezone")
     finally:
         engine.dispose()
     status = local.admin("--stack-name", STACK, "status")
     assert "Migration state: tables_without_migration_history" in status.stdout
-    # the dry run says what it would stamp, the real run needs --confirm
-    plan = local.admin("--function-name", FUNCTION, "run-migrations", "--dry-run",
+    # the dry run says what it would stamp and apply, changing nothing
+    plan = local.admin("--function-name", FUNCTION, "--json", "run-migrations", "--dry-run",
                        "--fix-history")
     assert plan.returncode == 0, plan.stdout + plan.stderr
+    planned = json.loads(plan.stdout)
+    assert planned["baseline"]["matched"] == HEAD
+    assert planned["pending"] == [NEW_REVISION]
+    # a change needs --confirm: without it, exit 2 and nothing done
     unconfirmed = local.admin("--function-name", FUNCTION, "run-migrations", "--fix-history")
     assert unconfirmed.returncode == 2, unconfirmed.stdout + unconfirmed.stderr
     assert "--confirm" in unconfirmed.stderr
-    fixed = local.admin("--function-name", FUNCTION, "--confirm", "run-migrations",
-                        "--fix-history")
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     engine = local.engine()
     try:
+        assert "alembic_version:r" not in relations(engine)
+        fixed = local.admin("--function-name", FUNCTION, "--json", "--confirm",
+                            "run-migrations", "--fix-history")
+        assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+        assert [step["revision"] for step in json.loads(fixed.stdout)["applied"]] == [
+            NEW_REVISION]
         assert version_rows(engine) == [NEW_REVISION]
     finally:
         engine.dispose()
