@@ -242,7 +242,8 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         if resource.stack_name not in files.stacks():
             files.put_stack(StackRecord(resource.stack_name, stack_id, "UPDATE_COMPLETE",
                                         outputs))
-        print(f"{resource.stack_name} (local): no changes" if deployed == function else
+        same_code = deployed is not None and deployed.code_dir == function.code_dir
+        print(f"{resource.stack_name} (local): no changes" if same_code else
               f"{resource.stack_name} (local): the function's code changed; "
               f"{LOGICAL_ID}: no changes")
         _print_outputs(resource.stack_name, outputs, server.endpoint)

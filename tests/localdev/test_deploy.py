@@ -28,6 +28,7 @@ import pytest
 import sqlalchemy as sa
 
 from localdev import deploy as local_deploy
+from localdev import local_aws
 from localdev.postgres import free_port
 from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, project_copy, synthesize
@@ -383,6 +384,23 @@ def test_admin_cli_fixes_history_and_migrates_with_confirmation(
     finally:
         engine.dispose()
     local.assert_rows_kept()
+
+
+def test_after_the_endpoint_stopped_a_deploy_brings_it_back(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    # GIVEN the local AWS endpoint gone (a reboot): moto's records with it
+    assert local_aws.stop(local_aws.LocalAwsFiles.under(local.local_dir)) is True
+    down = local.admin("--stack-name", STACK, "status")
+    assert down.returncode != 0
+    # WHEN deploying the same checkout again
+    again = local.run(cdk_out=with_new_migration)
+    # THEN nothing is deployed, the endpoint is back with a new secret, and the CLI works
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.splitlines()[0] == f"{STACK} (local): no changes"
+    status = local.admin("--stack-name", STACK, "status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "Migration state: up_to_date" in status.stdout
 
 
 def test_destroy_then_deploy_starts_from_an_empty_database(
