@@ -36,10 +36,11 @@ lint: $(STAMP)
 unit: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/pytest
 
-benchmark: $(STAMP) postgres-binaries
+benchmark: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/python benchmarks/status_check.py
 	$(BIN)/python benchmarks/baseline_search.py
 	$(BIN)/python benchmarks/no_change_update.py
+	$(BIN)/python benchmarks/deploy_local.py
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.
