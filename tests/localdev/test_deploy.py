@@ -313,6 +313,44 @@ def test_the_same_checkout_again_changes_nothing(
     local.assert_rows_kept()
 
 
+def test_migrations_disabled_on_deploy_then_enabled_again(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    # GIVEN a database one revision behind the deployed checkout
+    local.insert_rows()
+    engine = local.engine()
+    try:
+        execute(engine, "ALTER TABLE users DROP COLUMN timezone",
+                f"UPDATE alembic_version SET version_num = '{HEAD}'")
+        before = relations(engine)
+        # WHEN the stage turns migrations on deploy off (cdk.json's migrateOnDeploy: false)
+        disabled_out = with_new_migration.parent / "cdk.out.disabled"
+        synthesize("dev", outdir=disabled_out, project_root=with_new_migration.parent,
+                   changes={"snapshotBeforeMigrate": True, "migrateOnDeploy": False})
+        disabled = local.run(cdk_out=disabled_out)
+        # THEN the deploy succeeds, reporting the state, with no snapshot and no change
+        assert disabled.returncode == 0, disabled.stdout + disabled.stderr
+        assert "  MigrateOnDeploy: true → false" in disabled.stdout.splitlines()
+        assert events(disabled)[-1] == "UPDATE_COMPLETE"
+        assert "State: pending_migrations" in disabled.stdout.splitlines()
+        assert f"Revision: {HEAD} → {HEAD} (0 applied)" in disabled.stdout.splitlines()
+        assert "Snapshot: none" in disabled.stdout.splitlines()
+        assert relations(engine) == before
+        assert version_rows(engine) == [HEAD]
+        assert ("Migrations on deploy are disabled (migrateOnDeploy is false): the database "
+                f"is pending_migrations at {HEAD}; nothing was changed") in local.function_log
+        # WHEN it is turned back on and deployed
+        enabled = local.run(cdk_out=with_new_migration)
+        # THEN the Update migrates, after a snapshot
+        assert enabled.returncode == 0, enabled.stdout + enabled.stderr
+        assert f"Revision: {HEAD} → {NEW_REVISION} (1 applied)" in enabled.stdout.splitlines()
+        assert "Snapshot: premigrate-" in enabled.stdout
+        assert version_rows(engine) == [NEW_REVISION]
+    finally:
+        engine.dispose()
+    local.assert_rows_kept()
+
+
 def test_unknown_revision_fails_cleanly_and_rolls_back(
         local: LocalDeploy, first: subprocess.CompletedProcess[str],
         with_new_migration: Path) -> None:
