@@ -40,7 +40,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -212,26 +212,14 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
     start_database(env, stage)  # started or reused either way: the local database stays usable
     server = ensure_running(env.aws_files, env.aws_port)
     aws = _Clients(server.endpoint)
-    python, runtime_path = lambda_runtime(env)
     state_file = env.state_file(stage)
     previous = _read_state(state_file)
     stack_id = str(previous["stack_id"]) if previous else (
         f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{resource.stack_name}/{uuid.uuid4()}")
     function_name = f"{resource.stack_name}-MigrationFunction"
-    secret_arn = _ensure_records(aws, resource, env, stage)
     ensure_function_record(aws.client, function_name)
-    function = FunctionRecord(
-        name=function_name, handler=resource.handler, code_dir=str(resource.code_dir.resolve()),
-        timeout_seconds=resource.timeout_seconds, memory_mb=resource.memory_mb, python=python,
-        env={
-            **resource.environment,
-            "DATABASE_SECRET_ARN": secret_arn,
-            "PYTHONPATH": f"{resource.code_dir.resolve()}:{runtime_path}",
-            "AWS_ENDPOINT_URL": server.endpoint,
-            "CFN_RESPONSE_CA_BUNDLE": str(env.aws_files.folder / "response-ca.pem"),
-            **CREDENTIALS,
-        },
-    )
+    function = _function_record(function_name, resource, env, endpoint=server.endpoint,
+                                secret_arn=_ensure_records(aws, resource, env, stage))
     files = env.aws_files
     outputs = {FUNCTION_OUTPUT: function_name}
     if previous is not None and previous["properties"] == resource.properties:
@@ -266,21 +254,45 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
             status = cfn.update(str(previous["physical_resource_id"]), previous["properties"],
                                 resource.properties)
     if status != 0:
-        _roll_function_back(files, function_name, before, created=previous is None)
+        _roll_function_back(files, function, before, created=previous is None)
     if function_name in files.functions():
         _print_outputs(resource.stack_name, outputs, server.endpoint)
     return status
 
 
-def _roll_function_back(files: LocalAwsFiles, name: str, before: FunctionRecord | None, *,
-                        created: bool) -> None:
+def _function_record(name: str, resource: SynthesizedResource, env: LocalEnvironment, *,
+                     endpoint: str, secret_arn: str) -> FunctionRecord:
+    """The function as the template defines it, run from its asset under the Lambda runtime."""
+    python, runtime_path = lambda_runtime(env)
+    code_dir = resource.code_dir.resolve()
+    return FunctionRecord(
+        name=name, handler=resource.handler, code_dir=str(code_dir),
+        timeout_seconds=resource.timeout_seconds, memory_mb=resource.memory_mb, python=python,
+        env={
+            **resource.environment,
+            "DATABASE_SECRET_ARN": secret_arn,
+            "PYTHONPATH": f"{code_dir}:{runtime_path}",
+            "AWS_ENDPOINT_URL": endpoint,
+            "CFN_RESPONSE_CA_BUNDLE": str(env.aws_files.folder / "response-ca.pem"),
+            **CREDENTIALS,
+        },
+    )
+
+
+# What the local AWS gives the function rather than its template: current after a restart.
+LOCAL_VARIABLES = ("DATABASE_SECRET_ARN", "AWS_ENDPOINT_URL", "CFN_RESPONSE_CA_BUNDLE")
+
+
+def _roll_function_back(files: LocalAwsFiles, current: FunctionRecord,
+                        before: FunctionRecord | None, *, created: bool) -> None:
     """A failed deploy leaves the function as it was: removed after a failed Create, its
-    previous code after a failed Update (when that asset is still in cdk.out)."""
+    previous code and settings after a failed Update (when that asset is still in cdk.out)."""
     if created:
-        files.remove_function(name)
+        files.remove_function(current.name)
         return
     if before is not None and Path(before.code_dir).is_dir():
-        files.put_function(before)
+        files.put_function(replace(before, env={
+            **before.env, **{key: current.env[key] for key in LOCAL_VARIABLES}}))
 
 
 def _shown(path: Path) -> str:
