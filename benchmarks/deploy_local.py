@@ -42,6 +42,8 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
+from report import publish  # noqa: E402 - benchmarks/report.py, beside this script
+
 from localdev.deploy import CREDENTIALS  # noqa: E402
 from localdev.local_aws import LocalAwsFiles, stop  # noqa: E402
 from localdev.postgres import free_port  # noqa: E402
@@ -190,11 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         scratch.deploy("destroy")
         shutil.rmtree(folder, ignore_errors=True)
-    print(report)
-    print(f"(whole run: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    if args.output:
-        args.output.write_text(report + "\n")
-    return 0
+    return publish(report, args.output, started)
 
 
 if __name__ == "__main__":

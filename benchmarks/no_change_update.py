@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import alembic
 import boto3
 import sqlalchemy as sa
+from report import publish  # benchmarks/report.py, beside this script
 
 from localdev.aws_records import ensure_database_record, ensure_function_record
 from localdev.https_recorder import HttpsRecorder
@@ -588,11 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     report = render(imports, updates, args.repeat, args.import_repeat)
-    print(report)
-    print(f"(whole run: {time.perf_counter() - started:.0f} s)", file=sys.stderr)
-    if args.output:
-        args.output.write_text(report + "\n")
-    return 0
+    return publish(report, args.output, started)
 
 
 if __name__ == "__main__":
