@@ -59,12 +59,14 @@ synth: $(STAMP) $(NODE_STAMP)
 # The whole deploy offline (localdev/deploy.py): synthesize, start or reuse the local
 # PostgreSQL (.local/postgres, the same server as db-start), then play CloudFormation's
 # Create/Update of Custom::DatabaseMigration with the function's code from cdk.out.
-# Exits non-zero when the deploy failed (after playing the rollback).
+# Exits non-zero when the deploy failed (after playing the rollback). The local AWS endpoint
+# (LOCAL_AWS_PORT) stays up for the admin CLI until destroy-local.
+LOCAL_AWS_PORT ?= 54330
 deploy-local: $(STAMP) $(NODE_STAMP) postgres-binaries synth
-	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE)
+	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE) --aws-port $(LOCAL_AWS_PORT)
 
-# Stops the local PostgreSQL and removes its data and the deploy state: the next
-# deploy-local starts from an empty database.
+# Stops the local AWS endpoint and the local PostgreSQL, and removes the database and the
+# deploy state: the next deploy-local starts from an empty database.
 destroy-local: $(STAMP)
 	@$(BIN)/python -m localdev.deploy destroy
 

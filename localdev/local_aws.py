@@ -372,8 +372,11 @@ def ensure_running(files: LocalAwsFiles, port: int = DEFAULT_PORT) -> RunningSer
     deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise LocalAwsError(f"the local AWS endpoint did not start (port {port} taken?):\n"
-                                f"{_tail(files.server_log)}")
+            raise LocalAwsError(
+                f"the local AWS endpoint did not start on port {port}:\n"
+                f"{_tail(files.server_log).strip()}\n"
+                f"If another checkout's local deploy holds the port, run `make destroy-local` "
+                f"there, or choose another: `make deploy-local LOCAL_AWS_PORT=...`")
         server = running(files)
         if server is not None:
             return server

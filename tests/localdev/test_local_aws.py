@@ -135,8 +135,11 @@ def test_a_taken_port_is_reported(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(LocalAwsError, match="did not start"):
+        with pytest.raises(LocalAwsError, match="did not start") as refused:
             ensure_running(LocalAwsFiles.under(tmp_path), taken.getsockname()[1])
+    # the reason from the server's log, and what to do about it
+    assert "Address already in use" in str(refused.value)
+    assert "LOCAL_AWS_PORT=" in str(refused.value)
 
 
 def _moto_port(files: LocalAwsFiles) -> int:
