@@ -65,6 +65,7 @@ from localdev.postgres import (
     LOCAL_PORT,
     LocalPostgres,
     PostgresUnavailable,
+    start_with_database,
 )
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,8 @@ def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
         asset_hash = str(function["Code"]["S3Key"]).removesuffix(".zip")
         code_dir = cdk_out / f"asset.{asset_hash}"
         if not code_dir.is_dir():
-            raise DeployError(f"{code_dir} is missing: synthesize with bundling first")
+            raise DeployError(f"{code_dir} is missing: synthesize again with "
+                              f"`make synth CDK_STAGE={stage}`")
         variables = function.get("Environment", {}).get("Variables", {})
         return SynthesizedResource(
             stack_name=template_path.name.removesuffix(".template.json"),
@@ -159,19 +161,8 @@ def stage_database(stage: str) -> str:
     return f"{LOCAL_DATABASE}_" + re.sub(r"\W", "_", stage)
 
 
-def database_url(env: LocalEnvironment, stage: str) -> str:
-    return env.postgres.url_for(stage_database(stage)).replace("+psycopg", "")
-
-
 def start_database(env: LocalEnvironment, stage: str = "dev") -> None:
-    from localdev.postgres import _create_database, _running_as_root  # noqa: PLC0415
-
-    env.local_dir.mkdir(parents=True, exist_ok=True)
-    if _running_as_root():
-        env.local_dir.chmod(0o755)  # the postgres user must reach its data folder
-    server = env.postgres
-    server.start()
-    _create_database(server, stage_database(stage))
+    start_with_database(env.postgres, stage_database(stage))
 
 
 def destroy(env: LocalEnvironment) -> int:
@@ -222,10 +213,10 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
                                 secret_arn=_ensure_records(aws, resource, env, stage))
     files = env.aws_files
     outputs = {FUNCTION_OUTPUT: function_name}
+    deployed = files.functions().get(function_name)
     if previous is not None and previous["properties"] == resource.properties:
         # The function's code may still have changed (the sample app's, say): CloudFormation
         # would update it without a custom resource event.
-        deployed = files.functions().get(function_name)
         files.put_function(function)
         if resource.stack_name not in files.stacks():
             files.put_stack(StackRecord(resource.stack_name, stack_id, "UPDATE_COMPLETE",
@@ -238,7 +229,6 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         return 0
     print(f"{resource.stack_name} (local): deploying; the function's log is in "
           f"{_shown(files.function_log)}")
-    before = files.functions().get(function_name)
     files.put_function(function)  # before the custom resource, which depends on it
     with HttpsRecorder() as recorder:
         shutil.copyfile(recorder.ca_file, env.aws_files.folder / "response-ca.pem")
@@ -254,7 +244,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
             status = cfn.update(str(previous["physical_resource_id"]), previous["properties"],
                                 resource.properties)
     if status != 0:
-        _roll_function_back(files, function, before, created=previous is None)
+        _roll_function_back(files, function, deployed, created=previous is None)
     if function_name in files.functions():
         _print_outputs(resource.stack_name, outputs, server.endpoint)
     return status
@@ -437,7 +427,8 @@ class LocalCloudFormation:
                 for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
                     self._invoke(json.loads(target["Input"]))
         if len(self.recorder.requests) == before:
-            return {"Status": "FAILED", "Reason": "local deploy: the function never answered"}
+            return {"Status": "FAILED", "Reason": "local deploy: the function never answered; "
+                    f"its log is in {_shown(self.files.function_log)}"}
         body = self.recorder.requests[before].body
         return dict(body) if isinstance(body, dict) else {"Status": "FAILED",
                                                            "Reason": "unreadable answer"}
@@ -456,14 +447,18 @@ class LocalCloudFormation:
         self.files.put_stack(self.stack)
 
     def _event(self, status: str, reason: str = "") -> None:
-        line = (f"{self.resource.stack_name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
-                f"{RESOURCE_TYPE} | {LOGICAL_ID}")
-        print(f"{line} {reason}".rstrip(), flush=True)
+        self._print_event(status, RESOURCE_TYPE, LOGICAL_ID, reason)
 
     def _stack_event(self, status: str) -> None:
         self._set_status(status)
-        print(f"{self.resource.stack_name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
-              f"AWS::CloudFormation::Stack | {self.resource.stack_name}", flush=True)
+        self._print_event(status, "AWS::CloudFormation::Stack", self.stack.name)
+
+    def _print_event(self, status: str, resource_type: str, logical_id: str,
+                     reason: str = "") -> None:
+        """One line as the console's events tab shows it."""
+        line = (f"{self.stack.name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
+                f"{resource_type} | {logical_id} {reason}")
+        print(line.rstrip(), flush=True)
 
     def _done(self, answer: Mapping[str, Any], status: str) -> int:
         self._stack_event(status)

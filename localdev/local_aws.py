@@ -382,8 +382,12 @@ def ensure_running(files: LocalAwsFiles, port: int = DEFAULT_PORT) -> RunningSer
             return server
         time.sleep(0.1)
     stop(files)
+    _signal_group(process.pid, signal.SIGKILL)  # also when it never recorded itself
+    process.wait()
     raise LocalAwsError(f"the local AWS endpoint did not answer within "
-                        f"{STARTUP_TIMEOUT_SECONDS:.0f} s:\n{_tail(files.server_log)}")
+                        f"{STARTUP_TIMEOUT_SECONDS:.0f} s:\n{_tail(files.server_log)}\n"
+                        f"It was stopped; run the deploy again, and if it keeps failing read "
+                        f"{files.server_log} and {files.moto_log}")
 
 
 def stop(files: LocalAwsFiles) -> bool:

@@ -151,11 +151,7 @@ def main(argv: list[str]) -> int:
     """`start` (idempotent; creates the `app` database) or `stop` the local server."""
     server = local_server()
     if argv == ["start"]:
-        LOCAL_DATA_DIR.parent.mkdir(parents=True, exist_ok=True)
-        if _running_as_root():
-            LOCAL_DATA_DIR.parent.chmod(0o755)  # the postgres user must reach its data
-        server.start()
-        _create_database(server, LOCAL_DATABASE)
+        start_with_database(server, LOCAL_DATABASE)
         plain_url = server.url_for(LOCAL_DATABASE).replace("+psycopg", "")
         print(f"export DATABASE_URL={plain_url}")
         return 0
@@ -165,6 +161,16 @@ def main(argv: list[str]) -> int:
         return 0
     print("usage: python -m localdev.postgres start|stop", file=sys.stderr)
     return 2
+
+
+def start_with_database(server: LocalPostgres, name: str) -> None:
+    """Start (or reuse) a server whose data folder is kept, and create `name` if missing."""
+    folder = server.data_dir.parent
+    folder.mkdir(parents=True, exist_ok=True)
+    if _running_as_root():
+        folder.chmod(0o755)  # the postgres user must reach its data folder
+    server.start()
+    _create_database(server, name)
 
 
 def _create_database(server: LocalPostgres, name: str) -> None:

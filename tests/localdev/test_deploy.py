@@ -107,8 +107,8 @@ class LocalDeploy:
 
     def engine(self, stage: str = "dev") -> sa.Engine:
         return sa.create_engine(
-            f"postgresql+psycopg://postgres@127.0.0.1:{self.postgres_port}/"
-            f"{local_deploy.stage_database(stage)}", poolclass=sa.NullPool)
+            self.environment.postgres.url_for(local_deploy.stage_database(stage)),
+            poolclass=sa.NullPool)
 
     def start_database(self, stage: str = "dev") -> None:
         local_deploy.start_database(self.environment, stage)
