@@ -5,15 +5,22 @@ mode and passes it here; `analyse` parses it with pglast (PostgreSQL's own parse
 two kinds of findings, after the rules squawk and strong_migrations enforce:
 
 - destructive: loses data or breaks the code still running during the deploy (DROP TABLE,
-  DROP COLUMN, DROP SCHEMA, TRUNCATE, column type changes, DELETE/UPDATE without WHERE, renames).
-  In production these block the deploy unless explicitly allowed.
+  DROP COLUMN, DROP SCHEMA, TRUNCATE, column type changes, DELETE/UPDATE without WHERE or with
+  a WHERE that is always true such as `WHERE true` or `WHERE 1 = 1`, renames, and DROP TYPE,
+  DROP DOMAIN, DROP EXTENSION or DROP COLLATION with CASCADE, which drops every column using
+  it). In production these block the deploy unless explicitly allowed.
 - locking: holds a lock that blocks the application, or fails on existing rows (CREATE INDEX
   without CONCURRENTLY, NOT NULL without a default, SET NOT NULL, FOREIGN KEY/CHECK without
   NOT VALID), plus SQL the parser cannot read. These only warn.
 
 A change to a table created earlier in the same batch is not reported: the table holds no rows
 from before the deploy and no running code uses it yet (this is what lets a fresh database replay
-the whole history). Alembic's own bookkeeping on alembic_version is never reported.
+the whole history). Likewise for a type, domain, collation or extension created earlier in the
+batch, unless with IF NOT EXISTS, which may have found one from before. Alembic's own bookkeeping
+on alembic_version is never reported.
+
+The SQL may be Alembic's offline rendering or the statements a trial run really executed, with
+their parameters as literals; `join_statements` joins the latter safely.
 
 A revision whose destructive change is intended says so in its file with a line
 
@@ -27,11 +34,19 @@ The stage-wide alternative is the AllowDestructive property / --allow-destructiv
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType
+from pglast.enums import (
+    A_Expr_Kind,
+    AlterTableType,
+    BoolExprType,
+    ConstrType,
+    DropBehavior,
+    ObjectType,
+)
 from pglast.parser import ParseError, parse_sql, scan, split
 
 DESTRUCTIVE = "destructive"
@@ -61,6 +76,18 @@ _NOT_NULL_KINDS = frozenset({ConstrType.CONSTR_NOTNULL, ConstrType.CONSTR_PRIMAR
 _VALUE_KINDS = frozenset(
     {ConstrType.CONSTR_DEFAULT, ConstrType.CONSTR_IDENTITY, ConstrType.CONSTR_GENERATED}
 )
+# Their CASCADE drops every table column declared with them, data and all. (A function's
+# CASCADE drops triggers, defaults and generated columns, whose data can be computed again.)
+_CASCADE_RULES = {
+    ObjectType.OBJECT_TYPE: "drop_type_cascade",
+    ObjectType.OBJECT_DOMAIN: "drop_domain_cascade",
+    ObjectType.OBJECT_EXTENSION: "drop_extension_cascade",
+    ObjectType.OBJECT_COLLATION: "drop_collation_cascade",
+}
+# Domains are types: one namespace, so CREATE DOMAIN d and DROP TYPE d CASCADE meet.
+_NAMESPACE = {ObjectType.OBJECT_DOMAIN: ObjectType.OBJECT_TYPE}
+# A comparison's value when both sides are the same constant.
+_WHEN_EQUAL = {"=": True, "<=": True, ">=": True, "<>": False, "<": False, ">": False}
 
 _KIND_OF_RULE = {
     "drop_table": DESTRUCTIVE,
@@ -71,6 +98,10 @@ _KIND_OF_RULE = {
     "delete_without_where": DESTRUCTIVE,
     "update_without_where": DESTRUCTIVE,
     "rename": DESTRUCTIVE,
+    "drop_type_cascade": DESTRUCTIVE,
+    "drop_domain_cascade": DESTRUCTIVE,
+    "drop_extension_cascade": DESTRUCTIVE,
+    "drop_collation_cascade": DESTRUCTIVE,
     "create_index_not_concurrently": LOCKING,
     "add_column_not_null_without_default": LOCKING,
     "set_not_null": LOCKING,
@@ -84,8 +115,14 @@ _MESSAGES = {
     "stop using it in code first and drop it in a later release.",
     "drop_column": "Dropping column {0} deletes its data and breaks code still reading it; "
     "stop using the column in code first and drop it in a later release.",
+    "drop_table_cascade": "DROP TABLE {0} CASCADE deletes it with every row, and also the views "
+    "and foreign keys that depend on it, recoverable only from a snapshot; stop using it in code "
+    "first, and in a later release drop what depends on it, then the table without CASCADE.",
     "drop_schema": "DROP SCHEMA {0} deletes the schema and everything in it; make sure nothing "
     "uses it, and drop its objects one by one in a later release.",
+    "drop_schema_cascade": "DROP SCHEMA {0} CASCADE deletes the schema and everything in it, and "
+    "also what depends on it elsewhere (views, foreign keys, columns of its types); make sure "
+    "nothing uses it, and drop its objects one by one in a later release.",
     "truncate": "TRUNCATE {0} deletes every row under an exclusive lock; delete only the rows "
     "you mean with DELETE ... WHERE, in batches.",
     "alter_column_type": "Changing the type of {0} can fail on or lose existing values, may "
@@ -93,10 +130,30 @@ _MESSAGES = {
     "backfill it, then switch.",
     "delete_without_where": "DELETE FROM {0} without WHERE deletes every row; add a WHERE "
     "clause naming the rows to delete.",
+    "delete_where_always_true": "DELETE FROM {0} with a WHERE that is always true deletes every "
+    "row; make the WHERE clause name the rows to delete.",
     "update_without_where": "UPDATE {0} without WHERE overwrites every row and locks them all; "
     "add a WHERE clause (e.g. only rows still NULL) and batch large tables.",
+    "update_where_always_true": "UPDATE {0} with a WHERE that is always true overwrites every row "
+    "and locks them all; make the WHERE clause name the rows (e.g. only rows still NULL) and "
+    "batch large tables.",
     "rename": "Renaming {0} breaks the code still running with the old name during the deploy; "
     "add the new name alongside, move the code, then drop the old name in a later release.",
+    "drop_type_cascade": "DROP TYPE {0} CASCADE also drops every column of that type, with its "
+    "data, recoverable only from a snapshot; drop or convert those columns in their own reviewed "
+    "statements first, then drop the type without CASCADE, which fails while anything uses it.",
+    "drop_domain_cascade": "DROP DOMAIN {0} CASCADE also drops every column of that domain, with "
+    "its data, recoverable only from a snapshot; convert those columns to the domain's base type "
+    "first (ALTER COLUMN ... TYPE), then drop the domain without CASCADE, which fails while "
+    "anything uses it.",
+    "drop_extension_cascade": "DROP EXTENSION {0} CASCADE also drops everything using it, "
+    "including every column of its types (e.g. citext) with its data, recoverable only from a "
+    "snapshot; convert or drop those columns and objects in their own reviewed statements "
+    "first, then drop the extension without CASCADE, which fails while anything uses it.",
+    "drop_collation_cascade": "DROP COLLATION {0} CASCADE also drops every column using it, "
+    "with its data, recoverable only from a snapshot; move those columns to another collation "
+    "first (ALTER COLUMN ... TYPE ... COLLATE), then drop the collation without CASCADE, which "
+    "fails while anything uses it.",
     "create_index_not_concurrently": "CREATE INDEX on existing table {0} blocks writes to it "
     "while the index builds; use CREATE INDEX CONCURRENTLY (postgresql_concurrently=True "
     "inside an autocommit_block()).",
@@ -112,6 +169,14 @@ _MESSAGES = {
     "in a later step.",
     "unparsed": "The SQL parser could not read this ({0}); a reviewer must check it by hand "
     "for destructive or locking changes.",
+}
+
+# A message variant reported under its rule: the rule names what happens, the message how.
+_RULE_OF_VARIANT = {
+    "drop_table_cascade": "drop_table",
+    "drop_schema_cascade": "drop_schema",
+    "delete_where_always_true": "delete_without_where",
+    "update_where_always_true": "update_without_where",
 }
 
 # (schema, table): unqualified names are taken to be in public, Alembic's default search_path.
@@ -161,13 +226,14 @@ class GateDecision:
         return f"{revision}: {first.rule}{also}{tail}"
 
 
-def _finding(revision: str, rule: str, statement: str, subject: str) -> Finding:
+def _finding(revision: str, message: str, statement: str, subject: str) -> Finding:
+    rule = _RULE_OF_VARIANT.get(message, message)
     return Finding(
         revision=revision,
         kind=_KIND_OF_RULE[rule],
         rule=rule,
         statement=statement,
-        message=_MESSAGES[rule].format(subject),
+        message=_MESSAGES[message].format(subject),
     )
 
 
@@ -175,7 +241,7 @@ def analyse(
     sql_by_revision: Mapping[str, str], *, version_table: str = "alembic_version"
 ) -> tuple[Finding, ...]:
     """Findings in revision order, then statement order, for the SQL each revision would run."""
-    created = _Created(tables=set(), schemas=set())
+    created = _Created()
     findings: list[Finding] = []
     for revision, sql in sql_by_revision.items():
         for text, parsed in _statements(sql):
@@ -191,6 +257,15 @@ def analyse(
                     findings.append(_finding(revision, rule, shown, subject))
                 created.record(raw.stmt)
     return tuple(findings)
+
+
+def join_statements(statements: Iterable[str]) -> str:
+    """The statements a revision executed as one text for `analyse`, none merged into another.
+
+    Each `;` goes on a line of its own: a statement ending in a `--` comment would otherwise
+    swallow it, and the next statement (say a DROP TABLE) would be read as part of this one.
+    """
+    return "\n;\n".join(statements)
 
 
 def allowed_by_marker(revision_file_text: str) -> bool:
@@ -226,13 +301,21 @@ def decide(
 
 @dataclass
 class _Created:
-    """Tables and schemas created earlier in the batch: no rows or running code depend on them."""
+    """What was created earlier in the batch: no rows or running code depend on it."""
 
-    tables: set[_Table]
-    schemas: set[str]
+    tables: set[_Table] = field(default_factory=set)
+    schemas: set[str] = field(default_factory=set)
+    # (kind, schema, name) of types, domains, collations; extensions have no schema.
+    objects: set[tuple[ObjectType, str, str]] = field(default_factory=set)
 
     def has(self, table: _Table) -> bool:
         return table in self.tables or table[0] in self.schemas
+
+    def has_object(self, kind: ObjectType, name: _Table) -> bool:
+        return (_NAMESPACE.get(kind, kind), *name) in self.objects or name[0] in self.schemas
+
+    def _add(self, kind: ObjectType, names: object) -> None:
+        self.objects.add((_NAMESPACE.get(kind, kind), *_object_name(kind, names)))
 
     def record(self, stmt: ast.Node) -> None:
         if isinstance(stmt, ast.CreateStmt) and stmt.relation is not None:
@@ -249,6 +332,20 @@ class _Created:
             and self.has(_table(stmt.relation))
         ):
             self.tables.add((_table(stmt.relation)[0], stmt.newname))
+        elif isinstance(stmt, ast.CreateEnumStmt | ast.CreateRangeStmt):
+            self._add(ObjectType.OBJECT_TYPE, stmt.typeName)
+        elif isinstance(stmt, ast.CompositeTypeStmt) and stmt.typevar is not None:
+            self.objects.add((ObjectType.OBJECT_TYPE, *_table(stmt.typevar)))
+        elif isinstance(stmt, ast.CreateDomainStmt):
+            self._add(ObjectType.OBJECT_DOMAIN, stmt.domainname)
+        elif (
+            isinstance(stmt, ast.DefineStmt)
+            and stmt.kind in (ObjectType.OBJECT_TYPE, ObjectType.OBJECT_COLLATION)
+            and not stmt.if_not_exists
+        ):
+            self._add(stmt.kind, stmt.defnames)
+        elif isinstance(stmt, ast.CreateExtensionStmt) and not stmt.if_not_exists:
+            self.objects.add((ObjectType.OBJECT_EXTENSION, "", stmt.extname or ""))
 
 
 def _statements(sql: str) -> Iterator[tuple[str, tuple[ast.RawStmt, ...] | ParseError]]:
@@ -325,7 +422,7 @@ def _table(relation: ast.RangeVar) -> _Table:
 
 
 def _name(table: _Table) -> str:
-    return table[1] if table[0] == "public" else f"{table[0]}.{table[1]}"
+    return table[1] if table[0] in ("public", "") else f"{table[0]}.{table[1]}"
 
 
 def _qualified_names(obj: object) -> tuple[str, ...]:
@@ -340,6 +437,15 @@ def _qualified_names(obj: object) -> tuple[str, ...]:
 def _dropped_table(obj: object) -> _Table:
     names = _qualified_names(obj)
     return (names[-2] if len(names) > 1 else "public", names[-1] if names else "")
+
+
+def _object_name(kind: ObjectType, obj: object) -> _Table:
+    """(schema, name) of a type, domain or collation; ("", name) of an extension."""
+    if isinstance(obj, ast.TypeName):
+        obj = obj.names
+    if kind == ObjectType.OBJECT_EXTENSION:
+        return ("", ".".join(_qualified_names(obj)))
+    return _dropped_table(obj)
 
 
 def _is_bookkeeping(stmt: ast.Node, version_table: str) -> bool:
@@ -383,15 +489,27 @@ def _check(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
 
 
 def _check_drop(stmt: ast.DropStmt, created: _Created) -> Iterator[tuple[str, str]]:
+    """DROP TABLE/SCHEMA; DROP TYPE/DOMAIN/EXTENSION/COLLATION only with CASCADE.
+
+    Without CASCADE the latter fail while any column uses them, so nothing is lost.
+    """
+    cascade = stmt.behavior == DropBehavior.DROP_CASCADE
+    suffix = "_cascade" if cascade else ""
     if stmt.removeType == ObjectType.OBJECT_TABLE:
         tables = [t for t in map(_dropped_table, stmt.objects or ()) if not created.has(t)]
         if tables:
-            yield "drop_table", ", ".join(_name(table) for table in tables)
+            yield "drop_table" + suffix, ", ".join(_name(table) for table in tables)
     elif stmt.removeType == ObjectType.OBJECT_SCHEMA:
         schemas = [".".join(_qualified_names(obj)) for obj in stmt.objects or ()]
         existing = [schema for schema in schemas if schema not in created.schemas]
         if existing:
-            yield "drop_schema", ", ".join(existing)
+            yield "drop_schema" + suffix, ", ".join(existing)
+    elif cascade and stmt.removeType in _CASCADE_RULES:
+        kind = ObjectType(stmt.removeType)
+        dropped = [_object_name(kind, obj) for obj in stmt.objects or ()]
+        kept = [name for name in dropped if not created.has_object(kind, name)]
+        if kept:
+            yield _CASCADE_RULES[kind], ", ".join(_name(name) for name in kept)
 
 
 def _check_alter(cmd: ast.AlterTableCmd, table: str) -> Iterator[tuple[str, str]]:
@@ -432,14 +550,102 @@ def _check_new_column(column: ast.ColumnDef, table: str) -> Iterator[tuple[str, 
 
 
 def _check_dml(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
-    """DELETE/UPDATE without WHERE, at top level or as a data-modifying WITH query."""
+    """DELETE/UPDATE of every row, at top level or as a data-modifying WITH query."""
     if isinstance(stmt, ast.DeleteStmt | ast.UpdateStmt) and stmt.relation is not None:
         table = _table(stmt.relation)
-        if stmt.whereClause is None and not created.has(table):
-            verb = "delete" if isinstance(stmt, ast.DeleteStmt) else "update"
-            yield f"{verb}_without_where", _name(table)
+        verb = "delete" if isinstance(stmt, ast.DeleteStmt) else "update"
+        if not created.has(table):
+            if stmt.whereClause is None:
+                yield f"{verb}_without_where", _name(table)
+            elif _truth(stmt.whereClause) is True:
+                yield f"{verb}_where_always_true", _name(table)
     with_clause = getattr(stmt, "withClause", None)
     if isinstance(with_clause, ast.WithClause):
         for cte in with_clause.ctes or ():
             if isinstance(cte, ast.CommonTableExpr) and cte.ctequery is not None:
                 yield from _check_dml(cte.ctequery, created)
+
+
+def _truth(node: object) -> bool | None:
+    """A WHERE clause's value when it is a constant, else None. Not an evaluator: only the forms
+    written to mean every row (true, 't', 1 = 1, NOT false, AND/OR of such, 't'::boolean).
+    Anything naming a column or calling a function is None, and so is NULL.
+    """
+    if isinstance(node, ast.A_Const):
+        return _boolean(node.val) if not node.isnull else None
+    if isinstance(node, ast.TypeCast) and _is_boolean(node.typeName):
+        return _cast_truth(node.arg)
+    if isinstance(node, ast.BoolExpr):
+        return _logic(node)
+    if isinstance(node, ast.A_Expr) and node.kind == A_Expr_Kind.AEXPR_OP:
+        return _comparison(node)
+    return None
+
+
+def _cast_truth(arg: object) -> bool | None:
+    """The value of `constant::boolean`: an integer is true unless 0, the rest as in WHERE."""
+    if isinstance(arg, ast.A_Const) and isinstance(arg.val, ast.Integer) and not arg.isnull:
+        return (arg.val.ival or 0) != 0
+    return _truth(arg) if isinstance(arg, ast.A_Const) else None
+
+
+def _logic(expr: ast.BoolExpr) -> bool | None:
+    """NOT, AND, OR in SQL's three-valued logic, None standing for unknown."""
+    parts = [_truth(arg) for arg in expr.args or ()]
+    if expr.boolop == BoolExprType.NOT_EXPR:
+        return None if not parts or parts[0] is None else not parts[0]
+    # One true part makes OR true, one false part makes AND false; else all must agree.
+    decisive = expr.boolop == BoolExprType.OR_EXPR
+    if decisive in parts:
+        return decisive
+    return not decisive if all(part is (not decisive) for part in parts) else None
+
+
+def _comparison(expr: ast.A_Expr) -> bool | None:
+    """The value of `constant op constant` for equality and order operators, when decidable."""
+    operator = _qualified_names(expr.name)
+    left, right = _constant(expr.lexpr), _constant(expr.rexpr)
+    if len(operator) != 1 or operator[0] not in _WHEN_EQUAL or left is None or right is None:
+        return None
+    if type(left) is not type(right):  # '1' = 1 takes PostgreSQL's type rules: leave it
+        return None
+    if left == right:
+        return _WHEN_EQUAL[operator[0]]
+    return {"=": False, "<>": True}.get(operator[0])
+
+
+def _constant(node: object) -> Decimal | str | bool | None:
+    if not isinstance(node, ast.A_Const) or node.isnull:
+        return None
+    value = node.val
+    if isinstance(value, ast.Boolean):
+        return bool(value.boolval)
+    if isinstance(value, ast.String):
+        return value.sval or ""
+    number = (value.ival or 0) if isinstance(value, ast.Integer) else getattr(value, "fval", None)
+    try:
+        return None if number is None else Decimal(number)
+    except InvalidOperation:  # e.g. a large 0x... literal, which Decimal does not read
+        return None
+
+
+def _boolean(value: object) -> bool | None:
+    """A boolean or string constant read as PostgreSQL reads a boolean."""
+    if isinstance(value, ast.Boolean):
+        return bool(value.boolval)
+    if not isinstance(value, ast.String):
+        return None
+    # boolin: any unique prefix of true/yes/false/no, on/off (two letters at least), 1/0.
+    word = (value.sval or "").strip().lower()
+    if not word:
+        return None
+    for spelling, meaning in (("true", True), ("yes", True), ("false", False), ("no", False)):
+        if spelling.startswith(word):
+            return meaning
+    return {"on": True, "1": True, "of": False, "off": False, "0": False}.get(word)
+
+
+def _is_boolean(type_name: ast.TypeName | None) -> bool:
+    if type_name is None or type_name.arrayBounds:
+        return False
+    return _qualified_names(type_name.names) in (("bool",), ("pg_catalog", "bool"))

@@ -11,6 +11,7 @@ from migration_resource.gate import (
     allowed_by_marker,
     analyse,
     decide,
+    join_statements,
 )
 from tests.alembic.support import (
     CHECK_TASK_STATUS,
@@ -49,6 +50,10 @@ POSITIVE = [
     ("update_without_where", "destructive", "UPDATE users SET display_name=users.name"),
     ("rename", "destructive", "ALTER TABLE users RENAME COLUMN name TO full_name"),
     ("rename", "destructive", "ALTER TABLE tasks RENAME TO todo_items"),
+    ("drop_type_cascade", "destructive", "DROP TYPE task_status CASCADE"),
+    ("drop_domain_cascade", "destructive", "DROP DOMAIN email_address CASCADE"),
+    ("drop_extension_cascade", "destructive", "DROP EXTENSION IF EXISTS citext CASCADE"),
+    ("drop_collation_cascade", "destructive", "DROP COLLATION german CASCADE"),
     ("create_index_not_concurrently", "locking", "CREATE INDEX ix_tasks_title ON tasks (title)"),
     (
         "create_index_not_concurrently",
@@ -108,6 +113,11 @@ NEGATIVE = [
     "ALTER INDEX ix_tasks_assignee_id RENAME TO ix_tasks_assignee",
     "ALTER TABLE tasks RENAME CONSTRAINT ck_tasks_status_valid TO ck_tasks_status",
     "DROP INDEX ix_tasks_assignee_id",
+    # Without CASCADE these fail while a column uses them: nothing is lost.
+    "DROP TYPE task_status",
+    "DROP DOMAIN email_address RESTRICT",
+    "DROP EXTENSION citext",
+    "DROP COLLATION german",
     "INSERT INTO users (email, name) VALUES ('a@example.com', 'A')",
     "SELECT count(*) FROM tasks",
 ]
@@ -116,6 +126,116 @@ NEGATIVE = [
 @pytest.mark.parametrize("statement", NEGATIVE)
 def test_the_safe_counterparts_are_not_reported(statement: str) -> None:
     assert analyse({REV: rendered(statement + ";")}) == ()
+
+
+# WHERE clauses that hold for every row: PostgreSQL reads 't' and ' Yes ' as true.
+ALWAYS_TRUE = [
+    "true",
+    "TRUE",
+    "1=1",
+    "'t'",
+    "' Yes '",
+    "NOT false",
+    "true AND (true)",
+    "1 = 1 OR tasks.status = 'todo'",
+    "'t'::boolean",
+    "true::boolean",
+    "CAST(1 AS bool)",
+    "NOT 1 <> 1",
+    "'a' = 'a' AND 2 >= 2.0",
+]
+
+
+@pytest.mark.parametrize("where", ALWAYS_TRUE)
+def test_a_where_that_is_always_true_is_as_destructive_as_none(where: str) -> None:
+    sql = rendered(f"DELETE FROM tasks WHERE {where};\nUPDATE tasks SET title='x' WHERE {where};")
+    findings = analyse({REV: sql})
+    assert rules(findings) == [
+        (REV, "destructive", "delete_without_where"),
+        (REV, "destructive", "update_without_where"),
+    ]
+    assert findings[0].message.startswith("DELETE FROM tasks with a WHERE that is always true")
+    assert findings[1].message.startswith("UPDATE tasks with a WHERE that is always true")
+
+
+# Some row may fail these, or a column decides: not constant true.
+NOT_ALWAYS_TRUE = [
+    "false",
+    "'f'",
+    "NULL",
+    "NULL::boolean",
+    "NOT true",
+    "1 = 2",
+    "true AND tasks.archived",
+    "false OR tasks.archived",
+    "tasks.id = tasks.id",
+    "tasks.archived::boolean",
+]
+
+
+@pytest.mark.parametrize("where", NOT_ALWAYS_TRUE)
+def test_a_where_that_may_be_false_is_not_reported(where: str) -> None:
+    sql = rendered(f"DELETE FROM tasks WHERE {where};\nUPDATE tasks SET title='x' WHERE {where};")
+    assert analyse({REV: sql}) == ()
+
+
+def test_a_cascade_says_what_else_it_drops() -> None:
+    sql = rendered(
+        "DROP TABLE legacy_reports;\nDROP TABLE archive.reports, audit CASCADE;\n"
+        "DROP EXTENSION citext, hstore CASCADE;"
+    )
+    findings = analyse({REV: sql})
+    assert [finding.rule for finding in findings] == [
+        "drop_table",
+        "drop_table",
+        "drop_extension_cascade",
+    ]
+    assert "CASCADE" not in findings[0].message
+    assert findings[1].message.startswith("DROP TABLE archive.reports, audit CASCADE deletes")
+    assert "views and foreign keys" in findings[1].message
+    assert findings[2].message.startswith("DROP EXTENSION citext, hstore CASCADE also drops")
+    assert "every column of its types" in findings[2].message
+
+
+# (created earlier in the batch, dropped later, how the finding starts if any): what the batch
+# created holds no data from before, unless IF NOT EXISTS found it already there.
+CREATED_THEN_DROPPED = [
+    ("CREATE TYPE mood AS ENUM ('ok', 'sad')", "DROP TYPE public.mood CASCADE", ""),
+    ("CREATE TYPE pair AS (x INT, y INT)", "DROP TYPE pair CASCADE", ""),
+    ("CREATE TYPE span AS RANGE (subtype = INT)", "DROP TYPE span CASCADE", ""),
+    ("CREATE DOMAIN email_address AS TEXT", "DROP DOMAIN email_address CASCADE", ""),
+    ("CREATE DOMAIN email_address AS TEXT", "DROP TYPE email_address CASCADE", ""),
+    ("CREATE EXTENSION citext", "DROP EXTENSION citext CASCADE", ""),
+    ('CREATE COLLATION german FROM "C"', "DROP COLLATION german CASCADE", ""),
+    ("CREATE SCHEMA reporting", "DROP TYPE reporting.mood CASCADE", ""),
+    (
+        "CREATE EXTENSION IF NOT EXISTS citext",
+        "DROP EXTENSION citext CASCADE",
+        "DROP EXTENSION citext CASCADE",
+    ),
+    (
+        "CREATE COLLATION IF NOT EXISTS german (provider = icu, locale = 'de')",
+        "DROP COLLATION german CASCADE",
+        "DROP COLLATION german CASCADE",
+    ),
+    ("CREATE TYPE audit.mood AS ENUM ('ok')", "DROP TYPE mood CASCADE", "DROP TYPE mood CASCADE"),
+    (
+        "CREATE TYPE mood AS ENUM ('ok')",
+        "DROP TYPE mood, reporting.size CASCADE",
+        "DROP TYPE reporting.size CASCADE",
+    ),
+]
+
+
+@pytest.mark.parametrize(("create", "drop", "reported"), CREATED_THEN_DROPPED)
+def test_a_cascade_drop_of_what_the_batch_created_is_not_reported(
+    create: str, drop: str, reported: str
+) -> None:
+    later = rendered(drop + ";", revision=NEXT, down=REV)
+    findings = analyse({REV: rendered(create + ";"), NEXT: later})
+    assert [finding.message[: len(reported)] for finding in findings] == (
+        [reported] if reported else []
+    )
 
 
 def test_changes_to_a_table_created_in_the_same_batch_are_not_reported() -> None:
@@ -196,6 +316,45 @@ def test_findings_come_in_revision_then_statement_order() -> None:
 def test_a_delete_without_where_inside_a_with_query_is_reported() -> None:
     sql = rendered("WITH gone AS (DELETE FROM tasks RETURNING tasks.id) SELECT count(*) FROM gone;")
     assert rules(analyse({REV: sql})) == [(REV, "destructive", "delete_without_where")]
+
+
+def test_the_statements_a_trial_run_captured_are_read_like_rendered_sql() -> None:
+    # GIVEN what a revision really executed, joined with ";\n" and no final semicolon: the
+    # transaction and savepoints around it, reads, and literals where parameters were
+    captured = ";\n".join(
+        [
+            "BEGIN",
+            "SET LOCAL lock_timeout = '5s'",
+            "SAVEPOINT sa_savepoint_1",
+            "SELECT users.id, users.email FROM users WHERE users.email = 'a@example.com'",
+            "INSERT INTO tasks (title, owner_id, status) "
+            "VALUES ('Plan; then write', 1, 'todo') RETURNING tasks.id",
+            "UPDATE tasks SET status='done' WHERE tasks.id IN (1, 2, 3)",
+            "RELEASE SAVEPOINT sa_savepoint_1",
+            "SAVEPOINT sa_savepoint_2",
+            "ROLLBACK TO SAVEPOINT sa_savepoint_2",
+            "DELETE FROM tasks WHERE 1 = 1",
+            f"UPDATE alembic_version SET version_num='{REV}' "
+            "WHERE alembic_version.version_num = '9c8b7a6d5e4f'",
+            "COMMIT",
+        ]
+    )
+    # WHEN it is analysed
+    findings = analyse({REV: captured})
+    # THEN only the DELETE of every row is a finding
+    assert rules(findings) == [(REV, "destructive", "delete_without_where")]
+    assert findings[0].statement == "DELETE FROM tasks WHERE 1 = 1"
+
+
+def test_join_statements_keeps_a_trailing_comment_from_swallowing_the_next_one() -> None:
+    statements = ["UPDATE tasks SET title='x' WHERE tasks.id = 2 -- the typo", "DROP TABLE legacy"]
+    # A plain ";\n" join comments out the semicolon: two statements read as one broken one
+    assert rules(analyse({REV: ";\n".join(statements)})) == [(REV, "locking", "unparsed")]
+    joined = join_statements([*statements, "SELECT 1;", "DROP TABLE audit"])
+    assert [finding.statement for finding in analyse({REV: joined})] == [
+        "DROP TABLE legacy",
+        "DROP TABLE audit",
+    ]
 
 
 def test_the_statement_is_shown_on_one_line_without_comments_and_cut() -> None:
