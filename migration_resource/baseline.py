@@ -8,35 +8,74 @@ of the same database, and after each revision the scratch schema is reflected an
 with the live one (from Alembic's per-revision callback, inside that revision's
 transaction, so one Alembic run serves the whole replay).
 
-The replay connection's ``search_path`` is the scratch schema alone, so ``alembic_version``
-and every unqualified statement of a migration land there. The live schema is deliberately
-not on the path: a migration that touches a table no earlier revision created then fails in
-the scratch schema instead of changing the live table. Two consequences: a migration that
-names a schema explicitly (``public.users``) does reach it, and objects of extensions
-installed in another schema (``uuid_generate_v4``, ``citext``) are not found, which makes the
-replay fail and the baseline unverifiable (`BaselineError`) rather than wrong.
+What is compared is what the LATER revisions depend on, since stamping a revision means the
+ones after it will run against these tables:
 
-The comparison uses SQLAlchemy's Inspector rather than Alembic's autogenerate
-(``compare_metadata``). Autogenerate compares a model's MetaData with a database, matches
-indexes and unique constraints mostly by name (a hand-made database names things
-differently, so every such index would read as one removed plus one added), does not compare
-CHECK constraints at all, and compares server defaults only through heuristics that are off
-by default. The Inspector's bulk ``get_multi_*`` calls read one whole schema in six queries,
-and building the comparison ourselves lets each difference read as one plain sentence.
+- tables and their columns: the reflected type as SQLAlchemy renders it (``VARCHAR(200)``, an
+  enum column by its type's name), nullability, and how the value is produced (server
+  default, identity or generated expression, schema qualification removed, e.g.
+  ``nextval('items_id_seq'::regclass)``);
+- the primary key, foreign keys (columns, referred table and columns, ON DELETE/ON UPDATE),
+  unique constraints, indexes (columns or expressions, uniqueness, partial predicate, method,
+  INCLUDE columns) and CHECK constraints (normalised SQL text), WITH THEIR NAMES. Objects are
+  matched by structure, and when the structure matches but the name differs that is a
+  difference ("unique constraint on users(email) is named users_email_key in the database,
+  uq_users_email at revision X"): a later ``op.drop_constraint('uq_users_email')`` would fail
+  on these tables. A database made by hand names things its own way, so it typically matches
+  no revision until renamed (or it is stamped by the operator, who then owns those failures);
+- enum types and their labels, in order (a later ``ALTER TYPE ... ADD VALUE 'x' AFTER 'y'``
+  needs ``y``);
+- sequences not owned by a column, by name and parameters (type, start, increment, bounds,
+  cycle). A sequence owned by a serial or identity column is compared through its column (the
+  default names it, the identity implies it) and only its parameters are compared by name
+  when both sides have it, so a missing column is one difference, not two;
+- views and materialized views, by name and definition (``pg_get_viewdef``, whitespace and
+  the schema's own qualification removed);
+- extensions, by name, across the whole database (PL/pgSQL, always there, is left out). An
+  extension is installed once per database, not per schema: when the live database has
+  ``pg_trgm`` (in ``public``), a replayed ``CREATE EXTENSION IF NOT EXISTS pg_trgm`` is a no-op
+  that leaves it there, and a plain ``CREATE EXTENSION pg_trgm`` is run as ``IF NOT EXISTS``
+  for the same reason (it would otherwise fail on "already exists"). So the replayed side's
+  extensions are those the replayed statements created or named in a CREATE EXTENSION (the
+  replay connection sees every statement, see below), plus any installed in the scratch
+  schema; the live side's are those installed in the database before the replay. An
+  extension the replay really installs lands in the scratch schema and goes with it.
 
-What is compared, per table: columns (the reflected type as SQLAlchemy renders it, e.g.
-``VARCHAR(200)``, enum labels included; nullability; and how the
-value is produced: server default, identity or generated expression, with the schema
-qualification removed, e.g. ``nextval('"scratch".x_seq'::regclass)``), the primary key,
-foreign keys (columns, referred table and columns, ON DELETE/ON UPDATE), unique constraints,
-indexes (columns or expressions, uniqueness, partial predicate, method, INCLUDE columns) and
-CHECK constraints (their normalised SQL text). Constraint and index NAMES ARE IGNORED: objects
-are matched by structure, since a database made by hand may name them differently; the names
-only appear in the difference lines. A later migration that drops such an object by name can
-therefore still fail; it then fails in its own transaction like any other migration. Views,
-sequences, functions, triggers, comments and grants are not compared. ``alembic_version``,
-``migration_audit`` (see `PRODUCT_TABLES`) and the configured ignored tables are left out on
-both sides.
+Functions, triggers, domains, comments and grants are not compared. ``alembic_version``,
+``migration_audit`` (see `PRODUCT_TABLES`) and the configured ignored tables (with the
+sequences they own) are left out on both sides. The Inspector's bulk ``get_multi_*`` calls
+read the tables of a schema in six queries; we build the comparison ourselves rather than use
+Alembic's autogenerate (``compare_metadata``), which compares a model with a database,
+ignores CHECK constraints and compares server defaults only through heuristics.
+
+The nearest revision, when none matches, is the one with the FEWEST differences counted at
+element level: a table missing or extra is shown as one line but weighs as much as its
+columns, constraints and indexes together, so a history whose revision 2 creates a table is
+not "nearer" at revision 1 (one line: the table) than at revision 2 (one line: a column). A
+table the database lacks weighs the most it holds at any revision, not what it holds at the
+one compared: otherwise it would weigh less at the early revisions, where it is smaller, and
+pull the answer back along the history for no reason.
+
+The replay never reaches the live tables:
+
+- the replay connection's ``search_path`` is the scratch schema alone, so ``alembic_version``
+  and every unqualified statement land there, and a statement on a table no earlier revision
+  created fails in the scratch schema instead of changing the live table;
+- a revision's SQLAlchemy constructs that name the live schema (``op.create_table(...,
+  schema="public")``, ``op.add_column("items", col, schema="public")``) are replayed into the
+  scratch schema: SQLAlchemy's ``schema_translate_map`` maps the live schema to the scratch
+  one, and the ALTER statements Alembic renders itself (which that map does not reach) get
+  the scratch schema before they are compiled;
+- every statement is parsed (pglast, PostgreSQL's own parser) before it runs, and one that
+  still names the live schema (``op.execute("UPDATE public.items ...")``, ``SET search_path TO
+  public``, a DO block or function body mentioning ``public.``) or changes an extension the
+  live database has is not run: the replay stops with a `BaselineError` saying so. The
+  baseline is then unverifiable; an operator who knows the revision stamps it.
+
+One limit follows from the ``search_path``: objects of extensions installed in another
+schema (``uuid_generate_v4()``, the ``citext`` type) are not found unqualified, so a revision
+using them fails in the replay and the baseline is unverifiable (`BaselineError`) rather than
+wrong; qualified with the live schema, they are refused as above.
 
 The replay writes (it creates and drops a schema), so callers run it under the migration
 lock. The scratch schema is always dropped, also when a migration or the comparison fails; a
@@ -46,27 +85,38 @@ cleans up on the next run.
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql.base import PGInspector
 
 from migration_resource.execution import AppliedRevision, run_online
 from migration_resource.inspection import PRODUCT_TABLES
+
+if TYPE_CHECKING:
+    from pglast import ast
 
 logger = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "migration_scratch_"
 MAX_DIFFERENCE_LINES = 20
 MAX_NAMED_MATCHES = 3  # a summary stays one short sentence
+MAX_SUMMARY_DIFFERENCES = 3
+# The summary goes into a CloudFormation reason of at most 240 characters, with the state
+# before it and the next step after it: further differences are added only while it fits.
+SUMMARY_LIMIT = 200
 # Dropping the scratch schema must not hang a deploy behind some other session's lock.
 DROP_TIMEOUT_SECONDS = 60
+ALWAYS_INSTALLED_EXTENSIONS = frozenset({"plpgsql"})
 
 
 class BaselineError(RuntimeError):
@@ -95,7 +145,10 @@ class BaselineResult:
     ignored_tables: tuple[str, ...]  # left out of the comparison by configuration
     revisions_compared: int
     seconds: float
-    difference_count: int = 0  # all differences vs `nearest`, also those summarised away
+    difference_count: int = 0  # all difference lines vs `nearest`, also those summarised away
+    # What `nearest` was chosen by: differences counted per element (a missing table counts
+    # its columns, constraints and indexes), so it can exceed `difference_count`.
+    difference_weight: int = 0
 
     def summary(self) -> str:
         if self.matched is not None:
@@ -109,12 +162,34 @@ class BaselineResult:
         elif self.nearest is None:
             text = "schema matches no revision: there were no revisions to compare"
         else:
-            text = f"schema matches no revision; nearest {self.nearest}: {self.differences[0]}"
-            if self.difference_count > 1:
-                text += f" (+{self.difference_count - 1} more)"
+            text = self._no_match_summary()
         if self.ignored_tables:
             text += f"; tables left out of the comparison: {', '.join(self.ignored_tables)}"
         return text
+
+    def _no_match_summary(self) -> str:
+        """The nearest revision and its first differences, one line, first difference first."""
+        head = f"schema matches no revision; nearest {self.nearest}: "
+        total = max(self.difference_count, len(self.differences))
+
+        def more(shown: int) -> str:
+            return f" (+{total - shown} more)" if total > shown else ""
+
+        # The head names the revision, so each line can say "there" instead of naming it.
+        lines = [
+            line.replace(f" but not at revision {self.nearest}", " only")
+            .replace(f" at revision {self.nearest}", " there")
+            for line in self.differences[:MAX_SUMMARY_DIFFERENCES]
+        ]
+        first = lines[0]
+        room = SUMMARY_LIMIT - len(head) - len(more(1))
+        shown = [first if len(first) <= room else first[: room - 1].rstrip() + "…"]
+        for line in lines[1:]:
+            candidate = [*shown, line]
+            if len(head + "; ".join(candidate) + more(len(candidate))) > SUMMARY_LIMIT:
+                break
+            shown = candidate
+        return head + "; ".join(shown) + more(len(shown))
 
 
 def find_baseline(
@@ -131,15 +206,20 @@ def find_baseline(
     Replaying stops at the first revision that differs after one or more matched: the
     earliest match is what gets stamped, so later revisions cannot change the answer. While
     nothing has matched, every revision is replayed. Raises `BaselineError` when a revision
-    fails during the replay or the comparison fails.
+    fails during the replay, names the live schema, or the comparison fails.
     """
     started = time.perf_counter()
     ignored = tuple(sorted(set(ignored_tables)))
     skipped = PRODUCT_TABLES | set(ignored)
     with database.connect() as connection:
-        # The live side is only read, and the server enforces it.
+        # The live side is only read, and the server enforces it. With the reflected schema
+        # alone on the path, PostgreSQL renders its names (view definitions, defaults)
+        # unqualified, exactly as the replay connection renders the scratch schema's.
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        live = _reflect(connection, schema, skipped)
+        quoted = connection.dialect.identifier_preparer.quote(schema)
+        connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}")
+        installed = _installed_extensions(connection)
+        live = _reflect(connection, schema, skipped, installed)
         connection.rollback()
 
     scratch = f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:8]}"
@@ -150,7 +230,8 @@ def find_baseline(
     try:
         replay = _replay_and_compare(
             database, script_location, candidates, live,
-            scratch=scratch, skipped=skipped, statement_timeout_seconds=statement_timeout_seconds,
+            schema=schema, scratch=scratch, skipped=skipped, installed=installed,
+            statement_timeout_seconds=statement_timeout_seconds,
         )
     except BaseException:
         # The original error is what the caller must see; a failed drop is only logged.
@@ -158,19 +239,22 @@ def find_baseline(
         raise
     _drop_schema(database, scratch, raise_errors=True)
 
-    matches, lines = tuple(replay.matches), replay.nearest_lines
+    matches = tuple(replay.matches)
+    nearest, found, weight = replay.nearest()
+    lines = [difference.text for difference in found]
     shown = tuple(lines[:MAX_DIFFERENCE_LINES])
     if len(lines) > MAX_DIFFERENCE_LINES:
         shown += (f"... and {len(lines) - MAX_DIFFERENCE_LINES} more",)
     result = BaselineResult(
         matched=matches[0] if matches else None,
         matches=matches,
-        nearest=None if matches else replay.nearest,
+        nearest=None if matches else nearest,
         differences=() if matches else shown,
         ignored_tables=ignored,
         revisions_compared=len(replay.compared),
         seconds=time.perf_counter() - started,
         difference_count=0 if matches else len(lines),
+        difference_weight=0 if matches else weight,
     )
     logger.info("Baseline: %s (%d revisions compared in %.2f s)",
                 result.summary(), result.revisions_compared, result.seconds)
@@ -207,49 +291,86 @@ class _StopReplay(Exception):
     """Raised from the per-revision callback once the answer is known."""
 
 
+class _Refused(Exception):
+    """Raised before a statement that would reach beyond the scratch schema runs."""
+
+
 @dataclass
 class _Replay:
     """The comparison run after each replayed revision, inside that revision's transaction."""
 
     connection: sa.Connection
-    live: Mapping[str, _Table]
+    guard: _Guard
+    live: _Schema
     scratch: str
     skipped: frozenset[str]
     candidates: frozenset[str]
     matches: list[str] = field(default_factory=list)
     compared: list[str] = field(default_factory=list)
-    nearest: str | None = None
-    nearest_lines: list[str] = field(default_factory=list)
+    # Per compared revision while nothing matched; the nearest is chosen once all are known.
+    differing: dict[str, list[_Difference]] = field(default_factory=dict)
     comparison_error: Exception | None = None
+
+    def nearest(self) -> tuple[str | None, list[_Difference], int]:
+        """The revision with the fewest differences, counted per element; the earliest on a tie.
+
+        A table the database lacks weighs what it holds at the revision being compared, which
+        grows along the history: counted as is, "table tasks is missing" would weigh less at
+        an early revision than at head and pull the answer back for no reason. So it weighs
+        the most it holds at any revision, the same everywhere.
+        """
+        largest: dict[str, int] = {}
+        for found in self.differing.values():
+            for difference in found:
+                if difference.missing_table is not None:
+                    name = difference.missing_table
+                    largest[name] = max(largest.get(name, 0), difference.weight)
+
+        def score(revision: str) -> int:
+            return sum(largest[d.missing_table] if d.missing_table is not None else d.weight
+                       for d in self.differing[revision])
+
+        if not self.differing:
+            return None, [], 0
+        revision = min(self.differing, key=lambda r: (score(r), self.compared.index(r)))
+        return revision, self.differing[revision], score(revision)
 
     def after_revision(self, step: AppliedRevision) -> None:
         if step.revision not in self.candidates:
             return
         try:
-            replayed = _reflect(self.connection, self.scratch, self.skipped)
+            # Our own catalogue queries need no guarding, and parsing them would cost time.
+            self.guard.paused = True
+            extensions = _installed_extensions(self.connection, self.scratch)
+            replayed = _reflect(self.connection, self.scratch, self.skipped,
+                                extensions | self.guard.declared_extensions)
         except Exception as error:
             self.comparison_error = error
             raise
+        finally:
+            self.guard.paused = False
         self.compared.append(step.revision)
-        lines = _differences(self.live, replayed, step.revision)
-        logger.debug("Baseline: revision %s differs in %d places", step.revision, len(lines))
-        if not lines:
+        found = _differences(self.live, replayed, step.revision)
+        logger.debug("Baseline: revision %s differs in %d places (weight %d)",
+                     step.revision, len(found), _weight(found))
+        if not found:
             self.matches.append(step.revision)
         elif self.matches:
             raise _StopReplay
-        elif self.nearest is None or len(lines) < len(self.nearest_lines):
-            # Strictly fewer: on a tie the earlier revision stays nearest.
-            self.nearest, self.nearest_lines = step.revision, lines
+        else:
+            self.differing[step.revision] = found
 
 
 def _replay_and_compare(
     database: sa.Engine,
     script_location: Path,
     candidates: Sequence[str],
-    live: Mapping[str, _Table],
+    live: _Schema,
     *,
+    schema: str,
     scratch: str,
     skipped: frozenset[str],
+    installed: frozenset[str],
     statement_timeout_seconds: int,
 ) -> _Replay:
     """One Alembic run up to the last candidate, comparing after every revision.
@@ -269,17 +390,21 @@ def _replay_and_compare(
         # Session settings survive the commit; Alembic needs a connection outside a
         # transaction to give each revision its own.
         connection.commit()
-        replay = _Replay(connection, live, scratch, skipped, frozenset(candidates))
+        guard = _Guard(live_schema=schema, scratch=scratch, installed_extensions=installed)
+        guard.install(connection)
+        replay = _Replay(connection, guard, live, scratch, skipped, frozenset(candidates))
         if not candidates:
             return replay
+        stopped = False
         try:
             run_online(connection, script_location, candidates[-1], direction="upgrade",
                        on_step=replay.after_revision)
         except _StopReplay:
-            return replay
+            stopped = True
         except Exception as error:
-            done = set(replay.compared)
-            revision = next((r for r in candidates if r not in done), candidates[-1])
+            revision = _current_revision(candidates, replay)
+            if guard.refusal is not None:
+                raise _refusal_error(guard.refusal, revision, replay) from error
             what = (
                 f"comparing the schema after revision {revision}"
                 if replay.comparison_error is error
@@ -290,7 +415,11 @@ def _replay_and_compare(
                 revision=revision,
                 replayed=tuple(replay.compared),
             ) from error
-    if len(replay.compared) < len(candidates):
+    if guard.refusal is not None:
+        # The migration caught our exception and carried on: what it replayed is not what
+        # its statements would have done, so it proves nothing either.
+        raise _refusal_error(guard.refusal, _current_revision(candidates, replay), replay)
+    if not stopped and len(replay.compared) < len(candidates):
         # The callback is how we see each revision: an env.py that does not pass
         # config.attributes["on_version_apply"] to context.configure hides them.
         raise BaselineError(
@@ -301,6 +430,20 @@ def _replay_and_compare(
             replayed=tuple(replay.compared),
         )
     return replay
+
+
+def _current_revision(candidates: Sequence[str], replay: _Replay) -> str:
+    done = set(replay.compared)
+    return next((r for r in candidates if r not in done), candidates[-1])
+
+
+def _refusal_error(refusal: str, revision: str, replay: _Replay) -> BaselineError:
+    return BaselineError(
+        f"revision {revision} {refusal}, so the replay stopped rather than touch live "
+        "tables; the baseline cannot be verified",
+        revision=revision,
+        replayed=tuple(replay.compared),
+    )
 
 
 def _drop_schema(database: sa.Engine, name: str, *, raise_errors: bool) -> None:
@@ -326,6 +469,240 @@ def _one_line(error: BaseException) -> str:
     return " ".join(text.split())[:500]
 
 
+# -- keeping the replay in the scratch schema ----------------------------------------------
+
+# DB-API placeholders (psycopg's pyformat) are not SQL; PostgreSQL's own `$1` is.
+_PLACEHOLDER = re.compile(r"%%|%\([^)]*\)s|%s")
+_CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\s+(?!IF\s+NOT\s+EXISTS\b)", re.I)
+_EXCERPT_CHARS = 80
+
+
+@dataclass
+class _Guard:
+    """Sees every statement of the replay connection before it runs (see the module doc)."""
+
+    live_schema: str
+    scratch: str
+    installed_extensions: frozenset[str]  # in the database before the replay began
+    declared_extensions: set[str] = field(default_factory=set)  # named by replayed statements
+    refusal: str | None = None  # why a statement was stopped; the replay then fails
+    paused: bool = False
+    qualified: re.Pattern[str] = field(init=False)  # `live.` in SQL text
+
+    def __post_init__(self) -> None:
+        self.qualified = _qualifier_pattern(self.live_schema)
+
+    def install(self, connection: sa.Connection) -> None:
+        # SQLAlchemy constructs (tables, indexes, constraints, inserts) that say
+        # schema=<live> are rendered with the scratch schema instead.
+        connection.execution_options(schema_translate_map={self.live_schema: self.scratch})
+        sa.event.listen(connection, "before_execute", self._translate_alembic_ddl, retval=True)
+        sa.event.listen(connection, "before_cursor_execute", self._check, retval=True)
+
+    def _translate_alembic_ddl(
+        self, connection: sa.Connection, element: Any, multiparams: Any, params: Any,
+        execution_options: Any,
+    ) -> tuple[Any, Any, Any]:
+        """Alembic renders its own ALTER TABLE with the schema as given, out of the map's reach."""
+        from alembic.ddl.base import AlterTable  # noqa: PLC0415 - alembic's DDL elements
+
+        if isinstance(element, AlterTable) and element.schema == self.live_schema:
+            element = copy.copy(element)
+            element.schema = self.scratch
+        return element, multiparams, params
+
+    def _check(
+        self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any, *_: Any
+    ) -> tuple[str, Any]:
+        if self.paused:
+            return statement, parameters
+        try:
+            statement = self._checked(statement)
+        except _Refused as refused:
+            self.refusal = str(refused)
+            logger.warning("Baseline replay stopped before: %s", _excerpt(statement))
+            raise
+        return statement, parameters
+
+    def _checked(self, statement: str) -> str:
+        """The statement to run (perhaps made a no-op); raises `_Refused` for one not to run."""
+        from pglast import ast  # noqa: PLC0415 - ~160 ms of import only a replay pays
+        from pglast.parser import ParseError, parse_sql  # noqa: PLC0415
+
+        sql = _PLACEHOLDER.sub(lambda m: "%" if m.group() == "%%" else "$1", statement)
+        try:
+            parsed = parse_sql(sql)
+        except ParseError:
+            # Not ours to judge (the server will say what is wrong), unless it visibly names
+            # the live schema.
+            if self.qualified.search(sql):
+                raise self._names_live_schema(statement) from None
+            return statement
+        for raw in parsed:
+            if raw.stmt is not None and self._names_live(raw.stmt):
+                raise self._names_live_schema(statement)
+        for raw in parsed:
+            node = raw.stmt
+            if isinstance(node, ast.CreateExtensionStmt) and node.extname:
+                self.declared_extensions.add(node.extname)
+                if (not node.if_not_exists and node.extname in self.installed_extensions
+                        and len(parsed) == 1):
+                    # Installed once per database: in an empty database this statement
+                    # would have installed it, here it already is.
+                    statement = _CREATE_EXTENSION.sub(
+                        "CREATE EXTENSION IF NOT EXISTS ", statement, count=1
+                    )
+            for name in _extensions_changed(node):
+                if name in self.installed_extensions:
+                    raise _Refused(
+                        f"changes the extension {name}, which the live database has "
+                        f"({_excerpt(statement)})"
+                    )
+                self.declared_extensions.discard(name)
+        return statement
+
+    def _names_live_schema(self, statement: str) -> _Refused:
+        return _Refused(
+            f"names the live schema {self.live_schema} explicitly ({_excerpt(statement)})"
+        )
+
+    def _names_live(self, root: ast.Node) -> bool:
+        return any(
+            _node_names_schema(node, name, self.live_schema, self.qualified)
+            for node, name in _walk(root)
+        )
+
+
+def _qualifier_pattern(schema: str) -> re.Pattern[str]:
+    """``schema.`` or ``"schema".`` in SQL text (unquoted identifiers fold to lower case)."""
+    unquoted = re.escape(schema)
+    if schema == schema.lower():
+        unquoted = f"(?i:{unquoted})"
+    return re.compile(rf'(?<![\w$."])(?:"{re.escape(schema)}"|{unquoted})\s*\.(?=\s*[\w"])')
+
+
+# The fields of parse nodes that hold an object's possibly qualified name, as a tuple of
+# strings. Not column lists (a constraint's keys, COPY's columns, a column reference), which
+# are tuples of strings too: a column may be named like the schema.
+_NAME_FIELDS = frozenset({
+    "names", "funcname", "objname", "typeName", "defnames", "domainname", "objects", "object",
+    "collname", "opclass", "opname", "name", "conversion_name", "func_name",
+})
+
+
+def _walk(root: Any) -> Iterator[tuple[Any, str]]:
+    """Every node and tuple under `root`, with the field holding it (tuples pass it on)."""
+    from pglast import ast  # noqa: PLC0415
+
+    stack: list[tuple[Any, str]] = [(root, "")]
+    while stack:
+        value, name = stack.pop()
+        if isinstance(value, tuple):
+            yield value, name
+            stack.extend((item, name) for item in value)
+        elif isinstance(value, ast.Node):
+            yield value, name
+            slots: Mapping[str, Any] = getattr(type(value), "__slots__", {})
+            stack.extend((getattr(value, slot), slot) for slot in slots)
+
+
+def _node_names_schema(node: Any, field_name: str, live: str, qualified: re.Pattern[str]) -> bool:
+    """One node of a parsed statement names the live schema as a schema."""
+    from pglast import ast  # noqa: PLC0415
+
+    if isinstance(node, tuple):
+        # A qualified name: (schema, name), (catalog, schema, name), (schema, table, trigger).
+        if field_name not in _NAME_FIELDS:
+            return False
+        names = [n.sval for n in node if isinstance(n, ast.String)]
+        return len(names) == len(node) >= 2 and live in names[:-1]
+    rule = _schema_rules().get(type(node))
+    return rule is not None and rule(node, live, qualified)
+
+
+_Rule = Callable[[Any, str, "re.Pattern[str]"], bool]
+
+
+@functools.cache
+def _schema_rules() -> dict[type, _Rule]:
+    """Per node type: does it name `live` as a schema (beyond the qualified names above)?"""
+    from pglast import ast  # noqa: PLC0415
+    from pglast.enums import GrantTargetType, ObjectType  # noqa: PLC0415
+
+    def grant(node: Any, live: str, _: re.Pattern[str]) -> bool:
+        on_schema = (node.objtype == ObjectType.OBJECT_SCHEMA
+                     or node.targtype == GrantTargetType.ACL_TARGET_ALL_IN_SCHEMA)
+        return on_schema and live in _strings(node.objects)
+
+    def option(node: Any, live: str, qualified: re.Pattern[str]) -> bool:
+        if node.defname in ("schema", "schemas"):  # CREATE EXTENSION ... SCHEMA, IN SCHEMA
+            return live in _strings(node.arg)
+        if node.defname == "as":  # a DO block's or a function's body: its text
+            return any(qualified.search(text) for text in _strings(node.arg))
+        return False
+
+    def call(node: Any, live: str, qualified: re.Pattern[str]) -> bool:
+        function, arguments = _strings(node.funcname)[-1:], _strings(node.args)
+        if function == ["set_config"]:
+            return arguments[:1] == ["search_path"] and live in arguments[1:]
+        if function in (["nextval"], ["setval"], ["currval"]):
+            return any(qualified.match(text) for text in arguments[:1])
+        return False
+
+    def cast(node: Any, _: str, qualified: re.Pattern[str]) -> bool:
+        to = _strings(node.typeName.names) if node.typeName is not None else []
+        return to[-1:] == ["regclass"] and any(qualified.match(t) for t in _strings(node.arg))
+
+    return {
+        ast.RangeVar: lambda node, live, _: node.schemaname == live,
+        ast.CreateSchemaStmt: lambda node, live, _: node.schemaname == live,
+        # SET SCHEMA moves an object INTO the live schema.
+        ast.AlterObjectSchemaStmt: lambda node, live, _: node.newschema == live,
+        ast.RenameStmt: lambda node, live, _: (
+            node.renameType == ObjectType.OBJECT_SCHEMA and node.subname == live
+        ),
+        ast.DropStmt: lambda node, live, _: (
+            node.removeType == ObjectType.OBJECT_SCHEMA and live in _strings(node.objects)
+        ),
+        ast.GrantStmt: grant,
+        ast.DefElem: option,
+        ast.VariableSetStmt: lambda node, live, _: (
+            node.name == "search_path" and live in _strings(node.args)
+        ),
+        ast.FuncCall: call,
+        ast.TypeCast: cast,
+    }
+
+
+def _strings(value: Any) -> list[str]:
+    """The string values directly in `value`: a String, a constant, or a tuple of those."""
+    from pglast import ast  # noqa: PLC0415
+
+    items = value if isinstance(value, tuple) else (value,)
+    values = [item.val if isinstance(item, ast.A_Const) else item for item in items]
+    return [v.sval for v in values if isinstance(v, ast.String) and v.sval is not None]
+
+
+def _extensions_changed(node: Any) -> list[str]:
+    """Extensions a statement drops, updates or moves."""
+    from pglast import ast  # noqa: PLC0415
+    from pglast.enums import ObjectType  # noqa: PLC0415
+
+    if isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_EXTENSION:
+        return _strings(node.objects)
+    if isinstance(node, ast.AlterExtensionStmt | ast.AlterExtensionContentsStmt):
+        return [node.extname] if node.extname else []
+    if (isinstance(node, ast.AlterObjectSchemaStmt)
+            and node.objectType == ObjectType.OBJECT_EXTENSION):
+        return _strings(node.object)
+    return []
+
+
+def _excerpt(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"
+
+
 # -- reflection ----------------------------------------------------------------------------
 
 
@@ -339,19 +716,105 @@ class _Column:
 @dataclass(frozen=True)
 class _Table:
     columns: Mapping[str, _Column]
-    # (kind, structure) → name. The key is what is compared; the name is only shown.
-    constraints: Mapping[tuple[str, str], str]
+    # (kind, structure) → the names of the objects with that structure (usually one).
+    constraints: Mapping[tuple[str, str], tuple[str, ...]]
+
+    @property
+    def weight(self) -> int:
+        """What a whole missing or extra table counts: every element it holds."""
+        return max(1, len(self.columns) + sum(len(n) for n in self.constraints.values()))
+
+
+@dataclass(frozen=True)
+class _Sequence:
+    structure: str  # e.g. "bigint start 1000"
+    owner: str | None  # "table.column" of a serial or identity column
+
+
+@dataclass(frozen=True)
+class _Schema:
+    tables: Mapping[str, _Table]
+    enums: Mapping[str, tuple[str, ...]]  # type → labels in their order
+    sequences: Mapping[str, _Sequence]
+    views: Mapping[str, tuple[str, str]]  # name → (kind, normalised definition)
+    extensions: frozenset[str]
 
 
 # The order difference lines follow within a table.
 _KINDS = ("primary key", "foreign key", "unique constraint", "index", "unique index",
           "check constraint")
 
+_SEQUENCES = sa.text("""
+    SELECT c.relname AS name, format_type(s.seqtypid, NULL) AS type, s.seqstart AS start,
+           s.seqincrement AS increment, s.seqmin AS minimum, s.seqmax AS maximum,
+           s.seqcycle AS cycle, owner.relname AS owner_table, a.attname AS owner_column
+    FROM pg_catalog.pg_sequence s
+    JOIN pg_catalog.pg_class c ON c.oid = s.seqrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    LEFT JOIN pg_catalog.pg_depend d
+        ON d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = c.oid
+        AND d.refclassid = 'pg_catalog.pg_class'::regclass AND d.deptype IN ('a', 'i')
+    LEFT JOIN pg_catalog.pg_class owner ON owner.oid = d.refobjid
+    LEFT JOIN pg_catalog.pg_attribute a
+        ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+    WHERE n.nspname = :schema
+""")
 
-def _reflect(connection: sa.Connection, schema: str, skipped: frozenset[str]) -> dict[str, _Table]:
+_VIEWS = sa.text("""
+    SELECT c.relname AS name, c.relkind AS kind, pg_catalog.pg_get_viewdef(c.oid) AS definition
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    WHERE n.nspname = :schema AND c.relkind IN ('v', 'm')
+""")
+
+_TYPE_MAXIMUM = {"smallint": 2**15 - 1, "integer": 2**31 - 1, "bigint": 2**63 - 1}
+
+
+def _installed_extensions(connection: sa.Connection, schema: str | None = None) -> frozenset[str]:
+    """Extensions in `schema`, or (None) in the database outside any scratch schema."""
+    rows = connection.execute(
+        sa.text(
+            "SELECT e.extname FROM pg_catalog.pg_extension e "
+            "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+            "WHERE CASE WHEN CAST(:schema AS text) IS NULL "
+            "THEN NOT starts_with(n.nspname, :prefix) ELSE n.nspname = :schema END"
+        ),
+        {"schema": schema, "prefix": SCRATCH_PREFIX},
+    ).scalars()
+    return frozenset(rows) - ALWAYS_INSTALLED_EXTENSIONS
+
+
+def _reflect(
+    connection: sa.Connection, schema: str, skipped: frozenset[str], extensions: frozenset[str]
+) -> _Schema:
     # A new Inspector each time: one caches what it read, and the scratch schema changes.
     inspector = sa.inspect(connection)
+    assert isinstance(inspector, PGInspector)  # enums are PostgreSQL's
+
+    def clean(text: str) -> str:
+        return _normalise_sql(text, schema)
+
     names = [t for t in inspector.get_table_names(schema=schema) if t not in skipped]
+    enums = {
+        enum["name"]: tuple(enum["labels"]) for enum in inspector.get_enums(schema=schema)
+    }
+    sequences = {
+        row.name: _Sequence(_sequence_structure(row), f"{row.owner_table}.{row.owner_column}"
+                            if row.owner_table else None)
+        for row in connection.execute(_SEQUENCES, {"schema": schema})
+        if row.owner_table not in skipped
+    }
+    views = {
+        row.name: ("materialized view" if row.kind == "m" else "view", clean(row.definition))
+        for row in connection.execute(_VIEWS, {"schema": schema})
+    }
+    tables = _reflect_tables(inspector, connection.dialect, schema, names, clean)
+    return _Schema(tables, enums, sequences, views, extensions)
+
+
+def _reflect_tables(
+    inspector: sa.Inspector, dialect: sa.Dialect, schema: str, names: list[str],
+    clean: Callable[[str], str],
+) -> dict[str, _Table]:
     if not names:
         return {}
     options: dict[str, Any] = {"schema": schema, "filter_names": names}
@@ -361,9 +824,6 @@ def _reflect(connection: sa.Connection, schema: str, skipped: frozenset[str]) ->
     uniques = inspector.get_multi_unique_constraints(**options)
     indexes = inspector.get_multi_indexes(**options)
     checks = inspector.get_multi_check_constraints(**options)
-
-    def clean(text: str) -> str:
-        return _normalise_sql(text, schema)
 
     tables: dict[str, _Table] = {}
     for name in names:
@@ -395,32 +855,29 @@ def _reflect(connection: sa.Connection, schema: str, skipped: frozenset[str]) ->
                             _index_structure(index, clean), index.get("name")))
         for check in checks.get(key, []):
             entries.append(("check constraint", clean(check["sqltext"]), check.get("name")))
-        found: dict[tuple[str, str], str] = {}
+        found: dict[tuple[str, str], list[str]] = {}
         for kind, structure, object_name in entries:
-            found.setdefault((kind, structure), object_name or "")
+            found.setdefault((kind, structure), []).append(object_name or "")
         tables[name] = _Table(
             columns={
                 column["name"]: _Column(
-                    type=clean(_render_type(column["type"], connection.dialect)),
+                    type=clean(_render_type(column["type"], dialect)),
                     nullable=bool(column["nullable"]),
                     default=_render_default(column, clean),
                 )
                 for column in columns.get(key, [])
             },
-            constraints=found,
+            constraints={key: tuple(sorted(names)) for key, names in found.items()},
         )
     return tables
 
 
 def _render_type(type_: Any, dialect: sa.Dialect) -> str:
+    # An enum renders as its type's name; its labels are compared with the type, once.
     try:
-        text = str(type_.compile(dialect=dialect))
+        return str(type_.compile(dialect=dialect))
     except sa.exc.CompileError:
-        text = repr(type_)
-    if isinstance(type_, sa.Enum):
-        # An enum compiles to its name only; its labels are part of what it is.
-        text += f"({', '.join(repr(label) for label in type_.enums)})"
-    return text
+        return repr(type_)
 
 
 def _render_default(column: Any, clean: Callable[[str], str]) -> str | None:
@@ -450,12 +907,31 @@ def _index_structure(index: Any, clean: Callable[[str], str]) -> str:
     return text
 
 
+def _sequence_structure(row: Any) -> str:
+    """The type, and only the parameters that differ from that type's defaults."""
+    parts = [str(row.type)]
+    ascending = row.increment > 0
+    maximum = _TYPE_MAXIMUM.get(row.type, 2**63 - 1)
+    low, high = (1, maximum) if ascending else (-maximum - 1, -1)
+    if row.minimum != low:
+        parts.append(f"min {row.minimum}")
+    if row.maximum != high:
+        parts.append(f"max {row.maximum}")
+    if row.start != (row.minimum if ascending else row.maximum):
+        parts.append(f"start {row.start}")
+    if row.increment != 1:
+        parts.append(f"increment {row.increment}")
+    if row.cycle:
+        parts.append("cycle")
+    return " ".join(parts)
+
+
 def _normalise_sql(text: str, schema: str) -> str:
     """Collapse whitespace and drop the reflected schema's own qualification.
 
-    PostgreSQL (and SQLAlchemy, for sequences) qualify names of the reflected schema, e.g.
-    ``nextval('"migration_scratch_1a2b3c4d".items_id_seq'::regclass)``; both sides must read
-    ``nextval('items_id_seq'::regclass)`` to compare equal.
+    PostgreSQL (and SQLAlchemy, for sequences) qualify names of a schema not on the path,
+    e.g. ``nextval('"migration_scratch_1a2b3c4d".items_id_seq'::regclass)``; both sides must
+    read ``nextval('items_id_seq'::regclass)`` to compare equal.
     """
     qualifier = re.compile(rf'(?<![\w$"])(?:"{re.escape(schema)}"|{re.escape(schema)})\.')
     return qualifier.sub("", " ".join(text.split()))
@@ -465,31 +941,135 @@ def _normalise_sql(text: str, schema: str) -> str:
 
 _EXTRA = "exists in the database but not at revision {revision}"
 _MISSING = "is missing from the database"
+_VIEW_EXCERPT_CHARS = 50
 
 
-def _differences(
+@dataclass(frozen=True)
+class _Difference:
+    text: str
+    weight: int = 1  # how many elements it stands for (a whole table: all of them)
+    missing_table: str | None = None  # a table the revision has and the database lacks
+
+
+def _weight(differences: Sequence[_Difference]) -> int:
+    return sum(d.weight for d in differences)
+
+
+def _differences(live: _Schema, replayed: _Schema, revision: str) -> list[_Difference]:
+    """Readable lines: extensions and types first, then table by table, then views."""
+    found = _named_differences(
+        "extension", dict.fromkeys(live.extensions, ""),
+        dict.fromkeys(replayed.extensions, ""), revision,
+        lambda name, ours, theirs: [],
+    )
+    found += _named_differences(
+        "enum type", live.enums, replayed.enums, revision,
+        lambda name, ours, theirs: [
+            f"enum type {name}: labels {_labels(ours)} in the database, {_labels(theirs)} "
+            f"at revision {revision}"
+        ],
+    )
+    found += _sequence_differences(live.sequences, replayed.sequences, revision)
+    found += _table_differences(live.tables, replayed.tables, revision)
+    found += _named_differences(
+        "view", live.views, replayed.views, revision,
+        lambda name, ours, theirs: [_view_difference(name, ours, theirs, revision)],
+        kind_of=lambda value: value[0],
+    )
+    return found
+
+
+def _named_differences(
+    kind: str,
+    live: Mapping[str, Any],
+    replayed: Mapping[str, Any],
+    revision: str,
+    compare: Callable[[str, Any, Any], list[str]],
+    *,
+    kind_of: Callable[[Any], str] | None = None,
+) -> list[_Difference]:
+    """Objects matched by name: extra, missing, or `compare`d when both sides have them."""
+    found: list[_Difference] = []
+    for name in sorted(set(live) | set(replayed)):
+        ours, theirs = live.get(name), replayed.get(name)
+        label = f"{kind_of(ours if theirs is None else theirs) if kind_of else kind} {name}"
+        if theirs is None:
+            found.append(_Difference(f"{label} {_EXTRA.format(revision=revision)}"))
+        elif ours is None:
+            found.append(_Difference(f"{label} {_MISSING}"))
+        elif ours != theirs:
+            found += [_Difference(line) for line in compare(name, ours, theirs)]
+    return found
+
+
+def _sequence_differences(
+    live: Mapping[str, _Sequence], replayed: Mapping[str, _Sequence], revision: str
+) -> list[_Difference]:
+    at = f"at revision {revision}"
+    found: list[_Difference] = []
+    for name in sorted(set(live) | set(replayed)):
+        ours, theirs = live.get(name), replayed.get(name)
+        if ours is None or theirs is None:
+            one = ours or theirs
+            if one is not None and one.owner is None:
+                # An owned sequence on one side only goes with its column, compared there.
+                where = _EXTRA.format(revision=revision) if theirs is None else _MISSING
+                found.append(_Difference(f"sequence {name} {where}"))
+            continue
+        if ours.owner != theirs.owner:
+            found.append(_Difference(
+                f"sequence {name}: owned by {ours.owner or 'no column'} in the database, "
+                f"by {theirs.owner or 'no column'} {at}"
+            ))
+        if ours.structure != theirs.structure:
+            found.append(_Difference(
+                f"sequence {name}: {ours.structure} in the database, {theirs.structure} {at}"
+            ))
+    return found
+
+
+def _table_differences(
     live: Mapping[str, _Table], replayed: Mapping[str, _Table], revision: str
-) -> list[str]:
-    """Readable lines, table by table; a table missing on one side is one line, not many."""
-    lines: list[str] = []
+) -> list[_Difference]:
+    """Table by table; a table missing on one side is one line weighing all it holds."""
+    found: list[_Difference] = []
     extra, missing = _EXTRA.format(revision=revision), _MISSING
     for name in sorted(set(live) | set(replayed)):
         ours, theirs = live.get(name), replayed.get(name)
         if theirs is None:
-            lines.append(f"table {name} {extra}")
+            assert ours is not None
+            found.append(_Difference(f"table {name} {extra}", ours.weight))
             continue
         if ours is None:
-            lines.append(f"table {name} {missing}")
+            found.append(_Difference(f"table {name} {missing}", theirs.weight, name))
             continue
-        lines += _column_differences(name, ours, theirs, revision)
-        for kind, structure in sorted(
-            set(ours.constraints) ^ set(theirs.constraints),
-            key=lambda key: (_KINDS.index(key[0]), key[1]),
-        ):
-            in_live = (kind, structure) in ours.constraints
-            object_name = (ours if in_live else theirs).constraints[(kind, structure)]
-            label = f"{kind} {object_name}" if object_name else kind
-            lines.append(f"{label} ({name}: {structure}) {extra if in_live else missing}")
+        found += [_Difference(line) for line in _column_differences(name, ours, theirs, revision)]
+        found += [_Difference(line)
+                  for line in _constraint_differences(name, ours, theirs, revision)]
+    return found
+
+
+def _constraint_differences(table: str, live: _Table, replayed: _Table, revision: str) -> list[str]:
+    lines: list[str] = []
+    extra, missing = _EXTRA.format(revision=revision), _MISSING
+    for kind, structure in sorted(
+        set(live.constraints) | set(replayed.constraints),
+        key=lambda key: (_KINDS.index(key[0]), key[1]),
+    ):
+        ours = live.constraints.get((kind, structure), ())
+        theirs = replayed.constraints.get((kind, structure), ())
+        only_ours = [n for n in ours if n not in theirs]
+        only_theirs = [n for n in theirs if n not in ours]
+        # Same structure, other name: the object is there, but a later revision that names
+        # it (drop_constraint, drop_index) would not find it.
+        for our_name, their_name in zip(only_ours, only_theirs, strict=False):
+            lines.append(f"{kind} on {table}({structure}) is named {our_name or '(unnamed)'} in "
+                         f"the database, {their_name or '(unnamed)'} at revision {revision}")
+        paired = min(len(only_ours), len(only_theirs))
+        for names, where in ((only_ours[paired:], extra), (only_theirs[paired:], missing)):
+            for object_name in names:
+                label = f"{kind} {object_name}" if object_name else kind
+                lines.append(f"{label} ({table}: {structure}) {where}")
     return lines
 
 
@@ -522,3 +1102,29 @@ def _column_differences(table: str, live: _Table, replayed: _Table, revision: st
 
 def _nullability(column: _Column) -> str:
     return "nullable" if column.nullable else "NOT NULL"
+
+
+def _labels(labels: tuple[str, ...]) -> str:
+    return ", ".join(repr(label) for label in labels) or "(none)"
+
+
+def _view_difference(
+    name: str, ours: tuple[str, str], theirs: tuple[str, str], revision: str
+) -> str:
+    """Where the two definitions part, briefly: a whole view definition is too long a line."""
+    (our_kind, our_sql), (their_kind, their_sql) = ours, theirs
+    if our_kind != their_kind:
+        return f"view {name}: a {our_kind} in the database, a {their_kind} at revision {revision}"
+    start = 0
+    while start < min(len(our_sql), len(their_sql)) and our_sql[start] == their_sql[start]:
+        start += 1
+    start = our_sql.rfind(" ", 0, start) + 1  # from the word where they part
+
+    def part(sql: str) -> str:
+        text = sql[start:start + _VIEW_EXCERPT_CHARS]
+        prefix = "…" if start else ""
+        suffix = "…" if len(sql) > start + _VIEW_EXCERPT_CHARS else ""
+        return f"{prefix}{text}{suffix}"
+
+    return (f"{our_kind} {name}: defined as {part(our_sql)!r} in the database, "
+            f"{part(their_sql)!r} at revision {revision}")

@@ -129,19 +129,32 @@ def test_summary_names_the_match_and_the_data_only_revisions(db: sa.Engine) -> N
     )
 
 
-def test_constraint_and_index_names_are_ignored(db: sa.Engine) -> None:
+def test_constraint_and_index_names_are_differences(db: sa.Engine) -> None:
     # GIVEN a database at head whose objects carry other names (as one made by hand would)
     tables_at(db, SAMPLE_SCRIPTS, HEAD)
     execute(
         db,
         "ALTER INDEX ix_tasks_project_id_status RENAME TO tasks_board",
-        "ALTER TABLE tasks RENAME CONSTRAINT ck_tasks_status_valid TO tasks_status_check",
         "ALTER TABLE tasks RENAME CONSTRAINT fk_tasks_project_id_projects TO tasks_project_fk",
         "ALTER TABLE users RENAME CONSTRAINT uq_users_email TO users_email_key",
         "ALTER TABLE users RENAME CONSTRAINT pk_users TO users_pkey",
     )
-    # THEN the structure still matches head
-    assert find_baseline(db, SAMPLE_SCRIPTS, ORDER).matched == HEAD
+    # WHEN the baseline is looked for
+    result = find_baseline(db, SAMPLE_SCRIPTS, ORDER)
+    # THEN the structure is found, but a later drop_constraint('uq_users_email') would not
+    # find it: each name is a difference of its own, against head
+    assert result.matched is None
+    assert result.nearest == HEAD
+    assert result.differences == (
+        "foreign key on tasks(project_id → projects(id) ON DELETE CASCADE) is named "
+        f"tasks_project_fk in the database, fk_tasks_project_id_projects at revision {HEAD}",
+        "index on tasks(project_id, status) is named tasks_board in the database, "
+        f"ix_tasks_project_id_status at revision {HEAD}",
+        f"primary key on users(id) is named users_pkey in the database, pk_users at revision {HEAD}",
+        "unique constraint on users(email) is named users_email_key in the database, "
+        f"uq_users_email at revision {HEAD}",
+    )
+    assert result.difference_weight == 4
 
 
 def test_product_tables_are_left_out(db: sa.Engine) -> None:
@@ -168,7 +181,7 @@ def test_an_extra_column_matches_no_revision_and_is_named(db: sa.Engine) -> None
     assert result.revisions_compared == len(ORDER)
     assert result.summary() == (
         f"schema matches no revision; nearest {HEAD}: column users.nickname exists in the "
-        f"database but not at revision {HEAD}"
+        "database only"
     )
 
 
@@ -239,7 +252,11 @@ def test_long_lists_of_differences_are_summarised(db: sa.Engine) -> None:
     assert result.difference_count == 25
     assert len(result.differences) == 21
     assert result.differences[-1] == "... and 5 more"
-    assert result.summary().endswith("(+24 more)")
+    # one line, the first differences while they fit a CloudFormation reason, then the rest
+    assert result.summary() == (
+        f"schema matches no revision; nearest {HEAD}: column users.extra_00 exists in the "
+        "database only; column users.extra_01 exists in the database only (+23 more)"
+    )
 
 
 def test_an_extra_table_is_a_difference_unless_ignored(db: sa.Engine) -> None:
