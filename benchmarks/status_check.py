@@ -185,7 +185,7 @@ def time_once(history: History, path: str) -> float:
         engine.close()
     elapsed = time.perf_counter() - started
     # A peek at the private cache: the claim measured is that the scripts stay unread.
-    scripts_loaded = engine._catalogue is not None
+    scripts_loaded = engine.scripts_loaded
     if outcome.classification.state is not DatabaseState.UP_TO_DATE:
         raise RuntimeError(f"{path} at {history.size}: state {outcome.classification.state}")
     if path == DEPLOY and scripts_loaded:

@@ -7,11 +7,17 @@ history digest at synth time and the engine can compare it with one query.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 # A revision whose file contains this runs statements outside a transaction; if it dies
 # half-way the database may hold part of it, so a failure must block until resolved.
 NON_TRANSACTIONAL_MARKER = "autocommit_block"
+# The older spelling of the same thing: `op.execute("COMMIT")` ends the revision's
+# transaction (teams wrote it before ALTER TYPE ... ADD VALUE could run in one).
+_EXPLICIT_COMMIT = re.compile(
+    r"""execute\(\s*(?:sa\.text\(\s*)?[rbu]?["']\s*(COMMIT|END)\b""", re.I
+)
 
 
 def file_checksum(path: Path) -> str:
@@ -27,4 +33,5 @@ def history_digest(versions_dir: Path) -> str:
 
 
 def is_transactional(path: Path) -> bool:
-    return NON_TRANSACTIONAL_MARKER not in path.read_text(errors="replace")
+    text = path.read_text(errors="replace")
+    return NON_TRANSACTIONAL_MARKER not in text and _EXPLICIT_COMMIT.search(text) is None

@@ -96,9 +96,28 @@ def stamp_online(
 def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str]:
     """The SQL an upgrade from `start` to `target` would run, per revision, without a database.
 
+    Raises what a revision's code raises when it cannot run without a database.
+    """
+    rendered = render_offline(script_location, start, target)
+    if rendered.error is not None:
+        raise rendered.error
+    return rendered.sql
+
+
+@dataclass(frozen=True)
+class OfflineRendering:
+    sql: dict[str, str]  # revision → SQL, for the revisions rendered before any error
+    error: Exception | None = None  # what the next revision's code raised offline
+
+
+def render_offline(script_location: Path, start: str, target: str) -> OfflineRendering:
+    """Render with Alembic's offline mode; stop, without raising, at a revision that cannot.
+
     One offline run, split where Alembic's per-revision callback fires. What precedes the first
     revision's statements (creating alembic_version, BEGIN) belongs to the first revision, what
-    follows the last callback (the final COMMIT) to the last.
+    follows the last callback (the final COMMIT) to the last. A revision that reads the
+    database (`op.get_bind().execute(...).fetchone()`) raises here, since offline `execute()`
+    returns None; the revisions before it are still rendered.
     """
     buffer = io.StringIO()
     config = alembic_config(script_location)
@@ -109,15 +128,20 @@ def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str
         marks.append((str(step.up_revision_id), buffer.tell()))
 
     config.attributes["on_version_apply"] = mark
-    command.upgrade(config, f"{start}:{target}", sql=True)
+    error: Exception | None = None
+    try:
+        command.upgrade(config, f"{start}:{target}", sql=True)
+    except Exception as raised:  # a revision's own code: anything can come out
+        error = raised
     text = buffer.getvalue()
     per_revision: dict[str, str] = {}
     previous = 0
     for index, (revision, mark_at) in enumerate(marks):
-        end = len(text) if index == len(marks) - 1 else _after_commit(text, mark_at)
+        last = index == len(marks) - 1 and error is None
+        end = len(text) if last else _after_commit(text, mark_at)
         per_revision[revision] = text[previous:end].strip()
         previous = end
-    return per_revision
+    return OfflineRendering(per_revision, error)
 
 
 def _after_commit(text: str, position: int) -> int:

@@ -76,6 +76,9 @@ class Outcome:
     findings: tuple[dict[str, str], ...] = ()  # the change gate's, per revision
     history: tuple[dict[str, Any], ...] | None = None  # recent audit rows
     baseline: dict[str, Any] | None = None  # what a history fix found
+    # dry run: each pending revision in the order it would run, with its file, its SQL and
+    # where that SQL came from (rendered offline, or captured in a rolled-back trial run)
+    plan: tuple[dict[str, str], ...] | None = None
 
     def as_dict(self) -> dict[str, object]:
         c = self.classification
@@ -105,4 +108,6 @@ class Outcome:
             answer["history"] = list(self.history)
         if self.baseline is not None:
             answer["baseline"] = self.baseline
+        if self.plan is not None:
+            answer["plan"] = list(self.plan)
         return answer

@@ -19,6 +19,8 @@ from migration_resource.checksums import file_checksum
 HEAD_TARGETS = frozenset({"head", "heads"})
 # alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
 _REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+# A branch label with a revision, as Alembic writes targets: `billing@head`, `billing@ab12`.
+_BRANCH_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}@(head|[A-Za-z0-9_]{1,32})$")
 MIN_PREFIX_LENGTH = 4
 
 
@@ -37,11 +39,12 @@ def check_target_syntax(target: str) -> str:
     cleaned = target.strip()
     if cleaned in HEAD_TARGETS:
         return cleaned
-    if not _REVISION_ID.match(cleaned):
+    if not _REVISION_ID.match(cleaned) and not _BRANCH_TARGET.match(cleaned):
         shown = cleaned if len(cleaned) <= 40 else cleaned[:40] + "..."
         raise TargetRevisionError(
             f"Target revision {shown!r} is not a revision id (letters, digits and '_', at most "
-            "32 characters); use 'head' or an id from `remote_admin.py status`"
+            "32 characters) nor a branch target (LABEL@head); use 'head' or an id from "
+            "`remote_admin.py status`"
         )
     return cleaned
 
@@ -68,8 +71,16 @@ class RevisionCatalogue:
 
     @classmethod
     def load(cls, script_location: Path) -> RevisionCatalogue:
-        script = ScriptDirectory.from_config(alembic_config(script_location))
-        heads = tuple(script.get_heads())
+        try:
+            script = ScriptDirectory.from_config(alembic_config(script_location))
+            heads = tuple(script.get_heads())
+            walked = [s.revision for s in script.walk_revisions("base", "heads")]
+        except Exception as error:  # a revision file's own code runs on import
+            raise ScriptsError(
+                f"The migration scripts in {script_location} cannot be loaded: "
+                f"{type(error).__name__}: {' '.join(str(error).split())[:300]}; fix the "
+                "revision file it names and deploy again (nothing was read or changed)"
+            ) from None
         if len(heads) > 1:
             raise ScriptsError(
                 f"The migration scripts have {len(heads)} heads ({', '.join(sorted(heads))}); "
@@ -78,7 +89,7 @@ class RevisionCatalogue:
             )
         if not heads:
             raise ScriptsError(f"No migration revisions found in {script_location}/versions")
-        ordered = tuple(reversed([s.revision for s in script.walk_revisions("base", "heads")]))
+        ordered = tuple(reversed(walked))
         return cls(script=script, head=heads[0], ordered=ordered, known=frozenset(ordered))
 
     def is_known(self, revision: str) -> bool:
@@ -109,6 +120,8 @@ class RevisionCatalogue:
             return self.head
         if cleaned in self.known:
             return cleaned
+        if "@" in cleaned:
+            return self._resolve_branch_target(cleaned)
         matches = sorted(r for r in self.ordered if r.startswith(cleaned))
         if len(matches) == 1 and len(cleaned) >= MIN_PREFIX_LENGTH:
             return matches[0]
@@ -121,6 +134,31 @@ class RevisionCatalogue:
             f"Target revision {cleaned!r} is not defined by the migration scripts "
             f"(head is {self.head}); use 'head' or an id from `remote_admin.py status`"
         )
+
+    def _resolve_branch_target(self, target: str) -> str:
+        try:
+            found = self.script.get_revisions(target)
+        except Exception as error:  # Alembic raises several kinds for a bad label
+            raise TargetRevisionError(
+                f"Target revision {target!r} is not defined by the migration scripts: "
+                f"{' '.join(str(error).split())[:200]}"
+            ) from None
+        if len(found) != 1 or found[0] is None:
+            raise TargetRevisionError(
+                f"Target revision {target!r} names {len(found)} revisions; give one"
+            )
+        return found[0].revision
+
+    def upgrade_order(self, current: tuple[str, ...], target: str) -> tuple[str, ...]:
+        """The revisions an upgrade from `current` to `target` runs, in Alembic's own order.
+
+        Merges and several branches allow more than one topological order; the plan, the
+        audit rows and the failure report must follow the one Alembic really runs.
+        """
+        # Alembic's own upgrade passes the current heads as a tuple, as here; its annotation
+        # says str.
+        steps = self.script._upgrade_revs(target, current)  # type: ignore[arg-type]
+        return tuple(step.revision.revision for step in steps)
 
     def ancestry(self, revisions: tuple[str, ...]) -> frozenset[str]:
         """The revisions and everything they stand on (inclusive)."""

@@ -150,9 +150,14 @@ def test_failure_half_way_leaves_the_last_good_revision(
     assert failure.value.final == (ids[2],)
     assert [a.revision for a in failure.value.applied] == [ids[2]]
     message = str(failure.value)
-    assert message.startswith(f"pending_migrations: revision {ids[3]} failed after 1 of 3")
+    assert message.startswith(
+        f"pending_migrations: revision {ids[3]} (00004_{ids[3]}.py) failed after 1 of 3 "
+        "revisions: DataError: "
+    )
     assert "division by zero" in message
+    assert f"Committed before it in this run: {ids[2]}; its transaction was rolled back" in message
     assert f"The database is at revision {ids[2]}" in message
+    assert "Traceback" not in message
     with db.connect() as conn:
         logged = conn.exec_driver_sql("SELECT revision FROM applied_log ORDER BY applied_at")
         assert list(logged.scalars()) == ids[:3]

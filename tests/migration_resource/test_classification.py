@@ -145,7 +145,7 @@ def test_up_to_date_is_decided_without_reading_the_scripts(
     assert outcome.classification.state == "up_to_date"
     assert outcome.message == "Auto-migration: Database is up to date"
     assert status.classification.state == "up_to_date"
-    assert engine._catalogue is None
+    assert not engine.scripts_loaded
     # while the full path does need the scripts
     with pytest.raises(RuntimeError, match="the scripts were imported"):
         engine.status()

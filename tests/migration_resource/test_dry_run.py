@@ -92,6 +92,6 @@ def test_read_only_paths_cannot_write(engine: MigrationEngine) -> None:
     """Status and dry run read in a READ ONLY transaction: the server refuses any write."""
     with (
         pytest.raises(sa.exc.InternalError, match="read-only transaction"),
-        engine._reading() as connection,
+        engine.reading() as connection,
     ):
         connection.exec_driver_sql("CREATE TABLE sneaky (id int)")

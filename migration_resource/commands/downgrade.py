@@ -1,0 +1,65 @@
+"""Downgrade: the only way down, with an explicit target and confirmation, under the lock."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from migration_resource.apply import apply_downgrade
+from migration_resource.audit import RunContext
+from migration_resource.classification import describe_revisions
+from migration_resource.core import ENGINE_LOGGER, EngineCore
+from migration_resource.outcomes import ConfirmationRequired, MigrationRefused, Outcome
+from migration_resource.revisions import HEAD_TARGETS, TargetRevisionError, check_target_syntax
+from migration_resource.states import DatabaseState
+
+logger = logging.getLogger(ENGINE_LOGGER)
+
+
+def downgrade(
+    core: EngineCore, target: str, *, confirm: bool, context: RunContext | None = None
+) -> Outcome:
+    started = time.perf_counter()
+    context = context or RunContext()
+    cleaned = check_target_syntax(target)
+    if cleaned in HEAD_TARGETS:
+        raise TargetRevisionError(
+            "A downgrade needs an explicit target revision id (or 'base'), not 'head'"
+        )
+    resolved = "base" if cleaned == "base" else core.resolve(cleaned)
+    if not confirm:
+        raise ConfirmationRequired(
+            f"Downgrading to {resolved} can drop columns and data; repeat with confirmation "
+            "(--confirm) after taking a snapshot"
+        )
+    before = core.classify_resolved(resolved)
+    if before.state is DatabaseState.UP_TO_DATE:
+        return core.nothing_to_do("downgrade", before, started)
+    if before.state is not DatabaseState.AHEAD:
+        raise MigrationRefused(
+            f"{before.state.value}: cannot downgrade to {resolved} ({before.detail}); "
+            "nothing was changed. A downgrade target must be an ancestor of the current "
+            "revision; see `remote_admin.py status`",
+            before,
+        )
+    with (
+        core.locked(before),
+        core.migration_session() as connection,
+        core.audit_trail(context) as trail,
+    ):
+        now = core.prepare_locked(connection, trail, resolved)
+        if now.state is not DatabaseState.AHEAD:
+            core.raise_if_refused(now, fix_history=False)
+            return core.nothing_to_do("downgrade", now, started)
+        logger.info("Downgrading to %s...", resolved)
+        applied = apply_downgrade(core, connection, trail, now, resolved)
+    message = (
+        f"Database downgrade completed. Revision: {describe_revisions(now.current)} → "
+        f"{resolved}"
+    )
+    logger.info(message)
+    return Outcome(
+        operation="downgrade", classification=now, message=message,
+        final=() if resolved == "base" else (resolved,), applied=applied,
+        seconds=time.perf_counter() - started,
+    )

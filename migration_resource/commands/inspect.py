@@ -1,0 +1,52 @@
+"""Read-only commands: the state, and the audit trail."""
+
+from __future__ import annotations
+
+import time
+
+from migration_resource.core import STATUS_HISTORY_ROWS, EngineCore
+from migration_resource.outcomes import Outcome
+from migration_resource.states import DatabaseState
+
+
+def status(
+    core: EngineCore,
+    target: str = "head",
+    *,
+    target_heads: tuple[str, ...] | None = None,
+    history_digest: str | None = None,
+    with_history: bool = True,
+) -> Outcome:
+    """The state; with the last audit actions for people (the deploy skips them)."""
+    started = time.perf_counter()
+    classification = core.classify(target, target_heads, history_digest)
+    message = f"Migration state: {classification.state.value}"
+    if classification.pending:
+        pending = classification.pending
+        message += f" ({len(pending)} pending: {', '.join(pending)})"
+    elif classification.detail and classification.state is not DatabaseState.UP_TO_DATE:
+        message += f" ({classification.detail})"
+    return Outcome(
+        operation="status",
+        classification=classification,
+        message=message,
+        final=classification.current,
+        history=tuple(core.recent_actions(STATUS_HISTORY_ROWS)) if with_history else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def history(core: EngineCore, limit: int = 20) -> Outcome:
+    """The audit trail, newest first."""
+    started = time.perf_counter()
+    classification = core.classify("head", None, None)
+    rows = core.recent_actions(limit)
+    message = (
+        f"{len(rows)} most recent migration actions" if rows
+        else "No migration action recorded yet (the audit trail starts with the first change)"
+    )
+    return Outcome(
+        operation="history", classification=classification, message=message,
+        final=classification.current, history=tuple(rows),
+        seconds=time.perf_counter() - started,
+    )

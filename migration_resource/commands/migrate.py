@@ -1,0 +1,144 @@
+"""Upgrade: classify, establish a missing history if asked, plan, gate, apply, under the lock."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+from migration_resource.apply import apply_upgrade
+from migration_resource.audit import RunContext
+from migration_resource.classification import Classification, describe_revisions
+from migration_resource.core import ENGINE_LOGGER, EngineCore
+from migration_resource.history_fix import check_baseline_allowed, stamp_explicit, verified_baseline
+from migration_resource.outcomes import Outcome
+from migration_resource.plan import (
+    MigrationPlan,
+    build_plan,
+    judge,
+    log_findings,
+    refuse_if_gated,
+)
+from migration_resource.states import DatabaseState
+
+logger = logging.getLogger(ENGINE_LOGGER)
+
+
+def migrate(
+    core: EngineCore,
+    target: str = "head",
+    *,
+    target_heads: tuple[str, ...] | None = None,
+    history_digest: str | None = None,
+    fix_history: bool = False,
+    baseline: str | None = None,
+    allow_destructive: bool = False,
+    context: RunContext | None = None,
+) -> Outcome:
+    """Bring the database up to `target`. Never downgrades; refuses unsafe states.
+
+    `fix_history` establishes a missing history by the verified baseline first;
+    `baseline` stamps a revision the operator vouches for (confirmed in production).
+    """
+    started = time.perf_counter()
+    context = context or RunContext()
+    before = core.classify(target, target_heads, history_digest)
+    if baseline is not None:
+        check_baseline_allowed(before, core.resolve(baseline))
+    else:
+        core.raise_if_refused(before, fix_history=fix_history)
+    if not before.needs_changes and baseline is None and not (
+        fix_history and core.needs_history_fix(before)
+    ):
+        return core.nothing_to_do("migrate", before, started)
+    (resolved,) = before.target
+
+    baseline_found: dict[str, Any] | None = None
+    with (
+        core.locked(before),
+        core.migration_session() as connection,
+        core.audit_trail(context) as trail,
+    ):
+        now = core.prepare_locked(connection, trail, resolved)
+        if baseline is not None:
+            now = stamp_explicit(core, connection, trail, now,
+                                 stamped=core.resolve(baseline), resolved=resolved)
+        elif fix_history and core.needs_history_fix(now):
+            now, baseline_found = verified_baseline(core, connection, trail, now, resolved)
+        if now.state is not before.state or now.current != before.current:
+            logger.info("Migration state now: %s (revision %s)", now.state.value,
+                        describe_revisions(now.current))
+        core.raise_if_refused(now, fix_history=False)
+        if not now.needs_changes:
+            outcome = core.nothing_to_do("migrate", now, started)
+            return dataclasses.replace(outcome, baseline=baseline_found)
+        plan = _plan_under_lock(core, now)
+        decision = judge(core, plan, allow_destructive)
+        log_findings(decision)
+        refuse_if_gated(decision, now, trail)
+        applied = apply_upgrade(core, connection, trail, now, order=plan.order,
+                                target=resolved)
+
+    message = (
+        "Database migrations completed successfully. Revision: "
+        f"{describe_revisions(now.current)} → {resolved}"
+    )
+    logger.info(message)
+    return Outcome(
+        operation="migrate", classification=now, message=message, final=(resolved,),
+        applied=applied, seconds=time.perf_counter() - started, baseline=baseline_found,
+        findings=tuple(f.as_dict() for f in decision.findings),
+    )
+
+
+def check_gate(
+    core: EngineCore,
+    classification: Classification,
+    *,
+    allow_destructive: bool = False,
+    context: RunContext | None = None,
+) -> None:
+    """Refuse now what `migrate` would refuse at the change gate, before anything costly.
+
+    A deploy calls this before it starts a snapshot: a refused deploy must take none.
+    The refusal is `migrate`'s own (message, log lines, audit row). An allowed plan says
+    nothing here: `migrate` decides again under the lock, since the database may move
+    in between, and logs the findings then, once.
+    """
+    if classification.state is not DatabaseState.PENDING_MIGRATIONS:
+        # Without a history the pending revisions are known only after the baseline.
+        return
+    plan = build_plan(core, classification, hold_lock=lambda: core.locked(classification))
+    core.last_plan = plan
+    decision = judge(core, plan, allow_destructive)
+    if decision.refusal() is None:
+        return
+    with core.locked(classification), core.audit_trail(context or RunContext()) as trail:
+        log_findings(decision)
+        refuse_if_gated(decision, classification, trail)
+
+
+def refuse_if_inconsistent(core: EngineCore, classification: Classification) -> None:
+    """Raise the refusal of an `inconsistent` database, worded with its cause's next step.
+
+    For callers that classified already (the deploy): the same MigrationRefused, log
+    line and wording as `migrate`, without classifying again.
+    """
+    if classification.state is DatabaseState.INCONSISTENT:
+        core.raise_if_refused(classification, fix_history=False)
+
+
+def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
+    """The plan `check_gate` made for this very state, or a new one (the lock is held).
+
+    A plan whose SQL came from a trial run is only reused for the same revisions: it ran the
+    same code on the same schema moments ago.
+    """
+    (target,) = now.target
+    cached = core.last_plan
+    if cached is not None and cached.stamp is None and cached.start == now.current and (
+        cached.target == target
+    ):
+        return cached
+    return build_plan(core, now)

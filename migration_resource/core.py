@@ -1,0 +1,338 @@
+"""What every engine command stands on: connections, the lock, classification and refusals.
+
+The commands (`migration_resource/commands/`) are small functions over one `EngineCore`, as
+Alembic's `command.py` is over its Config and ScriptDirectory. The core knows nothing of AWS.
+Every path that writes holds the migration lock; every read-only path runs in a READ ONLY
+transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+from migration_resource.audit import AuditTrail, RunContext, recent_actions
+from migration_resource.classification import (
+    Classification,
+    classify,
+    classify_up_to_date_fast,
+)
+from migration_resource.dsn import mask_text
+from migration_resource.inspection import DatabaseSnapshot, read_database
+from migration_resource.lock import LockBusy, lock_key, migration_lock
+from migration_resource.outcomes import DatabaseUnavailable, MigrationRefused, Outcome
+from migration_resource.revisions import RevisionCatalogue, ScriptsError, check_target_syntax
+from migration_resource.settings import EngineSettings
+from migration_resource.states import (
+    CHECKSUM_MISMATCH,
+    DIVERGED,
+    FAILED_RUN,
+    OVERLAPPING_REVISIONS,
+    UNKNOWN_REVISION,
+    UNVERIFIABLE_BASELINE,
+    DatabaseState,
+)
+
+# One log channel for every command: operators filter on it, and it is the name the logs have
+# always had.
+ENGINE_LOGGER = "migration_resource.engine"
+logger = logging.getLogger(ENGINE_LOGGER)
+
+if TYPE_CHECKING:
+    from migration_resource.plan import MigrationPlan
+
+RUNBOOK = "docs/RUNBOOK.md"
+CONNECT_TIMEOUT_SECONDS = 10
+CONNECT_BACKOFF_SECONDS = 1.0
+STATUS_HISTORY_ROWS = 5
+
+_NEXT_STEP = {
+    FAILED_RUN: "Resolve it with `remote_admin.py --confirm repair --resolve "
+                "rolled-back|applied --revision REV`",
+    UNVERIFIABLE_BASELINE: "Make the tables match a revision, or stamp one with --baseline REV",
+    CHECKSUM_MISMATCH: "Revert the edit, or accept it with `remote_admin.py --confirm repair "
+                       "--realign-checksums`",
+    UNKNOWN_REVISION: "Restore the revision file, or stamp the revision the schema has with "
+                      "--baseline REV",
+    OVERLAPPING_REVISIONS: "Stamp the revision the schema has with --baseline REV",
+    DIVERGED: "Deploy a target that includes both branches (their merge)",
+}
+
+
+def create_database_engine(settings: EngineSettings) -> sa.Engine:
+    """No pool: a Lambda or CLI run opens few connections and must not keep any."""
+    return sa.create_engine(
+        settings.database_url,
+        poolclass=NullPool,
+        connect_args={
+            "application_name": settings.application_name,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        },
+    )
+
+
+class EngineCore:
+    def __init__(
+        self,
+        settings: EngineSettings,
+        *,
+        database: sa.Engine | None = None,
+        on_connection_error: Callable[[], None] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self.database = database or create_database_engine(settings)
+        self._catalogue: RevisionCatalogue | None = None
+        # Counted by the Lambda as a metric: a just-created or resuming database refuses
+        # connections for a while, and a trend of these deserves an alarm.
+        self._on_connection_error = on_connection_error
+        self._sleep = sleep
+        # The plan the deploy's gate check made before its snapshot, reused by the migrate
+        # that follows in the same run when the database has not moved.
+        self.last_plan: MigrationPlan | None = None
+
+    # -- the scripts -------------------------------------------------------------------
+    @property
+    def catalogue(self) -> RevisionCatalogue:
+        """Loaded on first use only: an up-to-date deploy never reads the scripts."""
+        if self._catalogue is None:
+            self._catalogue = RevisionCatalogue.load(self.settings.script_location)
+        return self._catalogue
+
+    @property
+    def scripts_loaded(self) -> bool:
+        return self._catalogue is not None
+
+    def resolve(self, target: str) -> str:
+        check_target_syntax(target)
+        return self.catalogue.resolve_target(target)
+
+    def close(self) -> None:
+        self.database.dispose()
+
+    # -- classification ------------------------------------------------------------------
+    def classify(
+        self, target: str, target_heads: tuple[str, ...] | None, digest: str | None
+    ) -> Classification:
+        """Classify against `target`; with `target_heads`, try the no-script fast path first.
+
+        Without target heads the target is validated against the scripts before the
+        database is read.
+        """
+        check_target_syntax(target)
+        if target_heads:
+            with self.reading() as connection:
+                snapshot = self.read(connection, with_checksums=False)
+            fast = classify_up_to_date_fast(snapshot, target_heads, digest)
+            if fast is not None:
+                logger.info("Migration state: %s", fast.state.value)
+                return fast
+            resolved = self.resolve(target)
+            if tuple(sorted(target_heads)) != (resolved,):
+                raise ScriptsError(
+                    f"The deploy asked for heads {', '.join(target_heads)} but the bundled "
+                    f"scripts resolve {target!r} to {resolved}; the template and the Lambda "
+                    "bundle come from different builds: synthesize and deploy again"
+                )
+        else:
+            resolved = self.resolve(target)
+        return self.classify_resolved(resolved)
+
+    def classify_resolved(self, resolved: str) -> Classification:
+        with self.reading() as connection:
+            snapshot = self.read(connection, with_checksums=True)
+        classification = classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+        logger.info("Migration state: %s", classification.state.value)
+        return classification
+
+    def classify_locked(self, connection: sa.Connection, resolved: str) -> Classification:
+        snapshot = self.read(connection, with_checksums=True)
+        connection.commit()  # Alembic must receive a connection outside a transaction
+        return classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+
+    def read(self, connection: sa.Connection, *, with_checksums: bool) -> DatabaseSnapshot:
+        return read_database(
+            connection, schema=self.settings.schema, ignored_tables=self.settings.ignored_tables,
+            with_checksums=with_checksums,
+        )
+
+    def current_revisions(self) -> tuple[str, ...]:
+        with self.reading() as connection:
+            return self.read(connection, with_checksums=False).version_rows
+
+    def nothing_to_do(
+        self, operation: str, classification: Classification, started: float
+    ) -> Outcome:
+        if classification.state is DatabaseState.UP_TO_DATE:
+            message = "Auto-migration: Database is up to date"
+        else:
+            message = f"Nothing to do: {classification.detail}"
+        logger.info(message)
+        return Outcome(
+            operation=operation, classification=classification, message=message,
+            final=classification.current, seconds=time.perf_counter() - started,
+        )
+
+    # -- refusals --------------------------------------------------------------------------
+    @staticmethod
+    def needs_history_fix(classification: Classification) -> bool:
+        return classification.state is DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY or (
+            classification.cause == UNVERIFIABLE_BASELINE
+        )
+
+    def refusal(self, classification: Classification, *, fix_history: bool) -> str | None:
+        state = classification.state
+        if fix_history and self.needs_history_fix(classification):
+            return None
+        if state is DatabaseState.INCONSISTENT:
+            next_step = _NEXT_STEP.get(classification.cause or "", "Fix it by hand")
+            return (
+                f"inconsistent: {classification.detail}; nothing was changed. {next_step}. "
+                f"See {RUNBOOK}#inconsistent"
+            )
+        if state is DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY:
+            return (
+                f"tables_without_migration_history: {classification.detail}; nothing was "
+                "changed. Establish the history with the verified baseline: "
+                "`remote_admin.py --confirm run-migrations --fix-history` "
+                f"(see {RUNBOOK}#tables-without-migration-history)"
+            )
+        return None
+
+    def raise_if_refused(self, classification: Classification, *, fix_history: bool) -> None:
+        refusal = self.refusal(classification, fix_history=fix_history)
+        if refusal is not None:
+            logger.warning(refusal)
+            raise MigrationRefused(refusal, classification)
+
+    # -- under the lock --------------------------------------------------------------------
+    def prepare_locked(
+        self, connection: sa.Connection, trail: AuditTrail, resolved: str
+    ) -> Classification:
+        """Rows left by a dead run, a fresh classification, adopted checksums."""
+        snapshot = self.settle(connection, trail)
+        now = classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+        if now.state is not DatabaseState.INCONSISTENT and now.current:
+            unrecorded = [
+                r for r in self.catalogue.in_upgrade_order(self.catalogue.ancestry(now.current))
+                if r not in snapshot.audit.checksums
+            ]
+            for revision in unrecorded:
+                trail.record(
+                    "adopt", revision, "succeeded", checksum=self.catalogue.checksum(revision),
+                    detail="checksum recorded for a revision applied before the audit trail",
+                )
+        return now
+
+    def settle(self, connection: sa.Connection, trail: AuditTrail) -> DatabaseSnapshot:
+        """Conclude audit rows a dead run left `running`; then read the database afresh."""
+        rows = self.read(connection, with_checksums=False).version_rows
+        connection.commit()
+        known = tuple(r for r in rows if self.catalogue.is_known(r))
+        for note in trail.settle_unfinished(self.catalogue.ancestry(known)):
+            logger.warning("Settled an unfinished audit row: %s", note)
+        snapshot = self.read(connection, with_checksums=True)
+        connection.commit()  # Alembic must receive a connection outside a transaction
+        return snapshot
+
+    # -- connections ------------------------------------------------------------------------
+    @contextmanager
+    def audit_trail(self, context: RunContext) -> Iterator[AuditTrail]:
+        """The audit trail on its own autocommit connection: its rows are committed at once,
+        whatever happens to the migration's transactions."""
+        with self.connect() as connection:
+            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
+            trail = AuditTrail(autocommit, self.settings.schema, context)
+            trail.ensure_table()
+            yield trail
+
+    def recent_actions(self, limit: int) -> list[dict[str, Any]]:
+        with self.reading() as connection:
+            exists = self.read(connection, with_checksums=False).audit.exists
+            return recent_actions(connection, self.settings.schema, exists=exists, limit=limit)
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A READ ONLY transaction: the server itself rejects any write on this path."""
+        with self.connect() as connection:
+            connection.exec_driver_sql("SET TRANSACTION READ ONLY")
+            try:
+                yield connection
+            finally:
+                connection.rollback()
+
+    @contextmanager
+    def migration_session(self) -> Iterator[sa.Connection]:
+        """A connection whose statements and lock waits are bounded by MIGRATION_TIMEOUT."""
+        with self.connect() as connection:
+            connection.exec_driver_sql(
+                f"SET statement_timeout = '{int(self.settings.migration_timeout_seconds)}s'"
+            )
+            connection.exec_driver_sql(
+                f"SET lock_timeout = '{int(self.settings.lock_timeout_seconds)}s'"
+            )
+            connection.commit()
+            yield connection
+
+    @contextmanager
+    def connect(self) -> Iterator[sa.Connection]:
+        attempts = self.settings.connect_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                connection = self.database.connect()
+                break
+            except sa.exc.OperationalError as error:
+                if self._on_connection_error is not None:
+                    self._on_connection_error()
+                if attempt == attempts:
+                    raise DatabaseUnavailable(
+                        f"Cannot connect to the database ({attempts} attempts): "
+                        + self.safe(error.orig or error)
+                        + "; nothing was read or changed. Check the host, port, credentials "
+                        "and network path (security group) and retry"
+                    ) from None
+                delay = CONNECT_BACKOFF_SECONDS * 2 ** (attempt - 1)
+                logger.warning("Database connection failed (attempt %d of %d); retrying in "
+                               "%.0f s: %s", attempt, attempts, delay,
+                               self.safe(error.orig or error))
+                self._sleep(delay)
+        with connection:
+            yield connection
+
+    @contextmanager
+    def locked(self, classification: Classification) -> Iterator[None]:
+        key = lock_key(self.settings.schema)
+        try:
+            with self._connect_lock(key):
+                yield
+        except LockBusy as busy:
+            raise MigrationRefused(
+                f"{classification.state.value}: {busy}; nothing was changed. Retry when that "
+                "run has finished (check it with `remote_admin.py status`)",
+                classification,
+            ) from None
+
+    @contextmanager
+    def _connect_lock(self, key: int) -> Iterator[None]:
+        try:
+            with migration_lock(self.database, key, wait_seconds=self.settings.lock_wait_seconds):
+                yield
+        except sa.exc.OperationalError as error:
+            raise DatabaseUnavailable(
+                "Lost the database connection that holds the migration lock: "
+                + self.safe(error.orig or error)
+            ) from None
+
+    def safe(self, error: BaseException) -> str:
+        """An error as one line without secrets or SQLAlchemy's boilerplate links."""
+        # SQLAlchemy appends the statement's parameters (row data) and a docs link: drop both.
+        text = str(error).split("\n(Background on this error")[0].split("\n[parameters:")[0]
+        text = " ".join(text.split())
+        password = self.settings.database_url.password
+        return mask_text(text, (str(password),) if password else ())[:500]
