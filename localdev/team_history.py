@@ -328,7 +328,9 @@ class _Writer:
         revision = revision_id(index)
         down: str | tuple[str, ...] | None
         if step.kind == MERGE:
-            down = (*self.side_heads, self.side_parent or "")
+            if self.side_parent is None or len(self.side_heads) != 1:
+                raise ValueError("a merge needs both sides of its split")
+            down = (self.side_heads[0], self.side_parent)
             self.side_heads = []
             for table in self.tables.values():
                 table.side = None
