@@ -130,28 +130,68 @@ def build_plan(
             lock_timeout_seconds=settings.lock_timeout_seconds,
         )
     trial_from = order.index(first_unrendered)
-    planned: list[PlannedRevision] = []
+    planned: dict[str, PlannedRevision] = {}
     for index, revision in enumerate(order):
         if index < trial_from:
-            planned.append(PlannedRevision(revision, file_of(revision),
-                                           rendering.sql[revision], RENDERED))
+            planned[revision] = PlannedRevision(revision, file_of(revision),
+                                                rendering.sql[revision], RENDERED)
         elif revision in trial.captured:
-            planned.append(PlannedRevision(revision, file_of(revision), trial.sql(revision),
-                                           CAPTURED))
-        else:
-            planned.append(PlannedRevision(revision, file_of(revision), "", NOT_PREVIEWED,
-                                           _not_previewed_note(revision, trial.failure)))
+            planned[revision] = PlannedRevision(revision, file_of(revision),
+                                                trial.sql(revision), CAPTURED)
     if trial.failure is not None:
-        logger.warning("Trial run: revision %s (%s) raised %s: %s", trial.failure.revision,
-                       file_of(trial.failure.revision), trial.failure.error_type,
-                       trial.failure.message)
-    return MigrationPlan(start=start, target=target, steps=tuple(planned), stamp=stamp,
+        failed = trial.failure.revision
+        logger.warning("Trial run: revision %s (%s) raised %s: %s", failed, file_of(failed),
+                       trial.failure.error_type, trial.failure.message)
+        planned[failed] = PlannedRevision(failed, file_of(failed), "", NOT_PREVIEWED,
+                                          _not_previewed_note(failed, trial.failure))
+        planned.update(_render_the_rest(core, order, target, planned, file_of))
+    steps = tuple(planned.get(r) or PlannedRevision(r, file_of(r), "", NOT_PREVIEWED,
+                                                    _not_previewed_note(r, trial.failure))
+                  for r in order)
+    return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
                          trial_failure=trial.failure)
+
+
+def _render_the_rest(
+    core: EngineCore, order: tuple[str, ...], target: str,
+    planned: dict[str, PlannedRevision], file_of: Callable[[str], str],
+) -> dict[str, PlannedRevision]:
+    """After the trial stopped: render offline what it can, from the revision it stopped at.
+
+    The trial cannot go past a revision that needs a real commit before it (a data
+    migration using an enum value added by `ALTER TYPE ... ADD VALUE` just before), but
+    offline mode needs no database: it renders every later revision that does not read
+    rows. Each revision it cannot render is left `not_previewed`, and rendering goes on
+    after it.
+    """
+    found: dict[str, PlannedRevision] = {}
+    stopped = next(r for r in order if r in planned and planned[r].source == NOT_PREVIEWED)
+    for _ in range(len(order)):
+        rendering = render_offline(core.settings.script_location, stopped, target)
+        for revision, sql in rendering.sql.items():
+            if revision not in planned and revision not in found and not _reads_rows(sql):
+                found[revision] = PlannedRevision(revision, file_of(revision), sql, RENDERED)
+        left = [r for r in order if r not in planned and r not in found]
+        if not left:
+            break
+        stopped = left[0]
+        found[stopped] = PlannedRevision(
+            stopped, file_of(stopped), "", NOT_PREVIEWED,
+            "it reads the database, and the trial run stopped before it"
+            if rendering.error is None else
+            f"it reads the database, so offline mode cannot render it "
+            f"({type(rendering.error).__name__}), and the trial run stopped before it",
+        )
+    return found
 
 
 def _not_previewed_note(revision: str, failure: TrialFailure | None) -> str:
     if failure is None:
         return "the trial run did not reach it"
+    if failure.revision == revision and "unsafe use of new value" in failure.message:
+        return ("it uses an enum value added earlier in this deploy, which PostgreSQL allows "
+                "only after a commit, and a trial run never commits; it runs for real after "
+                "that commit")
     if failure.revision == revision:
         return (f"its code raised in the trial run: {failure.error_type}: {failure.message}; "
                 "it will fail the same way for real unless that was the trial's limit (see "

@@ -1,0 +1,221 @@
+"""The trial run and the plan: what revisions that read the database really execute.
+
+Real PostgreSQL. Each test writes a small history into a throwaway script directory (the
+team-style env.py of localdev/history_env.py) and checks both what the trial captured and that
+the live database is exactly as it was: relations, rows and the committed-write counters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from localdev.history_env import write_script_directory
+from migration_resource.engine import MigrationEngine, MigrationFailed, MigrationRefused
+from migration_resource.revisions import alembic_config
+from migration_resource.trial import GUARD_MESSAGE, trial_run
+from tests.migration_resource.support import execute, relations, version_rows
+
+HEADER = """import sqlalchemy as sa
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def downgrade() -> None:
+    pass
+
+
+def upgrade() -> None:
+"""
+
+CREATE_ROLES = """    op.create_table("roles", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("name", sa.Text, nullable=False))
+    op.bulk_insert(sa.table("roles", sa.column("id", sa.Integer), sa.column("name", sa.Text)),
+                   [{"id": 1, "name": "admin"}, {"id": 2, "name": "member"}])
+"""
+
+READ_ADMIN = """    conn = op.get_bind()
+    admin = conn.execute(sa.text("SELECT id FROM roles WHERE name = :n"), {"n": "admin"}).fetchone()
+    op.add_column("roles", sa.Column("is_admin", sa.Boolean, nullable=True))
+    conn.execute(sa.text("UPDATE roles SET is_admin = (id = :a) WHERE is_admin IS NULL"),
+                 {"a": admin[0]})
+"""
+
+
+def write_history(folder: Path, *bodies: str) -> list[str]:
+    """One revision per body, linear; returns the ids (r1, r2, ...)."""
+    write_script_directory(folder)
+    ids = [f"r{index}" for index in range(1, len(bodies) + 1)]
+    for index, body in enumerate(bodies):
+        down = ids[index - 1] if index else None
+        text = HEADER.format(revision=ids[index], down=down) + body
+        (folder / "versions" / f"{ids[index]}_step.py").write_text(text)
+    return ids
+
+
+def fingerprint(db: sa.Engine) -> tuple[object, ...]:
+    """Relations (but the audit trail's), version rows and every row of roles with the
+    transaction that wrote it.
+
+    A row's xmin changes with any committed update; the statistics counters would not do,
+    as they count the updates of a rolled-back transaction too.
+    """
+    with db.connect() as conn:
+        roles = (
+            tuple(conn.exec_driver_sql("SELECT xmin::text, * FROM roles ORDER BY id").all())
+            if conn.exec_driver_sql("SELECT to_regclass('public.roles')").scalar() else ()
+        )
+    ours = tuple(r for r in relations(db) if not r.startswith("migration_audit"))
+    return ours, tuple(version_rows(db)), roles
+
+
+def run_trial(db: sa.Engine, folder: Path, ids: list[str]) -> object:
+    return trial_run(db.connect, folder, ids, "head", statement_timeout_seconds=30,
+                     lock_timeout_seconds=5)
+
+
+def applied_by_alembic(db: sa.Engine, folder: Path, target: str) -> None:
+    config = alembic_config(folder)
+    with db.connect() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, target)
+        conn.commit()
+
+
+def test_a_data_migration_that_reads_rows_is_captured_and_nothing_changes(
+    db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a database at r1 (roles with two rows) and r2 reading a row to update the others
+    ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    before = fingerprint(db)
+    # WHEN the trial runs r2
+    result = run_trial(db, tmp_path / "h", ids[1:])
+    # THEN it saw the read, the DDL and the update with its parameter as a literal
+    assert result.failure is None  # type: ignore[attr-defined]
+    sql = result.sql("r2")  # type: ignore[attr-defined]
+    assert "SELECT id FROM roles WHERE name = 'admin';" in sql
+    assert "ALTER TABLE roles ADD COLUMN is_admin BOOLEAN;" in sql
+    assert "UPDATE roles SET is_admin = (id = 1) WHERE is_admin IS NULL;" in sql
+    # AND the live database is exactly as it was
+    assert fingerprint(db) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # a COMMIT hidden in a multi-statement string reaches the server
+        '    op.execute("UPDATE roles SET name = \'x\'; COMMIT; UPDATE roles SET name = \'y\'")\n',
+        # SQLAlchemy's own commit of the connection the revision was handed
+        '    op.execute("UPDATE roles SET name = \'x\'")\n    op.get_bind().commit()\n',
+    ],
+    ids=["commit-in-a-string", "connection-commit"],
+)
+def test_a_revision_that_commits_cannot_change_anything_in_a_trial(
+    db: sa.Engine, tmp_path: Path, body: str
+) -> None:
+    ids = write_history(tmp_path / "h", CREATE_ROLES, body)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    before = fingerprint(db)
+    result = run_trial(db, tmp_path / "h", ids[1:])
+    # THEN the server refused the commit, the trial names the revision, and the rows are intact
+    failure = result.failure  # type: ignore[attr-defined]
+    assert failure is not None
+    assert failure.revision == "r2"
+    assert GUARD_MESSAGE in failure.message
+    assert fingerprint(db) == before
+
+
+def test_commit_statements_and_autocommit_blocks_stay_inside_the_trial(
+    db: sa.Engine, tmp_path: Path
+) -> None:
+    body = (
+        '    op.execute("COMMIT")\n'
+        "    with op.get_context().autocommit_block():\n"
+        '        op.create_index("ix_roles_name", "roles", ["name"],\n'
+        "                        postgresql_concurrently=True)\n"
+        '    op.execute("UPDATE public.roles SET name = upper(name)")\n'
+    )
+    ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN, body)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    before = fingerprint(db)
+    result = run_trial(db, tmp_path / "h", ids[1:])
+    assert result.failure is None  # type: ignore[attr-defined]
+    sql = result.sql("r3")  # type: ignore[attr-defined]
+    assert "-- not executed in the trial: it ends the transaction\nCOMMIT;" in sql
+    assert "CREATE INDEX CONCURRENTLY ix_roles_name ON roles (name);" in sql
+    # the schema-qualified update ran against the live table, inside the rolled-back trial
+    assert "UPDATE public.roles SET name = upper(name);" in sql
+    assert fingerprint(db) == before
+    assert "ix_roles_name:i" not in relations(db)
+
+
+def test_the_dry_run_says_which_sql_was_rendered_and_which_captured(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN,
+                        '    op.add_column("roles", sa.Column("note", sa.Text))\n')
+    engine = make_engine(script_location=tmp_path / "h")
+    outcome = engine.dry_run()
+    assert outcome.ok
+    assert outcome.plan is not None
+    assert [(s["revision"], s["source"]) for s in outcome.plan] == [
+        ("r1", "rendered"), ("r2", "captured"), ("r3", "captured"),
+    ]
+    assert outcome.plan[1]["file"] == "r2_step.py"
+    assert outcome.sql is not None and list(outcome.sql) == ids
+    assert "1 rendered offline, 2 captured in a rolled-back trial run" in " ".join(outcome.notes)
+    assert relations(db) == []
+
+
+def test_the_gate_refuses_a_captured_destructive_statement_before_anything_changes(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a data migration that reads a row, then deletes every row with a WHERE true
+    wipe = READ_ADMIN + '    conn.execute(sa.text("DELETE FROM roles WHERE true"))\n'
+    ids = write_history(tmp_path / "h", CREATE_ROLES, wipe)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    before = fingerprint(db)
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN the deploy's early gate check and the migrate run
+    status = engine.status()
+    with pytest.raises(MigrationRefused, match="r2: delete_without_where"):
+        engine.check_gate(status.classification)
+    with pytest.raises(MigrationRefused, match="r2: delete_without_where"):
+        engine.migrate()
+    # THEN nothing changed
+    assert fingerprint(db) == before
+
+
+def test_a_revision_raising_in_the_trial_is_previewed_as_such_and_fails_cleanly(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    raising = READ_ADMIN + '    raise ValueError("no default tenant")\n'
+    write_history(tmp_path / "h", CREATE_ROLES, raising,
+                  '    op.add_column("roles", sa.Column("note", sa.Text))\n')
+    engine = make_engine(script_location=tmp_path / "h")
+    engine.migrate("r1")
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    preview = engine.dry_run()
+    assert preview.plan is not None
+    assert [s["source"] for s in preview.plan] == ["not_previewed", "not_previewed"]
+    assert "ValueError: no default tenant" in preview.plan[0]["note"]
+    assert any("revision r2 raised in the trial run: ValueError" in n for n in preview.notes)
+    with pytest.raises(MigrationFailed) as failure:
+        engine.migrate()
+    message = str(failure.value)
+    assert message.startswith("pending_migrations: revision r2 (r2_step.py) failed after 0 of 2")
+    assert "ValueError: no default tenant" in message
+    assert "Nothing was committed before it in this run" in message
+    assert "Traceback" not in message
+    assert version_rows(db) == ["r1"]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 3
