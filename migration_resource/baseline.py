@@ -65,7 +65,9 @@ The replay never reaches the live tables:
   schema="public")``, ``op.add_column("items", col, schema="public")``) are replayed into the
   scratch schema: SQLAlchemy's ``schema_translate_map`` maps the live schema to the scratch
   one, and the ALTER statements Alembic renders itself (which that map does not reach) get
-  the scratch schema before they are compiled;
+  the scratch schema before they are compiled. The map covers ``Table`` objects only, by
+  SQLAlchemy's design: a lightweight ``sa.table("items", ..., schema="public")`` renders
+  ``public.items`` and is refused as below;
 - every statement is parsed (pglast, PostgreSQL's own parser) before it runs, and one that
   still names the live schema (``op.execute("UPDATE public.items ...")``, ``SET search_path TO
   public``, a DO block or function body mentioning ``public.``) or changes an extension the
@@ -941,7 +943,8 @@ def _normalise_sql(text: str, schema: str) -> str:
 
 _EXTRA = "exists in the database but not at revision {revision}"
 _MISSING = "is missing from the database"
-_VIEW_EXCERPT_CHARS = 50
+_VIEW_EXCERPT_CHARS = 60
+_VIEW_CONTEXT_CHARS = 15
 
 
 @dataclass(frozen=True)
@@ -1118,7 +1121,8 @@ def _view_difference(
     start = 0
     while start < min(len(our_sql), len(their_sql)) and our_sql[start] == their_sql[start]:
         start += 1
-    start = our_sql.rfind(" ", 0, start) + 1  # from the word where they part
+    # From a few words before the one where they part, for context.
+    start = our_sql.rfind(" ", 0, max(0, our_sql.rfind(" ", 0, start) - _VIEW_CONTEXT_CHARS)) + 1
 
     def part(sql: str) -> str:
         text = sql[start:start + _VIEW_EXCERPT_CHARS]

@@ -7,6 +7,7 @@ may be left (see the autouse fixture).
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
+from localdev.synthetic_history import ENV_PY, REVISION_PY
 from migration_resource import baseline
 from migration_resource.baseline import BaselineError, drop_scratch_schemas, find_baseline
 from migration_resource.revisions import RevisionCatalogue, alembic_config
@@ -60,8 +62,8 @@ def scratch_schemas(db: sa.Engine) -> list[str]:
         )
 
 
-def fingerprint(db: sa.Engine) -> tuple[Any, ...]:
-    """Relations, columns, constraints and rows of the live schema, and no alembic_version."""
+def fingerprint(db: sa.Engine, table: str = "users") -> tuple[Any, ...]:
+    """Relations, columns, constraints and `table`'s rows in the live schema; alembic_version."""
     with db.connect() as conn:
         columns = conn.execute(
             sa.text(
@@ -76,9 +78,77 @@ def fingerprint(db: sa.Engine) -> tuple[Any, ...]:
                 "WHERE n.nspname = 'public' ORDER BY 1, 2"
             )
         ).all()
-        users = conn.execute(sa.text("SELECT * FROM users ORDER BY id")).all()
+        rows = conn.execute(sa.text(f"SELECT * FROM {table} ORDER BY 1")).all()
         version_table = conn.execute(sa.text("SELECT to_regclass('alembic_version')")).scalar()
-    return tuple(relations(db)), tuple(columns), tuple(constraints), tuple(users), version_table
+    return tuple(relations(db)), tuple(columns), tuple(constraints), tuple(rows), version_table
+
+
+def write_history(folder: Path, *upgrades: str) -> list[str]:
+    """A linear history with the synthetic histories' env.py, one revision per upgrade body."""
+    (folder / "versions").mkdir(parents=True)
+    (folder / "env.py").write_text(ENV_PY)
+    (folder / "script.py.mako").write_text("")
+    ids = [f"rev{index:02d}" for index in range(1, len(upgrades) + 1)]
+    for index, (revision, body) in enumerate(zip(ids, upgrades, strict=True), start=1):
+        code = "import sqlalchemy as sa\n" + textwrap.dedent(body).strip()
+        (folder / "versions" / f"{revision}.py").write_text(REVISION_PY.format(
+            index=index, revision=revision, down=ids[index - 2] if index > 1 else None,
+            upgrade=textwrap.indent(code, "    "), downgrade="    pass",
+        ))
+    return ids
+
+
+# Nine revisions of the kinds real teams write: named constraints, an enum that gains a label,
+# extensions, a standalone sequence, a view, a data-only revision.
+TEAM_HISTORY = (
+    """
+    op.create_table("users", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("email", sa.String(200), nullable=False))
+    op.create_unique_constraint("uq_users_email", "users", ["email"])
+    """,
+    """
+    op.create_table("projects", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("name", sa.Text, nullable=False),
+                    sa.Column("owner_id", sa.Integer, sa.ForeignKey(
+                        "users.id", name="fk_projects_owner_id_users"), nullable=False))
+    op.create_index("ix_projects_owner_id", "projects", ["owner_id"])
+    """,
+    # The live database has them once these tables exist: a replayed CREATE EXTENSION then
+    # leaves them where they are (a plain one would fail on "already exists")
+    """
+    op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    op.execute("CREATE EXTENSION citext")
+    """,
+    """
+    op.create_table("tasks", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("project_id", sa.Integer,
+                              sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
+                    sa.Column("title", sa.Text, nullable=False),
+                    sa.Column("status", sa.Enum("todo", "done", name="task_status"),
+                              nullable=False, server_default="todo"))
+    """,
+    """
+    with op.get_context().autocommit_block():
+        op.execute("ALTER TYPE task_status ADD VALUE 'blocked'")
+    """,
+    'op.execute("CREATE SEQUENCE invoice_number_seq AS bigint START 1000")',
+    """
+    op.execute("CREATE VIEW open_tasks AS SELECT id, title FROM tasks WHERE status <> 'done'")
+    """,
+    'op.execute("UPDATE tasks SET title = trim(title)")',
+    'op.add_column("tasks", sa.Column("due_on", sa.Date))',
+)
+
+
+@pytest.fixture
+def team(tmp_path: Path) -> tuple[Path, list[str]]:
+    folder = tmp_path / "team"
+    return folder, write_history(folder, *TEAM_HISTORY)
+
+
+def extensions(db: sa.Engine) -> set[str]:
+    with db.connect() as conn:
+        return set(conn.execute(sa.text("SELECT extname FROM pg_extension")).scalars())
 
 
 @pytest.fixture(autouse=True)
@@ -150,7 +220,8 @@ def test_constraint_and_index_names_are_differences(db: sa.Engine) -> None:
         f"tasks_project_fk in the database, fk_tasks_project_id_projects at revision {HEAD}",
         "index on tasks(project_id, status) is named tasks_board in the database, "
         f"ix_tasks_project_id_status at revision {HEAD}",
-        f"primary key on users(id) is named users_pkey in the database, pk_users at revision {HEAD}",
+        "primary key on users(id) is named users_pkey in the database, pk_users at revision "
+        f"{HEAD}",
         "unique constraint on users(email) is named users_email_key in the database, "
         f"uq_users_email at revision {HEAD}",
     )
@@ -434,3 +505,247 @@ def test_the_sample_history_is_in_the_expected_order() -> None:
                          CHECK_TASK_STATUS)
     assert ORDER[-1] == HEAD
 
+
+
+# -- what later revisions depend on: names, enums, sequences, views, extensions ---------------
+
+
+@pytest.mark.parametrize(
+    ("position", "matching", "schema"),
+    [
+        (3, (3,), "public"),  # the extensions
+        (5, (5,), "public"),  # the enum's new label
+        (6, (6,), "public"),  # the sequence
+        (7, (7, 8), "public"),  # the view; revision 8 changes data only
+        (9, (9,), "public"),
+        # elsewhere than public: every name the reflection reads comes without "app."
+        (9, (9,), "app"),
+    ],
+)
+def test_each_revision_of_a_team_history_is_matched(
+    db: sa.Engine, team: tuple[Path, list[str]], position: int, matching: tuple[int, ...],
+    schema: str,
+) -> None:
+    # GIVEN tables made by a team's history up to `position`, without alembic_version
+    folder, ids = team
+    tables_at(db, folder, ids[position - 1], schema=None if schema == "public" else schema)
+    # WHEN the baseline is looked for
+    result = find_baseline(db, folder, ids, schema=schema)
+    # THEN the revision is found: the extensions the database has are the ones the history
+    # creates, whichever schema they are in
+    assert result.matches == tuple(ids[p - 1] for p in matching), result.summary()
+
+
+def test_nearest_weighs_a_whole_table_as_all_it_holds(
+    db: sa.Engine, team: tuple[Path, list[str]]
+) -> None:
+    # GIVEN tables at revision 2 of 9 (which creates projects), plus one column of a team's own
+    folder, ids = team
+    tables_at(db, folder, ids[1])
+    execute(db, "ALTER TABLE projects ADD COLUMN archived boolean")
+    # WHEN the baseline is looked for
+    result = find_baseline(db, folder, ids)
+    # THEN revision 2 is the nearest: at revision 1 "table projects exists" is one line too,
+    # but it stands for the table's three columns, key, foreign key and index
+    assert result.matched is None
+    assert result.revisions_compared == 9
+    assert result.nearest == ids[1]
+    assert result.differences == (
+        f"column projects.archived exists in the database but not at revision {ids[1]}",
+    )
+    assert (result.difference_count, result.difference_weight) == (1, 1)
+
+
+def test_a_missing_table_weighs_the_same_at_every_revision(db: sa.Engine) -> None:
+    # GIVEN head without tasks, a table that grows along the history (an index, a check)
+    tables_at(db, SAMPLE_SCRIPTS, HEAD)
+    execute(db, "DROP TABLE tasks")
+    # THEN head is nearest, not an early revision where tasks held less
+    result = find_baseline(db, SAMPLE_SCRIPTS, ORDER)
+    assert result.nearest == HEAD
+    assert result.differences == ("table tasks is missing from the database",)
+
+
+def test_enum_labels_are_compared_in_their_order(
+    db: sa.Engine, team: tuple[Path, list[str]]
+) -> None:
+    # GIVEN revision 6's schema made by hand, with the enum's labels in another order
+    folder, ids = team
+    tables_at(db, folder, ids[3])
+    execute(
+        db,
+        "ALTER TYPE task_status ADD VALUE 'blocked' BEFORE 'done'",
+        "CREATE SEQUENCE invoice_number_seq AS bigint START 1000",
+    )
+    result = find_baseline(db, folder, ids)
+    # THEN it matches no revision: a later ADD VALUE ... AFTER 'done' would land elsewhere
+    assert result.nearest == ids[5]
+    assert result.differences == (
+        "enum type task_status: labels 'todo', 'blocked', 'done' in the database, 'todo', "
+        f"'done', 'blocked' at revision {ids[5]}",
+    )
+
+
+def test_standalone_sequences_are_compared_and_owned_ones_add_no_noise(
+    db: sa.Engine, team: tuple[Path, list[str]]
+) -> None:
+    folder, ids = team
+    tables_at(db, folder, ids[-1])
+    execute(
+        db,
+        "ALTER SEQUENCE invoice_number_seq START WITH 1",
+        "CREATE SEQUENCE legacy_seq",
+        # its serial column's sequence goes with the table: no line of its own
+        "CREATE TABLE legacy_notes (id serial PRIMARY KEY, body text)",
+    )
+    result = find_baseline(db, folder, ids)
+    assert result.nearest == ids[-1]
+    assert result.differences == (
+        f"sequence invoice_number_seq: bigint in the database, bigint start 1000 at revision "
+        f"{ids[-1]}",
+        f"sequence legacy_seq exists in the database but not at revision {ids[-1]}",
+        f"table legacy_notes exists in the database but not at revision {ids[-1]}",
+    )
+
+
+def test_views_are_compared_by_definition(db: sa.Engine, team: tuple[Path, list[str]]) -> None:
+    folder, ids = team
+    tables_at(db, folder, ids[-1])
+    execute(
+        db,
+        "CREATE OR REPLACE VIEW open_tasks AS SELECT id, title FROM tasks "
+        "WHERE status <> 'blocked'",
+        "CREATE MATERIALIZED VIEW task_counts AS SELECT count(*) AS n FROM tasks",
+    )
+    result = find_baseline(db, folder, ids)
+    assert result.nearest == ids[-1]
+    assert result.differences == (
+        "view open_tasks: defined as \"…(tasks.status <> 'blocked'::task_status);\" in the "
+        f"database, \"…(tasks.status <> 'done'::task_status);\" at revision {ids[-1]}",
+        f"materialized view task_counts exists in the database but not at revision {ids[-1]}",
+    )
+
+
+def test_extensions_are_compared_by_name_across_the_database(
+    db: sa.Engine, team: tuple[Path, list[str]]
+) -> None:
+    # GIVEN head, without the extension a revision creates and with one no revision creates
+    folder, ids = team
+    tables_at(db, folder, ids[-1])
+    execute(db, "DROP EXTENSION pg_trgm", "CREATE EXTENSION hstore")
+    result = find_baseline(db, folder, ids)
+    assert result.nearest == ids[-1]
+    assert result.differences == (
+        f"extension hstore exists in the database but not at revision {ids[-1]}",
+        "extension pg_trgm is missing from the database",
+    )
+    # AND the replay's own pg_trgm went with the scratch schema
+    assert extensions(db) == {"citext", "hstore", "plpgsql"}
+
+
+# -- the replay never reaches the live tables ---------------------------------------------------
+
+LIVE_SCHEMA_HISTORY = (
+    """
+    op.create_table("items", sa.Column("id", sa.Integer, primary_key=True),
+                    sa.Column("name", sa.Text), schema="public")
+    """,
+    # Alembic renders these ALTER statements itself, with the schema as given
+    """
+    op.add_column("items", sa.Column("price", sa.Integer), schema="public")
+    op.alter_column("items", "name", nullable=False, schema="public")
+    op.create_index("ix_items_name", "items", ["name"], schema="public")
+    items = sa.Table("items", sa.MetaData(), sa.Column("name", sa.Text), schema="public")
+    op.bulk_insert(items, [{"name": "seed"}])
+    """,
+    """op.execute("UPDATE public.items SET name = 'replayed'")""",
+)
+
+
+@pytest.fixture
+def live_schema_history(tmp_path: Path, db: sa.Engine) -> tuple[Path, list[str]]:
+    """Tables at the last revision of a history naming public, with rows of the team's own."""
+    folder = tmp_path / "live_schema"
+    ids = write_history(folder, *LIVE_SCHEMA_HISTORY)
+    tables_at(db, folder, ids[-1])
+    execute(db, "INSERT INTO items (name, price) VALUES ('live', 10), ('also live', 20)")
+    return folder, ids
+
+
+def test_constructs_naming_the_live_schema_are_replayed_into_the_scratch_schema(
+    db: sa.Engine, live_schema_history: tuple[Path, list[str]]
+) -> None:
+    folder, ids = live_schema_history
+    before = fingerprint(db, "items")
+    # WHEN revisions that say schema="public" are replayed
+    result = find_baseline(db, folder, ids[:2])
+    # THEN they built the scratch schema (so the schema at revision 2 matches) and left the
+    # live table, its rows and its history as they were
+    assert result.matches == (ids[1],)
+    assert fingerprint(db, "items") == before
+
+
+def test_raw_sql_naming_the_live_schema_stops_the_replay(
+    db: sa.Engine, live_schema_history: tuple[Path, list[str]]
+) -> None:
+    folder, ids = live_schema_history
+    before = fingerprint(db, "items")
+    # WHEN a revision's own SQL names public.items
+    with pytest.raises(BaselineError) as raised:
+        find_baseline(db, folder, ids)
+    # THEN it never ran: the baseline is unverifiable rather than the live rows rewritten
+    assert str(raised.value) == (
+        f"revision {ids[2]} names the live schema public explicitly (UPDATE public.items SET "
+        "name = 'replayed'), so the replay stopped rather than touch live tables; the baseline "
+        "cannot be verified"
+    )
+    assert (raised.value.revision, raised.value.replayed) == (ids[2], (ids[0], ids[1]))
+    assert fingerprint(db, "items") == before
+
+
+def guard() -> baseline._Guard:
+    return baseline._Guard(live_schema="public", scratch="migration_scratch_0000",
+                           installed_extensions=frozenset({"pg_trgm"}))
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE public.items SET name = 'x'",
+        'INSERT INTO "public"."items" (name) VALUES (%(name)s)',
+        "CREATE INDEX ix_items_price ON PUBLIC.items (price)",
+        "DROP TABLE public.items",
+        "DROP TYPE public.task_status",
+        "SELECT public.recount()",
+        "SELECT setval('public.items_id_seq', 10)",
+        "ALTER TABLE items SET SCHEMA public",
+        "SET search_path TO public",
+        "DO $$ BEGIN UPDATE public.items SET name = 'x'; END $$",
+        "DROP SCHEMA public CASCADE",
+        "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader",
+        "CREATE EXTENSION IF NOT EXISTS hstore SCHEMA public",
+        # installed in the database before the replay: the live tables may use it
+        "DROP EXTENSION pg_trgm CASCADE",
+        "ALTER EXTENSION pg_trgm UPDATE",
+    ],
+)
+def test_statements_reaching_beyond_the_scratch_schema_are_refused(statement: str) -> None:
+    with pytest.raises(baseline._Refused):
+        guard()._checked(statement)
+
+
+@pytest.mark.parametrize(
+    ("statement", "runs_as"),
+    [
+        ("UPDATE items SET name = 'public.items'", None),  # a value, not a name
+        ("ALTER TABLE items ADD CONSTRAINT uq_public UNIQUE (public)", None),  # a column
+        ("SELECT nextval('items_id_seq')", None),
+        ("INSERT INTO items (name) VALUES (%(name)s)", None),
+        ("CREATE EXTENSION IF NOT EXISTS pg_trgm", None),
+        ("CREATE EXTENSION pg_trgm", "CREATE EXTENSION IF NOT EXISTS pg_trgm"),  # installed
+        ("CREATE EXTENSION hstore", None),  # lands in the scratch schema, goes with it
+        ("DROP EXTENSION IF EXISTS hstore", None),
+    ],
+)
+def test_statements_within_the_scratch_schema_run(statement: str, runs_as: str | None) -> None:
+    assert guard()._checked(statement) == (runs_as or statement)
