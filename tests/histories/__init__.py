@@ -1,0 +1,1 @@
+"""Team-style Alembic histories (one folder of revision files each) and their helpers."""
