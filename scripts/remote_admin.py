@@ -31,6 +31,7 @@ import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -317,6 +318,22 @@ def exit_status(answer: dict[str, object]) -> int:
     return EXIT_USAGE if ERROR_CODES.get(str(answer.get("error")), False) else EXIT_REFUSED
 
 
+SOURCES = {
+    "rendered": "rendered offline",
+    "captured": "captured in a trial run that was rolled back",
+    "not_previewed": "not previewed",
+}
+
+
+def _planned(step: dict[str, str]) -> str:
+    """One revision of a dry run's plan: where its SQL came from, then the SQL."""
+    source = SOURCES.get(step["source"], step["source"])
+    text = f"\n-- SQL of revision {step['revision']} ({step['file']}, {source})"
+    if step.get("note"):
+        text += f"\n-- {step['note']}"
+    return text + (f"\n{step['sql']}" if step["sql"] else "")
+
+
 def render(answer: dict[str, object]) -> str:
     """The answer for a person: the message, the revisions, then what was done or would be."""
     lines = [str(answer["message"])]
@@ -334,8 +351,10 @@ def render(answer: dict[str, object]) -> str:
             f"  {step['direction']}d {step['revision']} in {step['seconds']:.2f} s"
             for step in applied
         )
-    sql = answer.get("sql")
-    if isinstance(sql, dict):
+    plan, sql = answer.get("plan"), answer.get("sql")
+    if isinstance(plan, list):
+        lines.extend(_planned(step) for step in plan)
+    elif isinstance(sql, dict):
         lines.extend(f"\n-- SQL of revision {rev}\n{text}" for rev, text in sql.items())
     lines.extend(f"  note: {note}" for note in _items(answer.get("notes")))
     baseline = answer.get("baseline")
@@ -389,9 +408,43 @@ def main(argv: list[str] | None = None) -> int:
     return finish(answer, as_json)
 
 
-def configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s - %(message)s",
-                        stream=sys.stderr)
+# Where the full log of a local run goes, tracebacks included: a revision's own error is shown
+# on the terminal as one line, its traceback is for this file (REMOTE_ADMIN_LOG moves it).
+DEFAULT_LOG_FILE = Path(tempfile.gettempdir()) / "remote_admin.log"
+
+
+class TerminalFormatter(logging.Formatter):
+    """One line per record: a traceback is named, not shown (it is in the log file)."""
+
+    def __init__(self, log_file: Path) -> None:
+        super().__init__("%(levelname)s - %(message)s")
+        self.log_file = log_file
+
+    def format(self, record: logging.LogRecord) -> str:
+        if not record.exc_info:
+            return super().format(record)
+        saved = record.exc_info, record.exc_text
+        record.exc_info, record.exc_text = None, None
+        try:
+            return f"{super().format(record)} (traceback in {self.log_file})"
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def configure_logging(env: Mapping[str, str] | None = None) -> None:
+    env = os.environ if env is None else env
+    log_file = Path(env.get("REMOTE_ADMIN_LOG") or DEFAULT_LOG_FILE)
+    terminal = logging.StreamHandler(sys.stderr)
+    terminal.setFormatter(TerminalFormatter(log_file))
+    handlers: list[logging.Handler] = [terminal]
+    try:
+        full = logging.FileHandler(log_file, delay=True)
+    except OSError:
+        pass  # an unwritable log file must not stop an operator's command
+    else:
+        full.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s"))
+        handlers.append(full)
+    logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
     # botocore's INFO lines (where it found credentials and endpoints) are noise here
     logging.getLogger("botocore").setLevel(logging.WARNING)
 

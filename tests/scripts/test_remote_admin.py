@@ -11,6 +11,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from localdev.history_env import write_script_directory
 from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
 from tests.migration_resource.support import execute, relations, version_rows
 
@@ -167,3 +168,57 @@ def test_repair_needs_confirm_and_something_to_do(database_url: str) -> None:
     assert nothing.returncode == 2 and "repair needs something to do" in nothing.stderr
     ok = run_cli("--confirm", "repair", "--realign-checksums", database_url=database_url)
     assert ok.returncode == 0 and "nothing needed repair" in ok.stdout
+
+
+READS_THEN_RAISES = '''import sqlalchemy as sa
+from alembic import op
+
+revision = {revision!r}
+down_revision = {down!r}
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    {body}
+
+
+def downgrade() -> None:
+    pass
+'''
+
+
+def test_a_revision_that_raises_is_one_clear_line_and_its_traceback_goes_to_the_log(
+    database_url: str, db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a history whose second revision reads a row and then raises from Python code
+    folder = write_script_directory(tmp_path / "history")
+    bodies = {
+        "a1": 'op.create_table("tenants", sa.Column("id", sa.Integer, primary_key=True))',
+        "a2": 'row = op.get_bind().execute(sa.text("SELECT id FROM tenants")).fetchone()\n'
+              '    if row is None:\n        raise LookupError("no default tenant")',
+    }
+    down = None
+    for revision, body in bodies.items():
+        (folder / "versions" / f"{revision}_step.py").write_text(
+            READS_THEN_RAISES.format(revision=revision, down=down, body=body))
+        down = revision
+    log_file = tmp_path / "admin.log"
+    env = {"ALEMBIC_SCRIPT_LOCATION": str(folder), "REMOTE_ADMIN_LOG": str(log_file)}
+    # WHEN the operator previews, then runs the migrations
+    preview = run_cli("run-migrations", "--dry-run", database_url=database_url, env=env)
+    result = run_cli("--confirm", "run-migrations", database_url=database_url, env=env)
+    # THEN the preview says which SQL was rendered and which one could not be tried
+    assert preview.returncode == 0, preview.stderr
+    assert "-- SQL of revision a1 (a1_step.py, rendered offline)" in preview.stdout
+    assert "-- SQL of revision a2 (a2_step.py, not previewed)" in preview.stdout
+    assert "LookupError: no default tenant" in preview.stdout
+    # AND the run fails with one line naming the revision, its file, the error and the state
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + preview.stderr
+    assert ("revision a2 (a2_step.py) failed after 1 of 2 revisions: LookupError: no default "
+            "tenant. Committed before it in this run: a1") in result.stderr
+    assert "The database is at revision a1" in result.stderr
+    assert f"(traceback in {log_file})" in result.stderr
+    assert 'raise LookupError("no default tenant")' in log_file.read_text()
+    assert version_rows(db) == ["a1"]
