@@ -87,3 +87,24 @@ def test_bad_target_is_its_own_error(engine: MigrationEngine) -> None:
         engine, {"admin_operation": "status", "parameters": {"target_revision": "1; drop"}}
     )
     assert answer["ok"] is False and answer["error"] == "bad_target_revision"
+
+
+def test_a_failing_revision_is_answered_with_its_file_error_and_state(
+    make_engine: Any, synthetic: Any, db: Any
+) -> None:
+    # GIVEN three revisions of which the third raises (division by zero)
+    folder, ids = synthetic(3, fail_at=3)
+    engine = make_engine(script_location=folder)
+    # WHEN an admin run applies them
+    answer = answer_admin_event(
+        engine, {"admin_operation": "run_migrations", "parameters": {}, "confirm": True}
+    )
+    # THEN the answer names the revision, its file, the error, what was committed, the state
+    assert answer["ok"] is False and answer["error"] == "migration_failed"
+    message = str(answer["message"])
+    assert f"revision {ids[2]} (00003_{ids[2]}.py) failed after 2 of 3 revisions" in message
+    assert "DataError: " in message and "division by zero" in message
+    assert f"Committed before it in this run: {ids[0]}, {ids[1]}" in message
+    assert "Traceback" not in message
+    assert answer["final"] == [ids[1]] == version_rows(db)
+    assert set(answer) >= REQUIRED_KEYS
