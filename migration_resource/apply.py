@@ -94,7 +94,7 @@ def run_steps(
     try:
         run_online(connection, core.settings.script_location,
                    "base" if target == "base" else target, direction=direction,
-                   on_step=on_step)
+                   on_step=on_step, script=catalogue.script)
     except Exception as error:  # a revision's own code: anything can come out
         applied = {d.revision for d in done}
         failed = next((r for r in order if r in rows and r not in applied), order[-1])

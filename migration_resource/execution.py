@@ -11,8 +11,30 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
+from alembic.runtime.environment import EnvironmentContext
+from alembic.script import ScriptDirectory
 
 from migration_resource.revisions import alembic_config
+
+
+def upgrade(
+    config: Config, target: str, *, start: str | None = None, sql: bool = False,
+    script: ScriptDirectory | None = None,
+) -> None:
+    """Alembic's `command.upgrade`, over a script directory that may be loaded already.
+
+    `command.upgrade` builds a new ScriptDirectory, which imports every revision file again;
+    the plan renders and tries a history several times, so it hands over the one it has.
+    """
+    scripts = script or ScriptDirectory.from_config(config)
+
+    def steps(current: Any, context: Any) -> Any:
+        return scripts._upgrade_revs(target, current)
+
+    with EnvironmentContext(config, scripts, fn=steps, as_sql=sql, starting_rev=start,
+                            destination_rev=target):
+        scripts.run_env()
 
 
 @dataclass(frozen=True)
@@ -60,11 +82,13 @@ def run_online(
     *,
     direction: str,
     on_step: Callable[[AppliedRevision], None] | None = None,
+    script: ScriptDirectory | None = None,
 ) -> list[AppliedRevision]:
     """Upgrade or downgrade on `connection`, one transaction per migration.
 
     The connection must not be inside a transaction: Alembic then opens one per revision,
-    so a failure leaves the database at the last revision that completed.
+    so a failure leaves the database at the last revision that completed. `script` is the
+    loaded script directory, when the caller has one.
     """
     config = alembic_config(script_location)
     timer = _StepTimer()
@@ -78,7 +102,7 @@ def run_online(
     config.attributes["on_version_apply"] = record
     timer.last_mark = timer.clock()
     if direction == "upgrade":
-        command.upgrade(config, target)
+        upgrade(config, target, script=script)
     else:
         command.downgrade(config, target)
     return timer.records
@@ -110,7 +134,9 @@ class OfflineRendering:
     error: Exception | None = None  # what the next revision's code raised offline
 
 
-def render_offline(script_location: Path, start: str, target: str) -> OfflineRendering:
+def render_offline(
+    script_location: Path, start: str, target: str, *, script: ScriptDirectory | None = None
+) -> OfflineRendering:
     """Render with Alembic's offline mode; stop, without raising, at a revision that cannot.
 
     One offline run, split where Alembic's per-revision callback fires. What precedes the first
@@ -130,7 +156,7 @@ def render_offline(script_location: Path, start: str, target: str) -> OfflineRen
     config.attributes["on_version_apply"] = mark
     error: Exception | None = None
     try:
-        command.upgrade(config, f"{start}:{target}", sql=True)
+        upgrade(config, target, start=start, sql=True, script=script)
     except Exception as raised:  # a revision's own code: anything can come out
         error = raised
     text = buffer.getvalue()

@@ -7,13 +7,14 @@ runs its revisions in its order. The SQL of each revision comes from one of two 
 - `captured`: a trial run (`migration_resource.trial`) in a rolled-back transaction, for the
   revisions offline mode cannot render: a data migration that reads rows fails there, since
   offline `execute()` returns None, and one whose offline SQL reads a table only shows the
-  statements its code would send for rows it never saw. The trial starts at the first such
-  revision's predecessors (they run too, to give it the database it expects) and the
-  revisions before it keep their rendered SQL.
+  statements its code would send for rows it never saw. The trial runs every pending
+  revision (each needs the database the ones before it leave), but only the revisions that
+  offline mode could not render take their SQL from it.
 
-When the trial itself stops at a revision (its code raised, or PostgreSQL refused something
-only a real commit would allow), that revision and the ones after it are `not_previewed`:
-the gate warns about each, and the apply meets the same error for real, if it is one.
+When the trial stops at a revision (its code raised, or PostgreSQL refused what only a real
+commit allows, like using an enum value added earlier in the deploy), the revisions it did
+not reach that offline mode cannot render either are `not_previewed`: the gate warns about
+each, and the apply meets the same error for real, if it is one.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from migration_resource.classification import Classification
 from migration_resource.core import ENGINE_LOGGER, EngineCore
-from migration_resource.execution import OfflineRendering, render_offline
+from migration_resource.execution import render_offline
 from migration_resource.outcomes import MigrationRefused
 from migration_resource.trial import TrialFailure, trial_run
 
@@ -39,6 +40,8 @@ logger = logging.getLogger(ENGINE_LOGGER)
 RENDERED = "rendered"
 CAPTURED = "captured"
 NOT_PREVIEWED = "not_previewed"
+# How many times a stopped trial runs again with the revision it stopped at stamped instead.
+TRIAL_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -100,89 +103,110 @@ def build_plan(
     (target,) = classification.target
     start = (stamp,) if stamp else classification.current
     order = catalogue.upgrade_order(start, target)
-    if not order:
-        return MigrationPlan(start=start, target=target, steps=(), stamp=stamp)
-    if len(start) > 1:
-        # Offline mode upgrades from one revision only; a database at several branch heads
-        # goes straight to the trial.
-        rendering = OfflineRendering({})
-    else:
-        rendering = render_offline(core.settings.script_location,
-                                   start[0] if start else "base", target)
-    first_unrendered = next(
-        (r for r in order if r not in rendering.sql or _reads_rows(rendering.sql[r])), None
-    )
 
     def file_of(revision: str) -> str:
         return catalogue.file_path(revision).name
 
-    if first_unrendered is None:
-        steps = tuple(PlannedRevision(r, file_of(r), rendering.sql[r], RENDERED) for r in order)
+    rendered = _render_what_offline_can(core, order, start, target)
+    unrendered = [r for r in order if r not in rendered]
+    if not unrendered:
+        steps = tuple(PlannedRevision(r, file_of(r), rendered[r], RENDERED) for r in order)
         return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp)
 
-    logger.info("Revision %s reads the database, so its SQL cannot be rendered offline; "
-                "capturing what it runs in a trial run that is rolled back", first_unrendered)
-    settings = core.settings
-    with hold_lock():
-        trial = trial_run(
-            core.connect, settings.script_location, order, target, stamp=stamp,
-            statement_timeout_seconds=settings.migration_timeout_seconds,
-            lock_timeout_seconds=settings.lock_timeout_seconds,
-        )
-    trial_from = order.index(first_unrendered)
-    planned: dict[str, PlannedRevision] = {}
-    for index, revision in enumerate(order):
-        if index < trial_from:
-            planned[revision] = PlannedRevision(revision, file_of(revision),
-                                                rendering.sql[revision], RENDERED)
-        elif revision in trial.captured:
-            planned[revision] = PlannedRevision(revision, file_of(revision),
-                                                trial.sql(revision), CAPTURED)
-    if trial.failure is not None:
-        failed = trial.failure.revision
-        logger.warning("Trial run: revision %s (%s) raised %s: %s", failed, file_of(failed),
-                       trial.failure.error_type, trial.failure.message)
-        planned[failed] = PlannedRevision(failed, file_of(failed), "", NOT_PREVIEWED,
-                                          _not_previewed_note(failed, trial.failure))
-        planned.update(_render_the_rest(core, order, target, planned, file_of))
-    steps = tuple(planned.get(r) or PlannedRevision(r, file_of(r), "", NOT_PREVIEWED,
-                                                    _not_previewed_note(r, trial.failure))
-                  for r in order)
+    logger.info("%d revisions read the database (the first: %s), so their SQL cannot be "
+                "rendered offline; capturing what they run in a trial run that is rolled back",
+                len(unrendered), unrendered[0])
+    captured, failure, skipped = _capture(core, order, target, stamp=stamp,
+                                          wanted=set(unrendered), hold_lock=hold_lock)
+    left_out = ", ".join(skipped)
+    steps = tuple(
+        PlannedRevision(r, file_of(r), rendered[r], RENDERED) if r in rendered
+        else PlannedRevision(r, file_of(r), captured[r][0], CAPTURED,
+                             f"captured with {captured[r][1]} stamped instead of run (the "
+                             "trial could not run it)" if captured[r][1] else "")
+        if r in captured
+        else PlannedRevision(r, file_of(r), "", NOT_PREVIEWED, _not_previewed_note(r, failure))
+        for r in order
+    )
+    if skipped:
+        logger.info("Trial run: captured with %s stamped instead of run", left_out)
     return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
-                         trial_failure=trial.failure)
+                         trial_failure=failure)
 
 
-def _render_the_rest(
-    core: EngineCore, order: tuple[str, ...], target: str,
-    planned: dict[str, PlannedRevision], file_of: Callable[[str], str],
-) -> dict[str, PlannedRevision]:
-    """After the trial stopped: render offline what it can, from the revision it stopped at.
+def _capture(
+    core: EngineCore, order: tuple[str, ...], target: str, *, stamp: str | None,
+    wanted: set[str], hold_lock: Callable[[], AbstractContextManager[None]],
+) -> tuple[dict[str, tuple[str, str]], TrialFailure | None, tuple[str, ...]]:
+    """Captured SQL of the `wanted` revisions: revision → (SQL, revisions stamped instead).
 
-    The trial cannot go past a revision that needs a real commit before it (a data
-    migration using an enum value added by `ALTER TYPE ... ADD VALUE` just before), but
-    offline mode needs no database: it renders every later revision that does not read
-    rows. Each revision it cannot render is left `not_previewed`, and rendering goes on
-    after it.
+    A trial that stops at a revision is run again with that revision stamped instead of
+    run, a few times at most, so one revision the trial cannot run (a data migration using
+    an enum value added just before) does not hide every revision after it. The first
+    failure is the one reported.
     """
-    found: dict[str, PlannedRevision] = {}
-    stopped = next(r for r in order if r in planned and planned[r].source == NOT_PREVIEWED)
-    for _ in range(len(order)):
-        rendering = render_offline(core.settings.script_location, stopped, target)
+    settings = core.settings
+    captured: dict[str, tuple[str, str]] = {}
+    skip: list[str] = []
+    first_failure: TrialFailure | None = None
+    with hold_lock():
+        for _ in range(TRIAL_RETRIES + 1):
+            trial = trial_run(
+                core.connect, settings.script_location, order, target, stamp=stamp,
+                skip=frozenset(skip), script=core.catalogue.script,
+                statement_timeout_seconds=settings.migration_timeout_seconds,
+                lock_timeout_seconds=settings.lock_timeout_seconds,
+            )
+            for revision in wanted & set(trial.captured) - set(captured):
+                captured[revision] = (trial.sql(revision), ", ".join(skip))
+            failure = trial.failure
+            if failure is None:
+                break
+            logger.warning("Trial run: revision %s (%s) raised %s: %s", failure.revision,
+                           core.catalogue.file_path(failure.revision).name,
+                           failure.error_type, failure.message)
+            first_failure = first_failure or failure
+            if failure.revision in skip or failure.revision not in order:
+                break
+            skip.append(failure.revision)
+            if not any(r not in captured for r in order[order.index(failure.revision) + 1:]
+                       if r in wanted):
+                break
+    return captured, first_failure, tuple(skip)
+
+
+def _render_what_offline_can(
+    core: EngineCore, order: tuple[str, ...], start: tuple[str, ...], target: str
+) -> dict[str, str]:
+    """Offline SQL of every planned revision that neither reads rows nor fails to render.
+
+    Offline mode needs no database, so rendering goes on past a revision it cannot render:
+    the next run starts from that revision. From several current heads (before a merge) it
+    starts at one of them; the already applied revisions it renders are left out.
+    """
+    planned = set(order)
+    rendered: dict[str, str] = {}
+    seen: set[str] = set()
+    begin = start[0] if start else "base"
+    for _ in range(len(order) + 1):
+        rendering = render_offline(core.settings.script_location, begin, target,
+                                   script=core.catalogue.script)
         for revision, sql in rendering.sql.items():
-            if revision not in planned and revision not in found and not _reads_rows(sql):
-                found[revision] = PlannedRevision(revision, file_of(revision), sql, RENDERED)
-        left = [r for r in order if r not in planned and r not in found]
-        if not left:
+            if revision in planned and revision not in seen:
+                seen.add(revision)
+                if not _reads_rows(sql):
+                    rendered[revision] = sql
+        if rendering.error is None:
             break
-        stopped = left[0]
-        found[stopped] = PlannedRevision(
-            stopped, file_of(stopped), "", NOT_PREVIEWED,
-            "it reads the database, and the trial run stopped before it"
-            if rendering.error is None else
-            f"it reads the database, so offline mode cannot render it "
-            f"({type(rendering.error).__name__}), and the trial run stopped before it",
-        )
-    return found
+        stopped = next((r for r in order if r not in seen), None)
+        if stopped is None:
+            break
+        logger.info("Revision %s cannot be rendered offline (%s: %s)", stopped,
+                    type(rendering.error).__name__,
+                    " ".join(str(rendering.error).split())[:200])
+        seen.add(stopped)
+        begin = stopped
+    return rendered
 
 
 def _not_previewed_note(revision: str, failure: TrialFailure | None) -> str:

@@ -39,8 +39,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
+from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import to_tuple
 
+from migration_resource.execution import upgrade
 from migration_resource.revisions import alembic_config
 
 logger = logging.getLogger(__name__)
@@ -135,6 +139,11 @@ class _Recorder:
         self.by_revision[str(step.up_revision_id)] = tuple(self.pending)
         self.pending = []
 
+    def forget(self, revision: str) -> None:
+        """A stamped revision ran nothing of its own (the stamp's bookkeeping only)."""
+        self.by_revision.pop(revision, None)
+        self.pending = []
+
 
 def trial_run(
     connect: Callable[[], AbstractContextManager[sa.Connection]],
@@ -143,6 +152,8 @@ def trial_run(
     target: str,
     *,
     stamp: str | None = None,
+    skip: frozenset[str] = frozenset(),
+    script: ScriptDirectory | None = None,
     statement_timeout_seconds: int,
     lock_timeout_seconds: int,
 ) -> TrialResult:
@@ -151,7 +162,9 @@ def trial_run(
     `connect` opens the trial's own connection. `order` is the pending revisions in the
     order Alembic runs them (to name the revision that raised). `stamp` writes that revision
     into alembic_version first, inside the same transaction: a plan made as if a baseline
-    had been stamped.
+    had been stamped. The revisions in `skip` are stamped instead of run (an earlier trial
+    could not run them), so the trial sees the revisions after them. `script` is the
+    script directory when the caller has it loaded already.
     """
     recorder = _Recorder(render=_literal_sql)
     with connect() as connection:
@@ -171,9 +184,13 @@ def trial_run(
                             retval=True)
             try:
                 with _autocommit_blocks_stay_in_the_transaction():
-                    command.upgrade(config, target)
+                    _upgrade_skipping(config, order, target, skip, recorder,
+                                      script or ScriptDirectory.from_config(config))
             except Exception as error:  # a revision's own code: anything can come out
-                failed = next((r for r in order if r not in recorder.by_revision), target)
+                failed = next(
+                    (r for r in order if r not in recorder.by_revision and r not in skip),
+                    target,
+                )
                 logger.info("Trial run: revision %s raised %s", failed, type(error).__name__,
                             exc_info=True)
                 return TrialResult(
@@ -185,6 +202,21 @@ def trial_run(
         finally:
             _roll_back(connection)
     return TrialResult(captured=dict(recorder.by_revision))
+
+
+def _upgrade_skipping(  # noqa: PLR0917 - private, one caller
+    config: Config, order: Sequence[str], target: str, skip: frozenset[str],
+    recorder: _Recorder, script: ScriptDirectory,
+) -> None:
+    """Upgrade to `target`; each revision in `skip` is stamped once what it stands on ran."""
+    for revision in (r for r in order if r in skip):
+        found = script.get_revision(revision)
+        assert found is not None
+        for down in to_tuple(found.down_revision, default=()):
+            upgrade(config, down, script=script)
+        command.stamp(config, revision)
+        recorder.forget(revision)
+    upgrade(config, target, script=script)
 
 
 @contextmanager

@@ -168,11 +168,11 @@ def test_the_dry_run_says_which_sql_was_rendered_and_which_captured(
     assert outcome.ok
     assert outcome.plan is not None
     assert [(s["revision"], s["source"]) for s in outcome.plan] == [
-        ("r1", "rendered"), ("r2", "captured"), ("r3", "captured"),
+        ("r1", "rendered"), ("r2", "captured"), ("r3", "rendered"),
     ]
     assert outcome.plan[1]["file"] == "r2_step.py"
     assert outcome.sql is not None and list(outcome.sql) == ids
-    assert "1 rendered offline, 2 captured in a rolled-back trial run" in " ".join(outcome.notes)
+    assert "2 rendered offline, 1 captured in a rolled-back trial run" in " ".join(outcome.notes)
     assert relations(db) == []
 
 
@@ -206,7 +206,7 @@ def test_a_revision_raising_in_the_trial_is_previewed_as_such_and_fails_cleanly(
     execute(db, "INSERT INTO roles VALUES (3, 'guest')")
     preview = engine.dry_run()
     assert preview.plan is not None
-    assert [s["source"] for s in preview.plan] == ["not_previewed", "not_previewed"]
+    assert [s["source"] for s in preview.plan] == ["not_previewed", "rendered"]
     assert "ValueError: no default tenant" in preview.plan[0]["note"]
     assert any("revision r2 raised in the trial run: ValueError" in n for n in preview.notes)
     with pytest.raises(MigrationFailed) as failure:
