@@ -74,10 +74,16 @@ The replay never reaches the live tables:
   live database has is not run: the replay stops with a `BaselineError` saying so. The
   baseline is then unverifiable; an operator who knows the revision stamps it.
 
-One limit follows from the ``search_path``: objects of extensions installed in another
-schema (``uuid_generate_v4()``, the ``citext`` type) are not found unqualified, so a revision
-using them fails in the replay and the baseline is unverifiable (`BaselineError`) rather than
-wrong; qualified with the live schema, they are refused as above.
+An extension the live database already has keeps its objects in its own schema (usually
+the live one), off the replay's path: ``ALTER COLUMN email TYPE citext`` would fail there with
+"type citext does not exist". So the statement is run with the extension's types, functions
+and operator classes named with their schema (``public.citext``, ``public.gin_trgm_ops``),
+found through the parse, which reaches those objects and nothing else of that schema; a
+revision may also name them so itself. Names pg_catalog also has are left alone (citext's own
+``replace()`` must not replace the built-in one), as are operators (``%`` of pg_trgm) and
+function bodies: a revision using those fails in the replay, and the baseline is unverifiable
+(`BaselineError`) rather than wrong. After each revision the scratch schema is reflected with
+the extensions' schemas on the path, as the live one is, so both read ``citext`` unqualified.
 
 The replay writes (it creates and drops a schema), so callers run it under the migration
 lock. The scratch schema is always dropped, also when a migration or the comparison fails; a
@@ -218,9 +224,11 @@ def find_baseline(
         # alone on the path, PostgreSQL renders its names (view definitions, defaults)
         # unqualified, exactly as the replay connection renders the scratch schema's.
         connection.exec_driver_sql("SET TRANSACTION READ ONLY")
-        quoted = connection.dialect.identifier_preparer.quote(schema)
-        connection.exec_driver_sql(f"SET LOCAL search_path TO {quoted}")
         installed = _installed_extensions(connection)
+        objects = _extension_objects(connection)
+        connection.exec_driver_sql(
+            f"SET LOCAL search_path TO {_search_path(connection, schema, objects)}"
+        )
         live = _reflect(connection, schema, skipped, installed)
         connection.rollback()
 
@@ -233,7 +241,7 @@ def find_baseline(
         replay = _replay_and_compare(
             database, script_location, candidates, live,
             schema=schema, scratch=scratch, skipped=skipped, installed=installed,
-            statement_timeout_seconds=statement_timeout_seconds,
+            objects=objects, statement_timeout_seconds=statement_timeout_seconds,
         )
     except BaseException:
         # The original error is what the caller must see; a failed drop is only logged.
@@ -340,12 +348,20 @@ class _Replay:
     def after_revision(self, step: AppliedRevision) -> None:
         if step.revision not in self.candidates:
             return
+        connection, quoted = self.connection, self.connection.dialect.identifier_preparer.quote
         try:
             # Our own catalogue queries need no guarding, and parsing them would cost time.
             self.guard.paused = True
-            extensions = _installed_extensions(self.connection, self.scratch)
-            replayed = _reflect(self.connection, self.scratch, self.skipped,
-                                extensions | self.guard.declared_extensions)
+            # Only catalogue queries run now, so the extensions' schemas can be on the path:
+            # their types and functions then read unqualified, as on the live side.
+            path = _search_path(connection, self.scratch, self.guard.extension_objects)
+            connection.exec_driver_sql(f"SET search_path TO {path}")
+            try:
+                extensions = _installed_extensions(connection, self.scratch)
+                replayed = _reflect(connection, self.scratch, self.skipped,
+                                    extensions | self.guard.declared_extensions)
+            finally:
+                connection.exec_driver_sql(f"SET search_path TO {quoted(self.scratch)}")
         except Exception as error:
             self.comparison_error = error
             raise
@@ -373,6 +389,7 @@ def _replay_and_compare(
     scratch: str,
     skipped: frozenset[str],
     installed: frozenset[str],
+    objects: _ExtensionObjects,
     statement_timeout_seconds: int,
 ) -> _Replay:
     """One Alembic run up to the last candidate, comparing after every revision.
@@ -392,7 +409,8 @@ def _replay_and_compare(
         # Session settings survive the commit; Alembic needs a connection outside a
         # transaction to give each revision its own.
         connection.commit()
-        guard = _Guard(live_schema=schema, scratch=scratch, installed_extensions=installed)
+        guard = _Guard(live_schema=schema, scratch=scratch, installed_extensions=installed,
+                       extension_objects=objects)
         guard.install(connection)
         replay = _Replay(connection, guard, live, scratch, skipped, frozenset(candidates))
         if not candidates:
@@ -479,6 +497,33 @@ _CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\s+(?!IF\s+NOT\s+EXISTS\b
 _EXCERPT_CHARS = 80
 
 
+@dataclass(frozen=True)
+class _ExtensionObjects:
+    """Types, functions and operator classes of installed extensions: name → schema.
+
+    Only names that pg_catalog does not also have (citext defines its own ``replace()``: a
+    call to it must keep resolving to the built-in one).
+    """
+
+    types: Mapping[str, str] = field(default_factory=dict)
+    functions: Mapping[str, str] = field(default_factory=dict)
+    opclasses: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        every = {*self.types.values(), *self.functions.values(), *self.opclasses.values()}
+        return tuple(sorted(every))
+
+    def qualified_names(self) -> frozenset[tuple[str, str, str]]:
+        """(parse node field, schema, name) of each object, as a qualified name reads."""
+        return frozenset(
+            (field_name, schema, name)
+            for field_name, objects in (("names", self.types), ("funcname", self.functions),
+                                        ("opclass", self.opclasses))
+            for name, schema in objects.items()
+        )
+
+
 @dataclass
 class _Guard:
     """Sees every statement of the replay connection before it runs (see the module doc)."""
@@ -486,6 +531,7 @@ class _Guard:
     live_schema: str
     scratch: str
     installed_extensions: frozenset[str]  # in the database before the replay began
+    extension_objects: _ExtensionObjects = field(default_factory=_ExtensionObjects)
     declared_extensions: set[str] = field(default_factory=set)  # named by replayed statements
     refusal: str | None = None  # why a statement was stopped; the replay then fails
     paused: bool = False
@@ -540,8 +586,9 @@ class _Guard:
             if self.qualified.search(sql):
                 raise self._names_live_schema(statement) from None
             return statement
+        allowed = self.extension_objects.qualified_names()
         for raw in parsed:
-            if raw.stmt is not None and self._names_live(raw.stmt):
+            if raw.stmt is not None and self._names_live(raw.stmt, allowed):
                 raise self._names_live_schema(statement)
         for raw in parsed:
             node = raw.stmt
@@ -561,6 +608,8 @@ class _Guard:
                         f"({_excerpt(statement)})"
                     )
                 self.declared_extensions.discard(name)
+        if sql == statement:  # the parse's offsets are the statement's (no placeholders)
+            statement = _qualify_extension_objects(statement, parsed, self.extension_objects)
         return statement
 
     def _names_live_schema(self, statement: str) -> _Refused:
@@ -568,9 +617,9 @@ class _Guard:
             f"names the live schema {self.live_schema} explicitly ({_excerpt(statement)})"
         )
 
-    def _names_live(self, root: ast.Node) -> bool:
+    def _names_live(self, root: ast.Node, allowed: frozenset[tuple[str, str, str]]) -> bool:
         return any(
-            _node_names_schema(node, name, self.live_schema, self.qualified)
+            _node_names_schema(node, name, self.live_schema, self.qualified, allowed)
             for node, name in _walk(root)
         )
 
@@ -608,8 +657,15 @@ def _walk(root: Any) -> Iterator[tuple[Any, str]]:
             stack.extend((getattr(value, slot), slot) for slot in slots)
 
 
-def _node_names_schema(node: Any, field_name: str, live: str, qualified: re.Pattern[str]) -> bool:
-    """One node of a parsed statement names the live schema as a schema."""
+def _node_names_schema(
+    node: Any, field_name: str, live: str, qualified: re.Pattern[str],
+    allowed: frozenset[tuple[str, str, str]] = frozenset(),
+) -> bool:
+    """One node of a parsed statement names the live schema as a schema.
+
+    `allowed`: (field, schema, name) of an extension's type, function or operator class,
+    which a revision may name qualified (``public.citext``): none of them is a live table.
+    """
     from pglast import ast  # noqa: PLC0415
 
     if isinstance(node, tuple):
@@ -617,6 +673,8 @@ def _node_names_schema(node: Any, field_name: str, live: str, qualified: re.Patt
         if field_name not in _NAME_FIELDS:
             return False
         names = [n.sval for n in node if isinstance(n, ast.String)]
+        if len(names) == 2 and (field_name, *names) in allowed:
+            return False
         return len(names) == len(node) >= 2 and live in names[:-1]
     rule = _schema_rules().get(type(node))
     return rule is not None and rule(node, live, qualified)
@@ -698,6 +756,97 @@ def _extensions_changed(node: Any) -> list[str]:
             and node.objectType == ObjectType.OBJECT_EXTENSION):
         return _strings(node.object)
     return []
+
+
+_EXTENSION_OBJECTS = sa.text("""
+    SELECT kind, name, schema FROM (
+        SELECT 'type' AS kind, t.typname AS name, n.nspname AS schema, t.oid AS oid,
+               EXISTS (SELECT FROM pg_catalog.pg_type b WHERE b.typname = t.typname
+                       AND b.typnamespace = 'pg_catalog'::regnamespace) AS builtin
+        FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+        UNION ALL
+        SELECT 'function', p.proname, n.nspname, p.oid,
+               EXISTS (SELECT FROM pg_catalog.pg_proc b WHERE b.proname = p.proname
+                       AND b.pronamespace = 'pg_catalog'::regnamespace)
+        FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+        UNION ALL
+        SELECT 'opclass', o.opcname, n.nspname, o.oid,
+               EXISTS (SELECT FROM pg_catalog.pg_opclass b WHERE b.opcname = o.opcname
+                       AND b.opcnamespace = 'pg_catalog'::regnamespace)
+        FROM pg_catalog.pg_opclass o JOIN pg_catalog.pg_namespace n ON n.oid = o.opcnamespace
+    ) AS objects
+    WHERE NOT builtin AND NOT starts_with(schema, :prefix) AND EXISTS (
+        SELECT FROM pg_catalog.pg_depend d WHERE d.objid = objects.oid AND d.deptype = 'e'
+        AND d.classid = CASE kind WHEN 'type' THEN 'pg_catalog.pg_type'::regclass
+                                  WHEN 'function' THEN 'pg_catalog.pg_proc'::regclass
+                                  ELSE 'pg_catalog.pg_opclass'::regclass END)
+    ORDER BY kind, name, schema
+""")
+
+
+def _extension_objects(connection: sa.Connection) -> _ExtensionObjects:
+    found: dict[str, dict[str, str]] = {"type": {}, "function": {}, "opclass": {}}
+    for kind, name, schema in connection.execute(_EXTENSION_OBJECTS, {"prefix": SCRATCH_PREFIX}):
+        found[kind].setdefault(name, schema)
+    return _ExtensionObjects(found["type"], found["function"], found["opclass"])
+
+
+def _search_path(connection: sa.Connection, schema: str, objects: _ExtensionObjects) -> str:
+    quote = connection.dialect.identifier_preparer.quote
+    return ", ".join(quote(name) for name in dict.fromkeys((schema, *objects.schemas)))
+
+
+def _qualify_extension_objects(
+    statement: str, parsed: Sequence[Any], objects: _ExtensionObjects
+) -> str:
+    """Qualify the unqualified names of extension objects installed outside the scratch schema.
+
+    The replay's path is the scratch schema alone, where an extension the database already
+    has is not: ``ALTER COLUMN email TYPE citext`` would fail with "type citext does not
+    exist". Named with their schema (``public.citext``) they are found, and nothing else of
+    that schema becomes reachable. Types and function calls are found by their place in the
+    parse, operator classes (which have none) by their token; operators are left as they are.
+    """
+    from pglast import ast  # noqa: PLC0415
+    from pglast.parser import scan  # noqa: PLC0415
+
+    inserts: dict[int, str] = {}  # byte offset → schema to put before the name there
+    opclasses: set[str] = set()
+    for raw in parsed:
+        for node, _ in _walk(raw.stmt):
+            if isinstance(node, ast.TypeName | ast.FuncCall):
+                names = node.names if isinstance(node, ast.TypeName) else node.funcname
+                known = objects.types if isinstance(node, ast.TypeName) else objects.functions
+                single = _strings(names)
+                if len(single) == 1 == len(names or ()) and single[0] in known and (
+                    node.location is not None and node.location >= 0
+                ):
+                    inserts[node.location] = known[single[0]]
+            elif isinstance(node, ast.IndexElem):
+                single = _strings(node.opclass)
+                if len(single) == 1 == len(node.opclass or ()) and single[0] in objects.opclasses:
+                    opclasses.add(single[0])
+    if opclasses:
+        data = statement.encode()
+        tokens = scan(statement)
+        for previous, token in zip([None, *tokens], tokens, strict=False):
+            text = data[token.start:token.end + 1].decode()
+            name = text[1:-1].replace('""', '"') if text.startswith('"') else text.lower()
+            if (token.name == "IDENT" and name in opclasses
+                    and (previous is None or previous.name != "ASCII_46")):  # not after "."
+                inserts[token.start] = objects.opclasses[name]
+    if not inserts:
+        return statement
+    data = statement.encode()
+    for offset in sorted(inserts, reverse=True):
+        data = data[:offset] + _quote_identifier(inserts[offset]).encode() + b"." + data[offset:]
+    return data.decode()
+
+
+def _quote_identifier(name: str) -> str:
+    if re.fullmatch(r"[a-z_][a-z0-9_$]*", name):
+        return name
+    return '"' + name.replace('"', '""') + '"'
 
 
 def _excerpt(statement: str) -> str:
