@@ -191,7 +191,8 @@ class BaselineResult:
         ]
         first = lines[0]
         room = SUMMARY_LIMIT - len(head) - len(more(1))
-        shown = [first if len(first) <= room else first[: room - 1].rstrip() + "…"]
+        # A first difference too long for the room is cut at a word, rather than left out.
+        shown = [first if len(first) <= room else first[: room - 1].rsplit(" ", 1)[0] + "…"]
         for line in lines[1:]:
             candidate = [*shown, line]
             if len(head + "; ".join(candidate) + more(len(candidate))) > SUMMARY_LIMIT:
@@ -342,7 +343,8 @@ class _Replay:
 
         if not self.differing:
             return None, [], 0
-        revision = min(self.differing, key=lambda r: (score(r), self.compared.index(r)))
+        # `min` keeps the first of equals, and the revisions are in replay order.
+        revision = min(self.differing, key=score)
         return revision, self.differing[revision], score(revision)
 
     def after_revision(self, step: AppliedRevision) -> None:
@@ -413,12 +415,11 @@ def _replay_and_compare(
                        extension_objects=objects)
         guard.install(connection)
         replay = _Replay(connection, guard, live, scratch, skipped, frozenset(candidates))
-        if not candidates:
-            return replay
         stopped = False
         try:
-            run_online(connection, script_location, candidates[-1], direction="upgrade",
-                       on_step=replay.after_revision)
+            if candidates:
+                run_online(connection, script_location, candidates[-1], direction="upgrade",
+                           on_step=replay.after_revision)
         except _StopReplay:
             stopped = True
         except Exception as error:
@@ -435,6 +436,12 @@ def _replay_and_compare(
                 revision=revision,
                 replayed=tuple(replay.compared),
             ) from error
+        finally:
+            # Its session's search_path names the scratch schema, about to be dropped: a
+            # pooled engine must not hand this connection to anyone else.
+            connection.invalidate()
+    if not candidates:
+        return replay
     if guard.refusal is not None:
         # The migration caught our exception and carried on: what it replayed is not what
         # its statements would have done, so it proves nothing either.

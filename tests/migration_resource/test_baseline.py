@@ -235,6 +235,11 @@ def test_constraint_and_index_names_are_differences(db: sa.Engine) -> None:
         f"uq_users_email at revision {HEAD}",
     )
     assert result.difference_weight == 4
+    assert result.summary() == (
+        f"schema matches no revision; nearest {HEAD}: foreign key on tasks(project_id → "
+        "projects(id) ON DELETE CASCADE) is named tasks_project_fk in the database, "
+        "fk_tasks_project_id_projects… (+3 more)"
+    )
 
 
 def test_product_tables_are_left_out(db: sa.Engine) -> None:
@@ -337,6 +342,19 @@ def test_long_lists_of_differences_are_summarised(db: sa.Engine) -> None:
         f"schema matches no revision; nearest {HEAD}: column users.extra_00 exists in the "
         "database only; column users.extra_01 exists in the database only (+23 more)"
     )
+
+
+def test_a_refusal_names_the_first_three_differences_then_how_many_more(db: sa.Engine) -> None:
+    tables_at(db, SAMPLE_SCRIPTS, HEAD)
+    execute(db, *(f"ALTER TABLE users ADD COLUMN {name} integer" for name in "abcd"))
+    summary = find_baseline(db, SAMPLE_SCRIPTS, ORDER).summary()
+    # one line, short enough for a CloudFormation reason, the first difference first
+    assert summary == (
+        f"schema matches no revision; nearest {HEAD}: column users.a exists in the database "
+        "only; column users.b exists in the database only; column users.c exists in the "
+        "database only (+1 more)"
+    )
+    assert len(summary) <= baseline.SUMMARY_LIMIT
 
 
 def test_an_extra_table_is_a_difference_unless_ignored(db: sa.Engine) -> None:
