@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,25 @@ from alembic.runtime.environment import EnvironmentContext
 from alembic.script import ScriptDirectory
 
 from migration_resource.revisions import alembic_config
+
+
+@contextmanager
+def alembic_quiet() -> Iterator[None]:
+    """Alembic's INFO lines ("Running upgrade a -> b") off, for runs that are not the real one.
+
+    Rendering, trial runs and the baseline's replay would otherwise read, in a deploy's log,
+    like migrations of the live database.
+    """
+    loggers = [logging.getLogger(name) for name in ("alembic.runtime.migration",
+                                                    "alembic.runtime.plugins")]
+    levels = [one.level for one in loggers]
+    for one in loggers:
+        one.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for one, level in zip(loggers, levels, strict=True):
+            one.setLevel(level)
 
 
 def upgrade(
@@ -156,7 +177,8 @@ def render_offline(
     config.attributes["on_version_apply"] = mark
     error: Exception | None = None
     try:
-        upgrade(config, target, start=start, sql=True, script=script)
+        with alembic_quiet():
+            upgrade(config, target, start=start, sql=True, script=script)
     except Exception as raised:  # a revision's own code: anything can come out
         error = raised
     text = buffer.getvalue()

@@ -21,7 +21,7 @@ from migration_resource.baseline import (
 )
 from migration_resource.classification import Classification
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
-from migration_resource.execution import stamp_online
+from migration_resource.execution import alembic_quiet, stamp_online
 from migration_resource.outcomes import MigrationRefused
 from migration_resource.states import (
     OVERLAPPING_REVISIONS,
@@ -45,25 +45,19 @@ def search_baseline(core: EngineCore) -> BaselineResult:
         "Verifying the baseline: replaying %d revisions into a scratch schema (the live "
         "tables are only read)", len(catalogue.ordered),
     )
-    # Alembic logs "Running upgrade ..." per replayed revision, which would read like a
-    # migration of the live database.
-    alembic_log = logging.getLogger("alembic.runtime.migration")
-    level = alembic_log.level
-    alembic_log.setLevel(logging.WARNING)
     try:
-        result = find_baseline(
-            core.database, core.settings.script_location, catalogue.ordered,
-            schema=core.settings.schema, ignored_tables=core.settings.ignored_tables,
-            statement_timeout_seconds=core.settings.migration_timeout_seconds,
-        )
+        with alembic_quiet():
+            result = find_baseline(
+                core.database, core.settings.script_location, catalogue.ordered,
+                schema=core.settings.schema, ignored_tables=core.settings.ignored_tables,
+                statement_timeout_seconds=core.settings.migration_timeout_seconds,
+            )
     except BaselineError as error:
         raise MigrationRefused(
             f"tables_without_migration_history: the baseline check could not replay the "
             f"migrations ({error}); nothing was changed. Stamp the revision yourself with "
             f"--baseline REV if you know it; see {RUNBOOK}#tables-without-migration-history"
         ) from None
-    finally:
-        alembic_log.setLevel(level)
     logger.info("Baseline search: %s (%d revisions compared in %.2f s)",
                 result.summary(), result.revisions_compared, result.seconds)
     return result

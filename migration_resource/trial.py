@@ -44,7 +44,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import to_tuple
 
-from migration_resource.execution import upgrade
+from migration_resource.execution import alembic_quiet, upgrade
 from migration_resource.revisions import alembic_config
 
 logger = logging.getLogger(__name__)
@@ -183,7 +183,7 @@ def trial_run(
             sa.event.listen(connection, "before_cursor_execute", recorder.before_execute,
                             retval=True)
             try:
-                with _autocommit_blocks_stay_in_the_transaction():
+                with _autocommit_blocks_stay_in_the_transaction(), alembic_quiet():
                     _upgrade_skipping(config, order, target, skip, recorder,
                                       script or ScriptDirectory.from_config(config))
             except Exception as error:  # a revision's own code: anything can come out
