@@ -41,6 +41,7 @@ benchmark: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/python benchmarks/baseline_search.py
 	$(BIN)/python benchmarks/no_change_update.py
 	$(BIN)/python benchmarks/deploy_local.py
+	$(BIN)/python benchmarks/long_history.py
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.
