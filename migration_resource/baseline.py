@@ -26,9 +26,9 @@ ones after it will run against these tables:
 - enum types and their labels, in order (a later ``ALTER TYPE ... ADD VALUE 'x' AFTER 'y'``
   needs ``y``);
 - sequences not owned by a column, by name and parameters (type, start, increment, bounds,
-  cycle). A sequence owned by a serial or identity column is compared through its column (the
-  default names it, the identity implies it) and only its parameters are compared by name
-  when both sides have it, so a missing column is one difference, not two;
+  cycle). A sequence owned by a serial or identity column goes with its column (the default
+  names it, the identity implies it): it is compared (parameters, owner) only where both sides
+  have one of that name, so a missing column or table is one difference, not two;
 - views and materialized views, by name and definition (``pg_get_viewdef``, whitespace and
   the schema's own qualification removed);
 - extensions, by name, across the whole database (PL/pgSQL, always there, is left out). An
