@@ -1,13 +1,43 @@
 """Checksums of revision files: what makes an edited, already applied migration visible.
 
-Only file bytes are read (no import, no compile), so the CDK app can compute the same
-history digest at synth time and the engine can compare it with one query.
+`code_checksum` is the one that matters. It covers what a revision *does*: the parsed code
+of the file, written out in a canonical form and hashed (SHA-256). Comments, docstrings,
+blank lines, indentation style, quote style, line breaks inside brackets, trailing commas and
+line endings are not behaviour, so `ruff format`, a CRLF checkout or a corrected comment in
+an applied revision leave the checksum alone and the next deploy goes ahead. A changed
+statement (another column name, another SQL string, an added `op.execute`, another
+`down_revision`) is behaviour and changes it, so the deploy refuses the database as
+`inconsistent` rather than pretend the revision it runs is the one that ran. The migration
+gate's `# migration-gate: allow-destructive` marker is a comment: adding it to an applied
+revision no longer changes that revision's checksum.
+
+The canonical form is independent of the Python version: the Lambda runs 3.12 while the
+CDK synth and the CLI run 3.11, and they must agree on the same file. `ast.dump` does not
+(3.12 adds `type_params` to functions and classes), so the form is written here: a node's
+type name, then its fields sorted by name, leaving out fields that are None or an empty list
+(a field a later version adds, empty for ordinary code, changes nothing), and never the
+positions (`lineno`, `col_offset`, ...). Constants are written with their type, strings
+JSON-escaped (`repr` of a str depends on the Unicode database, which differs between
+versions) and bytes by `repr`; the `u` prefix (`Constant.kind`) is left out, `u"x"` is `"x"`.
+A docstring (the first statement of a module, class or function when it is a string
+constant) is left out. f-strings are parsed to JoinedStr/FormattedValue by every version,
+but 3.12 adds empty string parts to format specs holding a field (`f"{x:>{w}}"`) that 3.11
+and 3.13 do not: empty parts are dropped and adjacent ones joined, and an empty format spec
+(`f"{x:}"`) is the same as none.
+
+Only the file is read (no import, no compile), with the standard library alone, so the CDK
+app computes the same history digest at synth time that the engine records, and the engine
+compares it with one query. `file_checksum` (SHA-256 of the bytes) stays: audit rows
+written before the code checksum existed hold it, and the engine accepts either.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
+import json
 import re
+import warnings
 from pathlib import Path
 
 # A revision whose file contains this runs statements outside a transaction; if it dies
@@ -19,19 +49,146 @@ _EXPLICIT_COMMIT = re.compile(
     r"""execute\(\s*(?:sa\.text\(\s*)?[rbu]?["']\s*(COMMIT|END)\b""", re.I
 )
 
+# First line of the canonical form: a new form gets a new number, so it can never be
+# mistaken for the old one.
+_CANONICAL_FORM = "code-checksum/1\n"
+_WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_TRAILING_SPACE = " \t\f\v"
+
 
 def file_checksum(path: Path) -> str:
+    """Legacy checksum: SHA-256 of the file's bytes (any edit at all changes it)."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def code_checksum(path: Path) -> str:
+    """SHA-256 (64 hex characters) of the canonical form of the revision's parsed code.
+
+    Formatting, comments and docstrings do not change it; a changed statement does (see the
+    module docstring for the form).
+
+    A file that does not parse still gets a checksum, and this function never raises for
+    its content: loading the scripts reports the syntax error itself, with the file and
+    line, and a checksum that raised would only hide that message behind a traceback. Such
+    a file is hashed as text instead: line endings normalised to LF, trailing whitespace of
+    every line and blank lines at the end dropped. The same goes for code nested so deeply
+    that the parser gives up (thousands of chained operators); how deep it may go differs
+    between Python versions, so such a file may have a different checksum under another
+    interpreter: an edit is then reported that was not made, never the other way round.
+    """
+    source = path.read_bytes()
+    try:
+        # An invalid escape such as "\d" is a SyntaxWarning (DeprecationWarning before
+        # 3.12), and a SyntaxError where warnings are errors: not what the file does.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(source)
+    except (SyntaxError, ValueError, RecursionError):
+        return _text_checksum(source)
+    return hashlib.sha256(_canonical(tree).encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def history_digest(versions_dir: Path) -> str:
-    """SHA-256 over every revision file's name and checksum, in name order."""
+    """SHA-256 over every revision file's name and code checksum, in name order."""
     digest = hashlib.sha256()
     for path in sorted(versions_dir.glob("*.py")):
-        digest.update(f"{path.name}\0{file_checksum(path)}\n".encode())
+        digest.update(f"{path.name}\0{code_checksum(path)}\n".encode())
     return digest.hexdigest()
 
 
 def is_transactional(path: Path) -> bool:
     text = path.read_text(errors="replace")
     return NON_TRANSACTIONAL_MARKER not in text and _EXPLICIT_COMMIT.search(text) is None
+
+
+# -- the canonical form ---------------------------------------------------------------------
+class _Text(str):
+    """Punctuation of the canonical form, written as is (not a value to encode)."""
+
+    __slots__ = ()
+
+
+def _canonical(tree: ast.AST) -> str:
+    """`Type(field=value,...)`, lists as `[a,b]`; iterative, so nesting depth costs no stack."""
+    out = [_CANONICAL_FORM]
+    pending: list[object] = [tree]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, _Text):
+            out.append(item)
+        elif isinstance(item, ast.AST):
+            parts: list[object] = [_Text(type(item).__name__ + "(")]
+            for name, value in _fields(item):
+                parts += [_Text(name + "="), value, _Text(",")]
+            parts.append(_Text(")"))
+            pending.extend(reversed(parts))
+        elif isinstance(item, list):
+            parts = [_Text("[")]
+            for element in item:
+                parts += [element, _Text(",")]
+            parts.append(_Text("]"))
+            pending.extend(reversed(parts))
+        else:
+            out.append(_value(item))
+    return "".join(out)
+
+
+def _fields(node: ast.AST) -> list[tuple[str, object]]:
+    """The fields that say what the node does, sorted by name."""
+    if isinstance(node, ast.Constant):
+        return [("value", node.value)]  # always (None is a value here); never `kind`
+    fields: list[tuple[str, object]] = []
+    for name in sorted(node._fields):
+        value: object = getattr(node, name, None)
+        if name == "body" and isinstance(node, _WITH_DOCSTRING) and _has_docstring(node):
+            value = node.body[1:]
+        elif name == "values" and isinstance(node, ast.JoinedStr):
+            value = _joined_parts(node.values)
+        elif name == "format_spec" and isinstance(node, ast.FormattedValue) and isinstance(
+                node.format_spec, ast.JoinedStr) and not _joined_parts(node.format_spec.values):
+            value = None  # f"{x:}" is f"{x}"
+        if value is None or (isinstance(value, list) and not value):
+            continue
+        fields.append((name, value))
+    return fields
+
+
+def _has_docstring(
+    node: ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef,
+) -> bool:
+    first = node.body[0] if node.body else None
+    return (isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant)
+            and isinstance(first.value.value, str))
+
+
+def _joined_parts(values: list[ast.expr]) -> list[ast.expr]:
+    """An f-string's parts with empty strings dropped and adjacent strings joined."""
+    parts: list[ast.expr] = []
+    for value in values:
+        if isinstance(value, ast.Constant) and isinstance(value.value, str):
+            if not value.value:
+                continue
+            previous = parts[-1] if parts else None
+            if isinstance(previous, ast.Constant) and isinstance(previous.value, str):
+                parts[-1] = ast.Constant(value=previous.value + value.value)
+                continue
+        parts.append(value)
+    return parts
+
+
+def _value(value: object) -> str:
+    """A constant or a plain field (identifier, number, flag) with its type."""
+    kind = type(value).__name__
+    if isinstance(value, str):
+        return f"{kind}:{json.dumps(value)}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{kind}:{value:#x}"  # decimal conversion of a huge int is limited; hex is not
+    return f"{kind}:{value!r}"  # bytes, bool, None, float, complex, Ellipsis
+
+
+def _text_checksum(source: bytes) -> str:
+    text = source.decode("utf-8", "surrogateescape").removeprefix("\ufeff")
+    lines = [line.rstrip(_TRAILING_SPACE) for line in _LINE_BREAK.split(text)]
+    normalised = "\n".join(lines).rstrip("\n")
+    return hashlib.sha256(normalised.encode("utf-8", "surrogateescape")).hexdigest()
