@@ -13,7 +13,7 @@ import logging
 import sqlalchemy as sa
 
 from migration_resource.audit import AuditTrail
-from migration_resource.checksums import file_checksum, history_digest, is_transactional
+from migration_resource.checksums import history_digest, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
@@ -26,11 +26,13 @@ SHOWN_COMMITTED = 3  # revisions named in a failure; the rest are counted
 
 def apply_upgrade(
     core: EngineCore, connection: sa.Connection, trail: AuditTrail, before: Classification,
-    *, order: tuple[str, ...], target: str,
+    *, order: tuple[str, ...], target: str, destructive: frozenset[str] = frozenset(),
 ) -> tuple[AppliedRevision, ...]:
-    """Upgrade to `target`; `order` is the plan's (Alembic's own) order of the revisions."""
+    """Upgrade to `target`; `order` is the plan's (Alembic's own) order of the revisions, and
+    `destructive` the revisions the gate found destructive (recorded on their audit rows)."""
     logger.info("Running %d pending migrations...", len(order))
-    return run_steps(core, connection, trail, before, target, order=order, direction="upgrade")
+    return run_steps(core, connection, trail, before, target, order=order, direction="upgrade",
+                     destructive=destructive)
 
 
 def apply_downgrade(
@@ -55,6 +57,7 @@ def run_steps(
     *,
     order: tuple[str, ...],
     direction: str,
+    destructive: frozenset[str] = frozenset(),
 ) -> tuple[AppliedRevision, ...]:
     """One Alembic run (the scripts load once), with an audit row per revision.
 
@@ -71,7 +74,8 @@ def run_steps(
         path = catalogue.file_path(revision)
         rows[revision] = trail.start(
             direction, revision, direction="up" if direction == "upgrade" else "down",
-            checksum=file_checksum(path), transactional=is_transactional(path),
+            checksum=catalogue.checksum(revision), transactional=is_transactional(path),
+            parents=catalogue.parents(revision), destructive=revision in destructive,
         )
 
     def on_step(step: AppliedRevision) -> None:

@@ -6,6 +6,12 @@ written as `running` and committed *before* its revision starts, so a run that d
 evidence; the next run (holding the lock) settles such rows: applied → `succeeded`, rolled
 back by PostgreSQL → `failed`, and a non-transactional revision (an `autocommit_block`) →
 `failed` that blocks every run until an operator resolves it with `repair`.
+
+Each applied revision's row also records what it stands on (`parents`: its down revisions
+and `depends_on`, comma-separated) and whether the change gate found it destructive. After a
+code rollback the database holds revisions the deployed scripts do not define; their recorded
+parents are what lets the engine see that they descend from the scripts' head (`ahead`)
+instead of calling the database `inconsistent`.
 """
 
 from __future__ import annotations
@@ -36,9 +42,13 @@ CREATE TABLE IF NOT EXISTS {table} (
     resolved boolean NOT NULL DEFAULT false,
     snapshot_id text,
     history_digest char(64),
-    detail text
+    detail text,
+    parents text,
+    destructive boolean
 )
 """
+# Tables made before a column existed get it on the engine's next write (under the lock).
+_NEW_COLUMNS = "ADD COLUMN IF NOT EXISTS parents text, ADD COLUMN IF NOT EXISTS destructive boolean"
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,9 @@ class AuditState:
     checksums: dict[str, str] = field(default_factory=dict)  # revision → last recorded
     # The last verified-baseline attempt found no matching revision (its difference summary).
     failed_baseline: str | None = None
+    # revision → what it stands on, as recorded when it was applied (full reads only)
+    parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    destructive: frozenset[str] = frozenset()  # applied revisions the gate found destructive
 
 
 def _table(connection: sa.Connection, schema: str) -> str:
@@ -109,7 +122,10 @@ def read_audit(
         else None
     )
     checksums: dict[str, str] = {}
+    parents: dict[str, tuple[str, ...]] = {}
+    destructive: set[str] = set()
     if with_checksums:
+        parents, destructive = _recorded_ancestry(connection, table)
         # The latest checksum recorded per revision by anything that vouched for the file.
         for row in connection.execute(sa.text(
             f"SELECT DISTINCT ON (revision) revision, checksum FROM {table} "
@@ -119,7 +135,30 @@ def read_audit(
         )):
             checksums[row.revision] = row.checksum
     return AuditState(exists=True, blocking=blocking, last_digest=digest, checksums=checksums,
-                      failed_baseline=failed_baseline)
+                      failed_baseline=failed_baseline, parents=parents,
+                      destructive=frozenset(destructive))
+
+
+def _recorded_ancestry(
+    connection: sa.Connection, table: str
+) -> tuple[dict[str, tuple[str, ...]], set[str]]:
+    has_columns = connection.execute(sa.text(
+        "SELECT count(*) FROM pg_catalog.pg_attribute WHERE attrelid = CAST(:table AS regclass) "
+        "AND attname IN ('parents', 'destructive') AND NOT attisdropped"
+    ), {"table": table}).scalar_one()
+    if has_columns < 2:
+        return {}, set()  # a trail written before ancestry was recorded
+    parents: dict[str, tuple[str, ...]] = {}
+    destructive: set[str] = set()
+    for row in connection.execute(sa.text(
+        f"SELECT DISTINCT ON (revision) revision, parents, destructive FROM {table} "
+        "WHERE parents IS NOT NULL AND outcome = 'succeeded' "
+        "AND action IN ('upgrade', 'baseline', 'adopt', 'repair') ORDER BY revision, id DESC"
+    )):
+        parents[row.revision] = tuple(p for p in row.parents.split(",") if p)
+        if row.destructive:
+            destructive.add(row.revision)
+    return parents, destructive
 
 
 class AuditTrail:
@@ -132,24 +171,29 @@ class AuditTrail:
 
     def ensure_table(self) -> None:
         self.connection.exec_driver_sql(_DDL.format(table=self.table))
+        self.connection.exec_driver_sql(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
         self.connection.commit()
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,
         checksum: str | None = None, transactional: bool = True, detail: str | None = None,
+        parents: tuple[str, ...] | None = None, destructive: bool | None = None,
     ) -> int:
         row_id = self.connection.execute(
             sa.text(
                 f"INSERT INTO {self.table} (request_id, actor, action, revision, direction, "
-                "checksum, transactional, outcome, snapshot_id, detail) VALUES (:request_id, "
-                ":actor, :action, :revision, :direction, :checksum, :transactional, 'running', "
-                ":snapshot_id, :detail) RETURNING id"
+                "checksum, transactional, outcome, snapshot_id, detail, parents, destructive) "
+                "VALUES (:request_id, :actor, :action, :revision, :direction, :checksum, "
+                ":transactional, 'running', :snapshot_id, :detail, :parents, :destructive) "
+                "RETURNING id"
             ),
             {
                 "request_id": self.context.request_id, "actor": self.context.actor,
                 "action": action, "revision": revision, "direction": direction,
                 "checksum": checksum, "transactional": transactional,
                 "snapshot_id": self.context.snapshot_id, "detail": detail,
+                "parents": None if parents is None else ",".join(parents),
+                "destructive": destructive,
             },
         ).scalar_one()
         self.connection.commit()
@@ -173,9 +217,10 @@ class AuditTrail:
     def record(
         self, action: str, revision: str | None, outcome: str, *, checksum: str | None = None,
         detail: str | None = None, history_digest: str | None = None,
+        parents: tuple[str, ...] | None = None,
     ) -> int:
         """A finished action in one go (baseline, adopt, repair)."""
-        row_id = self.start(action, revision, checksum=checksum)
+        row_id = self.start(action, revision, checksum=checksum, parents=parents)
         self.finish(row_id, outcome, detail=detail, history_digest=history_digest)
         return row_id
 
@@ -200,6 +245,23 @@ class AuditTrail:
             self.finish(row.id, outcome, detail=detail)
             notes.append(f"audit row {row.id} ({row.revision}): {outcome}, {detail}")
         return notes
+
+    def fill_parents(self, parents: dict[str, tuple[str, ...]]) -> int:
+        """Record what applied revisions stand on where a trail written before did not.
+
+        The values come from the scripts that define those revisions, never from a guess;
+        returns how many rows were filled.
+        """
+        filled = 0
+        for revision, stands_on in parents.items():
+            filled += self.connection.execute(
+                sa.text(f"UPDATE {self.table} SET parents = :parents WHERE revision = :revision "
+                        "AND parents IS NULL AND outcome = 'succeeded' "
+                        "AND action IN ('upgrade', 'baseline', 'adopt', 'repair')"),
+                {"parents": ",".join(stands_on), "revision": revision},
+            ).rowcount
+        self.connection.commit()
+        return filled
 
     def resolve(self, failure_ids: list[int]) -> None:
         self.connection.execute(

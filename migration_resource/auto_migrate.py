@@ -13,7 +13,10 @@
 
 Serving: the application serves only when the database is at its code's revision or ahead of
 it (`up_to_date`; `ahead` after a rollback of the code, as migrations are additive and never
-downgraded automatically). Otherwise (behind, no history, inconsistent, unreachable,
+downgraded automatically: a warning names the newer revisions, an error when one of them was
+destructive), or when only the bookkeeping disagrees (an applied revision's file was edited:
+the schema is still the one this code expects, and the edit blocks migrations, not
+requests). Otherwise (behind, no history, inconsistent, unreachable,
 misconfigured) it answers 503 with `client_message()`: a clear refusal is easier to act on
 than errors about missing tables in the middle of requests.
 
@@ -45,7 +48,7 @@ from migration_resource.engine import (
 )
 from migration_resource.revisions import ScriptsError
 from migration_resource.settings import SettingsError
-from migration_resource.states import DatabaseState
+from migration_resource.states import CHECKSUM_MISMATCH, DatabaseState
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.metrics import EphemeralMetrics
@@ -187,8 +190,11 @@ def _check_with(
     engine: MigrationEngine, *, mode: str, auto: bool, metrics: EphemeralMetrics | None
 ) -> AutoMigrateResult:
     status = engine.status()
-    if status.classification.state in SERVING_STATES:
+    classification = status.classification
+    if classification.state in SERVING_STATES:
         return _serving(status, mode)
+    if classification.cause == CHECKSUM_MISMATCH and classification.schema_compatible:
+        return _serving_despite_bookkeeping(status, mode)
     if mode == CHECK:
         why = ("AUTO_MIGRATE is off" if not auto
                else "an earlier auto-migration in this container did not complete")
@@ -215,16 +221,36 @@ def _migrate(
 
 
 def _serving(status: Outcome, mode: str) -> AutoMigrateResult:
-    state = status.classification.state
+    classification = status.classification
+    state = classification.state
     if state is DatabaseState.UP_TO_DATE:
         message = "Auto-migration: Database is up to date"
         logger.info(message)
+        return AutoMigrateResult(serve=True, mode=mode, state=state.value, message=message,
+                                 outcome=status)
+    newer = ", ".join(classification.newer) or "?"
+    message = (f"Auto-migration: the database is ahead of this code (newer revisions: {newer}): "
+               "serving; a database ahead of the code is never downgraded automatically")
+    if classification.newer_destructive:
+        # Louder: code written before a destructive revision may use what it removed.
+        message += (f". The newer revisions {', '.join(classification.newer_destructive)} were "
+                    "destructive: this code may use columns or tables they removed; check "
+                    "the errors, and redeploy the newer release if there are any")
+        logger.error(message)
     else:
-        message = (f"Auto-migration: {status.message}: serving; a database ahead of the code "
-                   "is never downgraded automatically")
         logger.warning(message)
     return AutoMigrateResult(serve=True, mode=mode, state=state.value, message=message,
                              outcome=status)
+
+
+def _serving_despite_bookkeeping(status: Outcome, mode: str) -> AutoMigrateResult:
+    """An edited applied revision: the schema did not change, so this code can use it."""
+    message = (f"Auto-migration: {status.message}: serving, as the schema is at this code's "
+               "revision; the edit blocks migrations until it is resolved (see "
+               f"{RUNBOOK}#checksum-mismatch-revision-x-was-edited-after-it-was-applied)")
+    logger.warning(message)
+    return AutoMigrateResult(serve=True, mode=mode, state=status.classification.state.value,
+                             message=message, outcome=status)
 
 
 def _not_ready(status: Outcome, mode: str, why: str) -> AutoMigrateResult:

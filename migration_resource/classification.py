@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,16 @@ class Classification:
     cause: str | None = None  # machine code for `inconsistent`
     detail: str = ""  # one human sentence: why this state
     application_tables: tuple[str, ...] = field(default=())
+    # `ahead`: the revisions the database has beyond the target, base first, and those of
+    # them the change gate found destructive when they were applied
+    newer: tuple[str, ...] = ()
+    newer_destructive: tuple[str, ...] = ()
+    # The schema is at or past the target by its revisions, whatever the bookkeeping says
+    # (an edited applied revision): code written for the target can use it.
+    schema_compatible: bool = False
+    # The audit trail lacks what this version of the engine records (ancestry, code
+    # checksums) for applied revisions: the next run under the lock fills it in.
+    needs_bookkeeping: bool = False
 
     @property
     def needs_changes(self) -> bool:
@@ -69,11 +80,11 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
     snapshot: DatabaseSnapshot,
     catalogue: RevisionCatalogue,
     target: str,
-    checksum_of: Callable[[str], str] | None = None,
+    check_checksums: bool = True,
 ) -> Classification:
     """Full classification against the scripts; `target` is a resolved revision id, or
-    `base` (only a downgrade asks for it). `checksum_of(revision)` gives the file's
-    checksum now, compared with what the audit trail recorded when it ran."""
+    `base` (only a downgrade asks for it). With `check_checksums` each applied revision's
+    code checksum now is compared with what the audit trail recorded when it ran."""
     target_heads = () if target == "base" else (target,)
     current = snapshot.version_rows
     tables = snapshot.application_tables
@@ -124,12 +135,7 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
 
     unknown = tuple(r for r in current if not catalogue.is_known(r))
     if unknown:
-        return result(
-            DatabaseState.INCONSISTENT,
-            f"alembic_version holds {', '.join(repr(r) for r in unknown)} which no migration "
-            "script defines",
-            cause=UNKNOWN_REVISION,
-        )
+        return _beyond_the_scripts(snapshot, catalogue, target, unknown, result)
 
     # Several rows are legitimate only for independent branches; a row that is an ancestor
     # of another row means the history table was edited by hand.
@@ -144,19 +150,27 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
             )
 
     done = catalogue.ancestry(current)
-    if checksum_of is not None:
+    wanted = catalogue.ancestry(target_heads)
+    legacy = False
+    if check_checksums:
         for revision in catalogue.in_upgrade_order(done):
             recorded = audit.checksums.get(revision)
-            if recorded is not None and recorded != checksum_of(revision):
-                return result(
+            verdict = "same" if recorded is None else catalogue.checksum_verdict(
+                revision, recorded)
+            legacy = legacy or verdict == "legacy"
+            if verdict == "edited":
+                return dataclasses.replace(result(
                     DatabaseState.INCONSISTENT,
                     f"checksum mismatch: revision {revision} was edited after it was applied "
                     f"({catalogue.file_path(revision).name})",
                     cause=CHECKSUM_MISMATCH,
-                )
-    wanted = catalogue.ancestry(target_heads)
+                ), schema_compatible=wanted <= done)
     if done == wanted:
-        return result(DatabaseState.UP_TO_DATE, "The database is at the target revision")
+        unrecorded = audit.exists and any(r not in audit.parents for r in done)
+        return dataclasses.replace(
+            result(DatabaseState.UP_TO_DATE, "The database is at the target revision"),
+            needs_bookkeeping=legacy or unrecorded, schema_compatible=True,
+        )
     if done < wanted:
         pending = catalogue.in_upgrade_order(wanted - done)
         return result(
@@ -166,14 +180,87 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
         )
     if wanted < done:
         beyond = catalogue.in_upgrade_order(done - wanted)
-        return result(
-            DatabaseState.AHEAD,
-            f"The database is {len(beyond)} revisions past the target {target}; it is never "
-            "downgraded automatically",
-        )
+        return _ahead(result(DatabaseState.AHEAD, ""), beyond, audit.destructive, target)
     return result(
         DatabaseState.INCONSISTENT,
         f"The database ({describe_revisions(current)}) and the target ({target}) are on "
         "different branches of the history",
         cause=DIVERGED,
+    )
+
+
+def _beyond_the_scripts(
+    snapshot: DatabaseSnapshot,
+    catalogue: RevisionCatalogue,
+    target: str,
+    unknown: tuple[str, ...],
+    result: Callable[..., Classification],
+) -> Classification:
+    """alembic_version holds revisions the scripts do not define: a newer release's, or not.
+
+    What each applied revision stood on is recorded in the audit trail when it ran. Walking
+    those records from the unknown revisions down to revisions the scripts know tells a
+    database a newer release migrated (the code was rolled back: `ahead`) from one nobody
+    can account for (`inconsistent`).
+    """
+    recorded = snapshot.audit.parents
+    newer: list[str] = []
+    reached: set[str] = {r for r in snapshot.version_rows if catalogue.is_known(r)}
+    stack, seen = list(unknown), set()
+    while stack:
+        revision = stack.pop()
+        if revision in seen:
+            continue
+        seen.add(revision)
+        if catalogue.is_known(revision):
+            reached.add(revision)
+            continue
+        if revision not in recorded:
+            shown = ", ".join(repr(r) for r in unknown)
+            also = "" if revision in unknown else f" (through {revision!r})"
+            return result(
+                DatabaseState.INCONSISTENT,
+                f"alembic_version holds {shown}: no script defines it, no audit row traces "
+                f"its ancestry{also}",
+                cause=UNKNOWN_REVISION,
+            )
+        newer.append(revision)
+        stack.extend(recorded[revision])
+    target_heads = () if target == "base" else (target,)
+    if not catalogue.ancestry(target_heads) <= catalogue.ancestry(tuple(reached)):
+        return result(
+            DatabaseState.INCONSISTENT,
+            f"alembic_version holds {', '.join(repr(r) for r in unknown)}, which descend from "
+            f"{describe_revisions(tuple(sorted(reached)))} by migration_audit but not from the "
+            f"target {target}",
+            cause=DIVERGED,
+        )
+    known_beyond = catalogue.in_upgrade_order(
+        catalogue.ancestry(tuple(reached)) - catalogue.ancestry(target_heads)
+    )
+    # The unknown ones in the order they were applied: parents before children.
+    ordered_newer = tuple(reversed(newer))
+    return _ahead(result(DatabaseState.AHEAD, ""), known_beyond + ordered_newer,
+                  snapshot.audit.destructive, target, undefined=len(ordered_newer))
+
+
+def _ahead(
+    base: Classification,
+    beyond: tuple[str, ...],
+    destructive: frozenset[str],
+    target: str,
+    *,
+    undefined: int = 0,
+) -> Classification:
+    undefined_note = (
+        f", {undefined} of them defined by no script here (a newer release's, recorded in "
+        "migration_audit)" if undefined else ""
+    )
+    return dataclasses.replace(
+        base,
+        detail=f"The database is {len(beyond)} revisions past the target {target}"
+               f"{undefined_note}; it is never downgraded automatically",
+        newer=beyond,
+        newer_destructive=tuple(r for r in beyond if r in destructive),
+        schema_compatible=True,
     )

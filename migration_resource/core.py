@@ -8,6 +8,7 @@ transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -58,7 +59,7 @@ _NEXT_STEP = {
     UNVERIFIABLE_BASELINE: "Make the tables match a revision, or stamp one with --baseline REV",
     CHECKSUM_MISMATCH: "Revert the edit, or accept it with `remote_admin.py --confirm repair "
                        "--realign-checksums`",
-    UNKNOWN_REVISION: "Restore the revision file, or stamp the revision the schema has with "
+    UNKNOWN_REVISION: "Restore its revision file, or stamp the schema's revision with "
                       "--baseline REV",
     OVERLAPPING_REVISIONS: "Stamp the revision the schema has with --baseline REV",
     DIVERGED: "Deploy a target that includes both branches (their merge)",
@@ -126,35 +127,41 @@ class EngineCore:
         database is read.
         """
         check_target_syntax(target)
-        if target_heads:
-            with self.reading() as connection:
-                snapshot = self.read(connection, with_checksums=False)
-            fast = classify_up_to_date_fast(snapshot, target_heads, digest)
-            if fast is not None:
-                logger.info("Migration state: %s", fast.state.value)
-                return fast
-            resolved = self.resolve(target)
-            if tuple(sorted(target_heads)) != (resolved,):
-                raise ScriptsError(
-                    f"The deploy asked for heads {', '.join(target_heads)} but the bundled "
-                    f"scripts resolve {target!r} to {resolved}; the template and the Lambda "
-                    "bundle come from different builds: synthesize and deploy again"
-                )
-        else:
-            resolved = self.resolve(target)
-        return self.classify_resolved(resolved)
+        if not target_heads:
+            return self.classify_resolved(self.resolve(target))
+        with self.reading() as connection:
+            snapshot = self.read(connection, with_checksums=False)
+        fast = classify_up_to_date_fast(snapshot, target_heads, digest)
+        if fast is not None:
+            logger.info("Migration state: %s", fast.state.value)
+            return fast
+        resolved = self.resolve(target)
+        if tuple(sorted(target_heads)) != (resolved,):
+            raise ScriptsError(
+                f"The deploy asked for heads {', '.join(target_heads)} but the bundled "
+                f"scripts resolve {target!r} to {resolved}; the template and the Lambda "
+                "bundle come from different builds: synthesize and deploy again"
+            )
+        classification = self.classify_resolved(resolved)
+        if (classification.state is DatabaseState.UP_TO_DATE and digest is not None
+                and snapshot.audit.last_digest != digest):
+            # Up to date by the full path because the recorded digest is not this history's
+            # (an engine upgrade, a reformatted revision): record it, or every later deploy
+            # reads every script too.
+            return dataclasses.replace(classification, needs_bookkeeping=True)
+        return classification
 
     def classify_resolved(self, resolved: str) -> Classification:
         with self.reading() as connection:
             snapshot = self.read(connection, with_checksums=True)
-        classification = classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+        classification = classify(snapshot, self.catalogue, resolved)
         logger.info("Migration state: %s", classification.state.value)
         return classification
 
     def classify_locked(self, connection: sa.Connection, resolved: str) -> Classification:
         snapshot = self.read(connection, with_checksums=True)
         connection.commit()  # Alembic must receive a connection outside a transaction
-        return classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+        return classify(snapshot, self.catalogue, resolved)
 
     def read(self, connection: sa.Connection, *, with_checksums: bool) -> DatabaseSnapshot:
         return read_database(
@@ -215,19 +222,37 @@ class EngineCore:
     def prepare_locked(
         self, connection: sa.Connection, trail: AuditTrail, resolved: str
     ) -> Classification:
-        """Rows left by a dead run, a fresh classification, adopted checksums."""
+        """Rows left by a dead run, a fresh classification, and the bookkeeping this engine
+        keeps: checksums adopted or upgraded, ancestry recorded."""
         snapshot = self.settle(connection, trail)
-        now = classify(snapshot, self.catalogue, resolved, self.catalogue.checksum)
+        now = classify(snapshot, self.catalogue, resolved)
+        catalogue = self.catalogue
+        known = tuple(r for r in snapshot.version_rows if catalogue.is_known(r))
+        applied = catalogue.in_upgrade_order(catalogue.ancestry(known))
         if now.state is not DatabaseState.INCONSISTENT and now.current:
-            unrecorded = [
-                r for r in self.catalogue.in_upgrade_order(self.catalogue.ancestry(now.current))
-                if r not in snapshot.audit.checksums
-            ]
-            for revision in unrecorded:
+            for revision in (r for r in applied if r not in snapshot.audit.checksums):
                 trail.record(
-                    "adopt", revision, "succeeded", checksum=self.catalogue.checksum(revision),
+                    "adopt", revision, "succeeded", checksum=catalogue.checksum(revision),
+                    parents=catalogue.parents(revision),
                     detail="checksum recorded for a revision applied before the audit trail",
                 )
+            for revision in (r for r in applied if r in snapshot.audit.checksums):
+                recorded = snapshot.audit.checksums[revision]
+                if catalogue.checksum_verdict(revision, recorded) == "legacy":
+                    trail.record(
+                        "adopt", revision, "succeeded", checksum=catalogue.checksum(revision),
+                        parents=catalogue.parents(revision),
+                        detail="checksum upgraded to the code checksum (formatting no longer "
+                               "counts); the file is the one recorded",
+                    )
+        # A trail written before ancestry was recorded: the scripts say what each applied
+        # revision stands on, so a later code rollback can still tell `ahead`.
+        missing = {r: catalogue.parents(r) for r in applied if r not in snapshot.audit.parents}
+        if missing and snapshot.audit.exists:
+            filled = trail.fill_parents(missing)
+            if filled:
+                logger.info("Recorded the ancestry of %d revisions applied before it was "
+                            "recorded", len(missing))
         return now
 
     def settle(self, connection: sa.Connection, trail: AuditTrail) -> DatabaseSnapshot:

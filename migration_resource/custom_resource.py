@@ -366,7 +366,10 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         self, engine: MigrationEngine, properties: MigrationProperties,
         event: Mapping[str, Any], status: Outcome,
     ) -> str | None:
-        if status.classification.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD):
+        classification = status.classification
+        if classification.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD) and not (
+            classification.needs_bookkeeping
+        ):
             # Nothing to do: answer from the classification already made (one query on the
             # deploy's fast path) rather than classify again.
             self._answer(event, status)

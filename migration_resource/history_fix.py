@@ -129,7 +129,7 @@ def _record_baseline(core: EngineCore, trail: AuditTrail, stamped: str, detail: 
     catalogue = core.catalogue
     for revision in catalogue.in_upgrade_order(catalogue.ancestry((stamped,))):
         trail.record("baseline", revision, "succeeded", checksum=catalogue.checksum(revision),
-                     detail=detail)
+                     detail=detail, parents=catalogue.parents(revision))
 
 
 def baseline_report(result: BaselineResult) -> dict[str, Any]:

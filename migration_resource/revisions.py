@@ -14,7 +14,7 @@ from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import to_tuple
 
-from migration_resource.checksums import file_checksum
+from migration_resource.checksums import code_checksum, file_checksum
 
 HEAD_TARGETS = frozenset({"head", "heads"})
 # alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
@@ -106,8 +106,25 @@ class RevisionCatalogue:
     def down_revisions(self, revision: str) -> tuple[str, ...]:
         return tuple(to_tuple(self.get(revision).down_revision, default=()))
 
+    def parents(self, revision: str) -> tuple[str, ...]:
+        """What the revision stands on: its down revisions, then its `depends_on`."""
+        script = self.get(revision)
+        return tuple(to_tuple(script.down_revision, default=())) + tuple(
+            to_tuple(script.dependencies, default=())
+        )
+
     def checksum(self, revision: str) -> str:
-        return file_checksum(self.file_path(revision))
+        """What the audit trail records: over the revision's code, not its formatting."""
+        return code_checksum(self.file_path(revision))
+
+    def checksum_verdict(self, revision: str, recorded: str) -> str:
+        """`same`, `legacy` (a row written before code checksums, over the same file bytes)
+        or `edited`."""
+        if recorded == self.checksum(revision):
+            return "same"
+        if recorded == file_checksum(self.file_path(revision)):
+            return "legacy"
+        return "edited"
 
     @property
     def versions_dir(self) -> Path:

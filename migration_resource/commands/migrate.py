@@ -9,6 +9,7 @@ from typing import Any
 
 from migration_resource.apply import apply_upgrade
 from migration_resource.audit import RunContext
+from migration_resource.checksums import history_digest
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, EngineCore
 from migration_resource.history_fix import check_baseline_allowed, stamp_explicit, verified_baseline
@@ -51,6 +52,8 @@ def migrate(
     if not before.needs_changes and baseline is None and not (
         fix_history and core.needs_history_fix(before)
     ):
+        if before.needs_bookkeeping:
+            return _bookkeeping(core, before, context, started)
         return core.nothing_to_do("migrate", before, started)
     (resolved,) = before.target
 
@@ -77,8 +80,11 @@ def migrate(
         decision = judge(core, plan, allow_destructive)
         log_findings(decision)
         refuse_if_gated(decision, now, trail)
-        applied = apply_upgrade(core, connection, trail, now, order=plan.order,
-                                target=resolved)
+        applied = apply_upgrade(
+            core, connection, trail, now, order=plan.order, target=resolved,
+            destructive=frozenset(f.revision for f in decision.findings
+                                  if f.kind == "destructive"),
+        )
 
     message = (
         "Database migrations completed successfully. Revision: "
@@ -127,6 +133,33 @@ def refuse_if_inconsistent(core: EngineCore, classification: Classification) -> 
     """
     if classification.state is DatabaseState.INCONSISTENT:
         core.raise_if_refused(classification, fix_history=False)
+
+
+def _bookkeeping(
+    core: EngineCore, before: Classification, context: RunContext, started: float
+) -> Outcome:
+    """Up to date, but the trail lacks what this engine records: fill it in, change nothing else.
+
+    A trail written by an earlier version has no ancestry and file-byte checksums; recording
+    them now (from the scripts that define the revisions) is what lets a later code rollback
+    be told `ahead`. The history digest is recorded too, so the next deploy takes the fast
+    path again.
+    """
+    (resolved,) = before.target
+    with (
+        core.locked(before),
+        core.migration_session() as connection,
+        core.audit_trail(context) as trail,
+    ):
+        now = core.prepare_locked(connection, trail, resolved)
+        if now.state is DatabaseState.UP_TO_DATE:
+            trail.record("adopt", None, "succeeded",
+                         history_digest=history_digest(core.catalogue.versions_dir),
+                         detail="bookkeeping: ancestry, code checksums and history digest "
+                                "recorded; the schema was not changed")
+    logger.info("Recorded the ancestry and code checksums of the applied revisions (the "
+                "schema was not changed)")
+    return core.nothing_to_do("migrate", now, started)
 
 
 def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:

@@ -82,8 +82,9 @@ def _realign(core: EngineCore, trail: AuditTrail, snapshot: DatabaseSnapshot) ->
     for revision in catalogue.in_upgrade_order(catalogue.ancestry(known)):
         recorded = snapshot.audit.checksums.get(revision)
         current = catalogue.checksum(revision)
-        if recorded is not None and recorded != current:
+        if recorded is not None and catalogue.checksum_verdict(revision, recorded) == "edited":
             trail.record("repair", revision, "succeeded", checksum=current,
+                         parents=catalogue.parents(revision),
                          detail=f"checksum realigned: recorded {recorded[:12]}, file "
                                 f"{current[:12]}")
             done.append(f"realigned the checksum of {revision}")

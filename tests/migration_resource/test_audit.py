@@ -33,6 +33,13 @@ def audit_rows(db: sa.Engine) -> list[dict[str, object]]:
             "SELECT * FROM migration_audit ORDER BY id").mappings()]
 
 
+def change_a_statement(revision_file: Path) -> None:
+    """What the revision does changes (the row it logs), not only how it is written."""
+    text = revision_file.read_text()
+    assert "INSERT INTO applied_log (revision) VALUES" in text
+    revision_file.write_text(text.replace("(revision) VALUES (", "(revision) SELECT ("))
+
+
 def test_every_applied_revision_is_recorded_with_its_checksum(
     make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic
 ) -> None:
@@ -71,9 +78,8 @@ def test_an_edited_applied_revision_is_a_checksum_mismatch_until_realigned(
     # GIVEN a history applied up to revision 2 of 3
     folder, ids = synthetic(3)
     make_engine(script_location=folder).migrate(ids[1])
-    # WHEN someone edits revision 1 after it ran
-    edited = next((folder / "versions").glob(f"*_{ids[0]}.py"))
-    edited.write_text(edited.read_text() + "\n# tweaked after release\n")
+    # WHEN someone changes a statement of revision 1 after it ran
+    change_a_statement(next((folder / "versions").glob(f"*_{ids[0]}.py")))
     engine = make_engine(script_location=folder)
     # THEN the state is inconsistent, naming the revision, and nothing runs
     classification = engine.status().classification
@@ -100,9 +106,8 @@ def test_the_deploy_fast_path_notices_an_edit_through_the_history_digest(
     digest = history_digest(folder / "versions")
     fast = make_engine(script_location=folder)
     assert fast.migrate(target_heads=(ids[-1],), history_digest=digest).applied == ()
-    assert fast._catalogue is None  # decided without the scripts
-    edited = next((folder / "versions").glob(f"*_{ids[1]}.py"))
-    edited.write_text(edited.read_text() + "\n# edited\n")
+    assert not fast.scripts_loaded  # decided without the scripts
+    change_a_statement(next((folder / "versions").glob(f"*_{ids[1]}.py")))
     engine = make_engine(script_location=folder)
     with pytest.raises(MigrationRefused, match=f"revision {ids[1]} was edited"):
         engine.migrate(target_heads=(ids[-1],), history_digest=history_digest(folder / "versions"))

@@ -95,7 +95,7 @@ def test_unknown_revision_is_inconsistent_and_named(engine, db) -> None:
     classification = engine.status().classification
     assert classification.state == "inconsistent"
     assert classification.cause == UNKNOWN_REVISION
-    assert "'f00dfeed' which no migration script defines" in classification.detail
+    assert "'f00dfeed': no script defines it, no audit row traces" in classification.detail
 
 
 def test_revision_next_to_its_own_descendant_is_inconsistent(engine, db) -> None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +23,7 @@ from localdev.aws_records import ensure_database_record, ensure_function_record
 from migration_resource import handler as handler_module
 from migration_resource.handler import handler
 from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, DROP_USERS_NAME, HEAD
-from tests.migration_resource.support import execute, relations, version_rows
+from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations, version_rows
 
 FUNCTION = "migration-function"
 TEMPLATE = json.dumps({
@@ -195,9 +197,9 @@ def test_inconsistent_fails_with_a_short_reason_and_changes_nothing(deploy: Depl
     reason = answer["Reason"]
     assert len(reason) <= 240
     assert reason == (
-        "inconsistent: alembic_version holds 'f00dfeedbeef' which no migration script defines; "
-        "nothing was changed. Restore the revision file, or stamp the revision the schema has "
-        "with --baseline REV. See docs/RUNBOOK.md#inconsistent"
+        "inconsistent: alembic_version holds 'f00dfeedbeef': no script defines it, no audit "
+        "row traces its ancestry; nothing was changed. Restore its revision file, or stamp the "
+        "schema's revision with --baseline REV. See docs/RUNBOOK.md#inconsistent"
     )
     assert relations(db) == before and version_rows(db) == ["f00dfeedbeef"]
     assert snapshots(deploy) == []
@@ -399,6 +401,27 @@ def test_rollback_update_succeeds_without_touching_the_database(
     answer = deploy.send(deploy.event("Update", properties={"TargetRevision": HEAD}))
     assert answer["Status"] == "SUCCESS" and answer["Data"]["State"] == "rollback"
     assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
+def test_redeploying_the_previous_release_succeeds_without_a_change(
+    deploy: Deploy, db, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN the newer release migrated to head
+    deploy.send(deploy.event("Create"))
+    # WHEN the previous release (its scripts lack the head revision, its template names the
+    # revision before) is deployed again: an ordinary Update, not a rollback
+    previous = tmp_path / "previous"
+    shutil.copytree(SAMPLE_SCRIPTS, previous, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (previous / "versions").glob(f"*_{HEAD}_*.py"):
+        path.unlink()
+    monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(previous))
+    handler_module._resource = None  # the previous release's code: a new container
+    answer = deploy.send(deploy.event("Update", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    # THEN it succeeds, saying the database is ahead, and nothing changed
+    assert answer["Status"] == "SUCCESS", answer.get("Reason")
+    assert answer["Data"]["State"] == "ahead" and answer["Data"]["Applied"] == "0"
+    assert version_rows(db) == [HEAD]
+    assert snapshots(deploy) == []
 
 
 def test_a_normal_update_reads_the_real_stack_status(
