@@ -23,9 +23,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import boto3
 import sqlalchemy as sa
-from botocore.exceptions import BotoCoreError, ClientError
 
 from migration_resource.dsn import DRIVER, normalize_url
 from migration_resource.settings import SettingsError
@@ -112,6 +110,10 @@ def url_from_secret(secret: Mapping[str, Any]) -> sa.URL:
 
 
 def _read_secret(arn: str, secrets_client: Callable[[], Any]) -> Mapping[str, Any]:
+    # botocore and boto3 load with the first secret read: a process that is given
+    # DATABASE_URL (the local deploy, the sample application offline) never needs them.
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415
+
     try:
         answer = secrets_client().get_secret_value(SecretId=arn)
     except ClientError as error:
@@ -139,4 +141,6 @@ def _read_secret(arn: str, secrets_client: Callable[[], Any]) -> Mapping[str, An
 
 
 def _default_secrets_client() -> Any:
+    import boto3  # noqa: PLC0415 - see _read_secret
+
     return boto3.client("secretsmanager")

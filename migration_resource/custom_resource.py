@@ -1,8 +1,9 @@
 """`Custom::DatabaseMigration`: what CloudFormation's Create/Update/Delete mean for the database.
 
 Built on crhelper, configured for this product: it does not re-level the root logger, never
-sleeps on Delete, sends its response with a bounded sender (crhelper's retries forever) and
-keeps every response under CloudFormation's 4 KB.
+sleeps on Delete, sends its response with a bounded sender (crhelper's retries forever),
+keeps every response under CloudFormation's 4 KB and builds crhelper's polling clients only
+when it polls.
 
 A Create/Update classifies the database. Nothing to do (`up_to_date`, `ahead`) or nothing
 to lose (`empty`) answers at once. When migrations are pending, the engine's change gate
@@ -19,9 +20,12 @@ classifies, read-only, and answers SUCCESS: no snapshot, no change, never a fail
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -159,6 +163,25 @@ class Services:
 
 # crhelper's partial annotations do not cover the attributes and hooks we override.
 _CfnResource: Any = crhelper.CfnResource
+# crhelper's own switch (for `sam local`) that skips building its clients at construction.
+_CRHELPER_LOCAL = "AWS_SAM_LOCAL"
+
+
+@contextmanager
+def _crhelper_clients_deferred() -> Iterator[str | None]:
+    """crhelper's constructor builds lambda, events and logs clients, about 100 ms of a cold
+    start (botocore loads each service model), that only polling uses (logs: never). Its local
+    switch skips them; MigrationResource builds each on first use instead. Yields the
+    switch's own value, so a real `sam local` run keeps crhelper's local behaviour."""
+    original = os.environ.get(_CRHELPER_LOCAL)
+    os.environ[_CRHELPER_LOCAL] = "true"
+    try:
+        yield original
+    finally:
+        if original is None:
+            os.environ.pop(_CRHELPER_LOCAL, None)
+        else:
+            os.environ[_CRHELPER_LOCAL] = original
 
 
 class MigrationResource(_CfnResource):  # type: ignore[misc]
@@ -167,9 +190,11 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
     def __init__(self, services: Services) -> None:
         root = logging.getLogger()
         level, handlers = root.level, list(root.handlers)
-        super().__init__(json_logging=False, log_level="INFO", boto_level="WARNING",
-                         polling_interval=POLLING_INTERVAL_MINUTES, sleep_on_delete=0,
-                         ssl_verify=services.ssl_verify)
+        with _crhelper_clients_deferred() as local:
+            super().__init__(json_logging=False, log_level="INFO", boto_level="WARNING",
+                             polling_interval=POLLING_INTERVAL_MINUTES, sleep_on_delete=0,
+                             ssl_verify=services.ssl_verify)
+        self._sam_local = local  # polling works as crhelper would have it
         # crhelper re-levels the root logger at construction; give the Lambda's back.
         root.setLevel(level)
         root.handlers[:] = handlers
@@ -180,6 +205,24 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         self.delete(self._delete)
         self.poll_create(self._poll)
         self.poll_update(self._poll)
+
+    # crhelper's polling clients, built on first use (see _crhelper_clients_deferred).
+    @functools.cached_property
+    def _lambda_client(self) -> Any:
+        return self._crhelper_client("lambda")
+
+    @functools.cached_property
+    def _events_client(self) -> Any:
+        return self._crhelper_client("events")
+
+    @functools.cached_property
+    def _logs_client(self) -> Any:
+        return self._crhelper_client("logs")
+
+    def _crhelper_client(self, name: str) -> Any:
+        import boto3  # noqa: PLC0415 - crhelper imported it already
+
+        return boto3.client(name, region_name=self._region, verify=self._ssl_verify)
 
     # -- crhelper hooks ----------------------------------------------------------------
     def _log_setup(self, event: Any, context: Any) -> None:

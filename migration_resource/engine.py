@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from migration_resource.audit import RunContext
 from migration_resource.classification import Classification
-from migration_resource.commands import downgrade as downgrade_command
-from migration_resource.commands import dry_run, inspect, migrate, repair
+from migration_resource.commands import inspect, migrate
 from migration_resource.core import RUNBOOK, EngineCore, create_database_engine
 from migration_resource.outcomes import (
     ConfirmationRequired,
@@ -63,6 +62,10 @@ class MigrationEngine(EngineCore):
         baseline: str | None = None,
         allow_destructive: bool = False,
     ) -> Outcome:
+        # dry_run, downgrade and repair load with their first call: the deploy's no-change
+        # path uses status and migrate's checks only.
+        from migration_resource.commands import dry_run  # noqa: PLC0415
+
         return dry_run.dry_run(self, target, fix_history=fix_history, baseline=baseline,
                                allow_destructive=allow_destructive)
 
@@ -99,7 +102,9 @@ class MigrationEngine(EngineCore):
     def downgrade(
         self, target: str, *, confirm: bool, context: RunContext | None = None
     ) -> Outcome:
-        return downgrade_command.downgrade(self, target, confirm=confirm, context=context)
+        from migration_resource.commands import downgrade  # noqa: PLC0415 - see dry_run
+
+        return downgrade.downgrade(self, target, confirm=confirm, context=context)
 
     def repair(
         self,
@@ -110,5 +115,7 @@ class MigrationEngine(EngineCore):
         revision: str | None = None,
         context: RunContext | None = None,
     ) -> Outcome:
+        from migration_resource.commands import repair  # noqa: PLC0415 - see dry_run
+
         return repair.repair(self, confirm=confirm, realign_checksums=realign_checksums,
                              resolve=resolve, revision=revision, context=context)

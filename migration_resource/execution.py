@@ -9,15 +9,17 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.environment import EnvironmentContext
-from alembic.script import ScriptDirectory
 
 from migration_resource.revisions import alembic_config
+
+if TYPE_CHECKING:
+    # Alembic loads when a revision first runs or renders, not with this module (outcomes
+    # and the deploy's no-change path import it for AppliedRevision alone).
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
 
 
 @contextmanager
@@ -48,6 +50,9 @@ def upgrade(
     `command.upgrade` builds a new ScriptDirectory, which imports every revision file again;
     the plan renders and tries a history several times, so it hands over the one it has.
     """
+    from alembic.runtime.environment import EnvironmentContext  # noqa: PLC0415 - see above
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     scripts = script or ScriptDirectory.from_config(config)
 
     def steps(current: Any, context: Any) -> Any:
@@ -125,6 +130,8 @@ def run_online(
     if direction == "upgrade":
         upgrade(config, target, script=script)
     else:
+        from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
+
         command.downgrade(config, target)
     return timer.records
 
@@ -133,6 +140,8 @@ def stamp_online(
     connection: sa.Connection, script_location: Path, revision: str, *, purge: bool = False
 ) -> None:
     """Write `revision` into alembic_version without running anything (a baseline)."""
+    from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
+
     config = alembic_config(script_location)
     config.attributes["connection"] = connection
     command.stamp(config, revision, purge=purge)

@@ -11,11 +11,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from migration_resource import delivery, observability
-from migration_resource.admin import answer_admin_event, error_answer
 from migration_resource.audit import RunContext
 from migration_resource.connection import database_url_from_environment
 from migration_resource.custom_resource import (
@@ -45,6 +44,8 @@ def handler(event: Any, context: Any) -> dict[str, object] | None:
             _custom_resource(event, context, metrics)
             return None
         logger.error("Unrecognised event: neither RequestType nor admin_operation")
+        from migration_resource.admin import error_answer  # noqa: PLC0415 - see _admin
+
         return error_answer(
             None, "bad_request",
             "The event is neither a CloudFormation custom resource event (RequestType) nor "
@@ -53,6 +54,9 @@ def handler(event: Any, context: Any) -> dict[str, object] | None:
 
 
 def _admin(event: Mapping[str, Any], context: Any, metrics: Any) -> dict[str, object]:
+    # The admin protocol loads with the first admin event: a deploy never needs it.
+    from migration_resource.admin import answer_admin_event, error_answer  # noqa: PLC0415
+
     try:
         engine = build_engine(os.environ, metrics)
     except (SettingsError, DatabaseUrlError) as error:
@@ -96,8 +100,6 @@ def resource(metrics: Any) -> MigrationResource:
 
 
 def services(metrics: Any) -> Services:
-    import boto3  # noqa: PLC0415 - only the deploy path needs AWS clients
-
     def engine_for(properties: MigrationProperties) -> MigrationEngine:
         # The deploy's own properties decide the stage's safety rules.
         return build_engine(os.environ, metrics, stage=properties.stage,
@@ -105,11 +107,27 @@ def services(metrics: Any) -> Services:
 
     return Services(
         engine_factory=engine_for,
-        rds=lambda: boto3.client("rds"),
-        cloudformation=lambda: boto3.client("cloudformation"),
+        rds=_client_on_first_use("rds"),
+        cloudformation=_client_on_first_use("cloudformation"),
         metrics=_Hooks(metrics),
         ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None,
     )
+
+
+def _client_on_first_use(name: str) -> Callable[[], Any]:
+    """A boto3 client built on the first call and kept with the crhelper object (one per
+    container): a no-change Update builds only the CloudFormation client, and a warm
+    container's next Update reuses it."""
+    built: list[Any] = []
+
+    def client() -> Any:
+        if not built:
+            import boto3  # noqa: PLC0415 - only the deploy path needs AWS clients
+
+            built.append(boto3.client(name))
+        return built[0]
+
+    return client
 
 
 def build_engine(

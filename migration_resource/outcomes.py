@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from migration_resource.classification import Classification
-from migration_resource.execution import AppliedRevision
+
+if TYPE_CHECKING:
+    # execution imports Alembic; an outcome only names the type (a no-change deploy has
+    # no applied revisions and must not pay for Alembic's import).
+    from migration_resource.execution import AppliedRevision
 
 
 class EngineError(RuntimeError):

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-
-from alembic.config import Config
-from alembic.script import Script, ScriptDirectory
-from alembic.util import to_tuple
+from typing import TYPE_CHECKING, Any
 
 from migration_resource.checksums import code_checksum, file_checksum
+
+if TYPE_CHECKING:
+    # Alembic (and Mako, which it imports) load on the first catalogue or config, not with
+    # this module: a no-change deploy compares revision ids and never needs them.
+    from alembic.config import Config
+    from alembic.script import Script, ScriptDirectory
 
 HEAD_TARGETS = frozenset({"head", "heads"})
 # alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
@@ -22,6 +25,13 @@ _REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 # A branch label with a revision, as Alembic writes targets: `billing@head`, `billing@ab12`.
 _BRANCH_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}@(head|[A-Za-z0-9_]{1,32})$")
 MIN_PREFIX_LENGTH = 4
+
+
+def to_tuple(value: Any, default: tuple[str, ...] = ()) -> tuple[Any, ...]:
+    """alembic.util.to_tuple, imported on first use (only a loaded catalogue calls it)."""
+    from alembic.util import to_tuple as alembic_to_tuple  # noqa: PLC0415
+
+    return tuple(alembic_to_tuple(value, default=default))
 
 
 class ScriptsError(RuntimeError):
@@ -51,6 +61,8 @@ def check_target_syntax(target: str) -> str:
 
 def alembic_config(script_location: Path) -> Config:
     """An Alembic Config built in code: no alembic.ini, so env.py leaves our logging alone."""
+    from alembic.config import Config  # noqa: PLC0415 - see the TYPE_CHECKING block
+
     config = Config()
     config.set_main_option("script_location", str(script_location))
     # env.py imports the application's models; make the project root importable.
@@ -71,6 +83,8 @@ class RevisionCatalogue:
 
     @classmethod
     def load(cls, script_location: Path) -> RevisionCatalogue:
+        from alembic.script import ScriptDirectory  # noqa: PLC0415 - see TYPE_CHECKING
+
         try:
             script = ScriptDirectory.from_config(alembic_config(script_location))
             heads = tuple(script.get_heads())

@@ -35,17 +35,19 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.util import to_tuple
 
 from migration_resource.execution import alembic_quiet, upgrade
-from migration_resource.revisions import alembic_config
+from migration_resource.revisions import alembic_config, to_tuple
+
+if TYPE_CHECKING:
+    # Alembic loads when a trial runs, not with this module: the deploy's no-change path
+    # imports the plan (and so this module) without ever trying a revision.
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
 
 logger = logging.getLogger(__name__)
 
@@ -166,6 +168,9 @@ def trial_run(
     could not run them), so the trial sees the revisions after them. `script` is the
     script directory when the caller has it loaded already.
     """
+    from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
     recorder = _Recorder(render=_literal_sql)
     with connect() as connection:
         connection.begin()
@@ -209,6 +214,8 @@ def _upgrade_skipping(  # noqa: PLR0917 - private, one caller
     recorder: _Recorder, script: ScriptDirectory,
 ) -> None:
     """Upgrade to `target`; each revision in `skip` is stamped once what it stands on ran."""
+    from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
+
     for revision in (r for r in order if r in skip):
         found = script.get_revision(revision)
         assert found is not None
@@ -226,6 +233,8 @@ def _autocommit_blocks_stay_in_the_transaction() -> Iterator[None]:
     Patched on the class for the length of the trial: the revision reaches it through
     `op.get_context()`, which the trial cannot hand a different object.
     """
+
+    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - see above
 
     @contextmanager
     def in_the_transaction(self: MigrationContext) -> Iterator[None]:
