@@ -9,6 +9,8 @@ and what to do next; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -17,7 +19,7 @@ from migration_resource.checksums import history_digest, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
-from migration_resource.outcomes import MigrationFailed
+from migration_resource.outcomes import EngineError, MigrationFailed
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -48,6 +50,15 @@ def apply_downgrade(
                      direction="downgrade")
 
 
+@dataclass
+class _Progress:
+    """Where a run is: the revision whose statements ran but whose COMMIT is not yet known
+    to have succeeded, and the one whose audit row starts with its first statement."""
+
+    awaiting_commit: AppliedRevision | None = None
+    next_up: str | None = None
+
+
 def run_steps(
     core: EngineCore,
     connection: sa.Connection,
@@ -61,13 +72,18 @@ def run_steps(
 ) -> tuple[AppliedRevision, ...]:
     """One Alembic run (the scripts load once), with an audit row per revision.
 
-    Each revision's row is committed on the audit connection *before* the revision starts
-    (at the previous revision's callback), so a run that dies leaves evidence; the
-    callback fires inside the revision's transaction, after its statements.
+    A revision's row is written `running` (and committed, on the audit connection) when its
+    first statement is about to run, so a run that dies leaves evidence. It becomes
+    `succeeded` only once its COMMIT is known to have succeeded: Alembic's callback fires
+    inside the revision's transaction, before the COMMIT, so the row is concluded when the
+    next statement runs (the COMMIT is behind it) or the run ends. A failure is blamed on the
+    revision the database says did not commit, which is the right one also when a deferred
+    constraint fails the COMMIT itself.
     """
     catalogue = core.catalogue
     done: list[AppliedRevision] = []
     rows: dict[str, int] = {}
+    progress = _Progress(next_up=order[0])
     reaching_head = direction == "upgrade" and target == catalogue.head
 
     def start(revision: str) -> None:
@@ -78,9 +94,7 @@ def run_steps(
             parents=catalogue.parents(revision), destructive=revision in destructive,
         )
 
-    def on_step(step: AppliedRevision) -> None:
-        if step.revision not in rows:
-            start(step.revision)
+    def conclude(step: AppliedRevision) -> None:
         last = len(done) + 1 == len(order)
         trail.finish(
             rows[step.revision], "succeeded",
@@ -90,22 +104,64 @@ def run_steps(
         done.append(step)
         verb = "Applied" if direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
-        following = next((r for r in order if r not in rows), None)
-        if following is not None:
-            start(following)
 
-    start(order[0])
+    def before_statement(*_: Any) -> None:
+        if progress.awaiting_commit is not None:
+            # A statement after a revision's callback: that revision's COMMIT is behind us.
+            conclude(progress.awaiting_commit)
+            progress.awaiting_commit = None
+        if progress.next_up is not None:
+            start(progress.next_up)
+            progress.next_up = None
+
+    def on_step(step: AppliedRevision) -> None:
+        if step.revision not in rows:
+            start(step.revision)
+        progress.awaiting_commit = step
+        progress.next_up = next((r for r in order if r not in rows), None)
+
+    sa.event.listen(connection, "before_cursor_execute", before_statement)
     try:
         run_online(connection, core.settings.script_location,
                    "base" if target == "base" else target, direction=direction,
                    on_step=on_step, script=catalogue.script)
     except Exception as error:  # a revision's own code: anything can come out
+        final = _revisions_after_failure(core)
+        awaiting = progress.awaiting_commit
+        if awaiting is not None and final is not None and _committed(
+            core, awaiting.revision, final, direction
+        ):
+            conclude(awaiting)  # its COMMIT went through; what failed came after it
+            awaiting = None
         applied = {d.revision for d in done}
-        failed = next((r for r in order if r in rows and r not in applied), order[-1])
+        failed = awaiting.revision if awaiting is not None else next(
+            (r for r in order if r not in applied), order[-1])
         _record_failure(core, trail, rows.get(failed), error)
-        raise _failed(core, before, tuple(done), failed, error) from None
+        raise _failed(core, before, tuple(done), failed, error, final) from None
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", before_statement)
+    if progress.awaiting_commit is not None:
+        conclude(progress.awaiting_commit)
     _verify(core, before, target)
     return tuple(done)
+
+
+def _revisions_after_failure(core: EngineCore) -> tuple[str, ...] | None:
+    """alembic_version after a failure, or None when the database cannot be read (it is
+    restarting, say): the failure is reported either way."""
+    try:
+        return core.current_revisions()
+    except (EngineError, sa.exc.SQLAlchemyError) as error:
+        logger.warning("Could not read the database after the failure: %s", core.safe(error))
+        return None
+
+
+def _committed(
+    core: EngineCore, revision: str, final: tuple[str, ...], direction: str
+) -> bool:
+    known = tuple(r for r in final if core.catalogue.is_known(r))
+    applied = revision in core.catalogue.ancestry(known)
+    return applied if direction == "upgrade" else not applied
 
 
 def _record_failure(
@@ -120,15 +176,17 @@ def _record_failure(
         logger.warning("Could not record the failure in migration_audit; the next run will")
 
 
-def _failed(
+def _failed(  # noqa: PLR0917 - private, one caller
     core: EngineCore, before: Classification, applied: tuple[AppliedRevision, ...],
-    revision: str, error: BaseException,
+    revision: str, error: BaseException, final: tuple[str, ...] | None,
 ) -> MigrationFailed:
     path = core.catalogue.file_path(revision)
     # The whole traceback is for the log; the message is for the console and the operator.
     logger.error("Revision %s (%s) raised %s", revision, path.name, type(error).__name__,
                  exc_info=(type(error), error, error.__traceback__))
-    final = core.current_revisions()
+    now = (f"The database is at revision {describe_revisions(final)}" if final is not None
+           else "The database could not be read afterwards: check it with `remote_admin.py "
+                "status`")
     if is_transactional(path):
         where = "its transaction was rolled back"
     else:
@@ -146,12 +204,11 @@ def _failed(
     message = (
         f"{before.state.value}: revision {revision} ({path.name}) failed after {len(applied)} "
         f"of {len(before.pending) or '?'} revisions: {type(error).__name__}: "
-        f"{core.safe(error)}. {before_it[0].upper()}{before_it[1:]}; {where}. The database is "
-        f"at revision {describe_revisions(final)}. Fix the revision and deploy again; see "
-        f"{RUNBOOK}#a-revision-fails"
+        f"{core.safe(error)}. {before_it[0].upper()}{before_it[1:]}; {where}. {now}. Fix the "
+        f"revision and deploy again; see {RUNBOOK}#a-revision-fails"
     )
     logger.error(message)
-    return MigrationFailed(message, before, applied, final)
+    return MigrationFailed(message, before, applied, final or ())
 
 
 def _verify(core: EngineCore, before: Classification, target: str) -> None:

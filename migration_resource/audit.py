@@ -16,9 +16,12 @@ instead of calling the database `inconsistent`.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -162,31 +165,58 @@ def _recorded_ancestry(
 
 
 class AuditTrail:
-    """Writes rows on the migration connection; each write commits at once."""
+    """Writes rows on a connection of its own; each write commits at once.
 
-    def __init__(self, connection: sa.Connection, schema: str, context: RunContext) -> None:
+    With `reconnect`, a write whose connection died (terminated, closed by a parameter
+    group's idle_session_timeout, the server restarted) is tried once more on a new one: the
+    trail must not be the reason a revision fails.
+    """
+
+    def __init__(
+        self, connection: sa.Connection, schema: str, context: RunContext,
+        *, reconnect: Callable[[], sa.Connection] | None = None,
+    ) -> None:
         self.connection = connection
         self.table = _table(connection, schema)
         self.context = context
+        self._reconnect = reconnect
+
+    def close(self) -> None:
+        with contextlib.suppress(sa.exc.SQLAlchemyError):  # a dead one has nothing to close
+            self.connection.close()
+
+    def _execute(self, statement: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run one statement and commit; on a dead connection, once more on a new one."""
+        for attempt in (1, 2):
+            try:
+                result = self.connection.execute(sa.text(statement), parameters or {})
+                rows = result.all() if result.returns_rows else result.rowcount
+                self.connection.commit()
+                return rows
+            except sa.exc.DBAPIError as error:
+                if attempt == 2 or self._reconnect is None or not (
+                    error.connection_invalidated or isinstance(error, sa.exc.OperationalError)
+                ):
+                    raise
+                self.close()
+                self.connection = self._reconnect()
+        raise AssertionError("unreachable")
 
     def ensure_table(self) -> None:
-        self.connection.exec_driver_sql(_DDL.format(table=self.table))
-        self.connection.exec_driver_sql(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
-        self.connection.commit()
+        self._execute(_DDL.format(table=self.table))
+        self._execute(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,
         checksum: str | None = None, transactional: bool = True, detail: str | None = None,
         parents: tuple[str, ...] | None = None, destructive: bool | None = None,
     ) -> int:
-        row_id = self.connection.execute(
-            sa.text(
-                f"INSERT INTO {self.table} (request_id, actor, action, revision, direction, "
-                "checksum, transactional, outcome, snapshot_id, detail, parents, destructive) "
-                "VALUES (:request_id, :actor, :action, :revision, :direction, :checksum, "
-                ":transactional, 'running', :snapshot_id, :detail, :parents, :destructive) "
-                "RETURNING id"
-            ),
+        rows = self._execute(
+            f"INSERT INTO {self.table} (request_id, actor, action, revision, direction, "
+            "checksum, transactional, outcome, snapshot_id, detail, parents, destructive) "
+            "VALUES (:request_id, :actor, :action, :revision, :direction, :checksum, "
+            ":transactional, 'running', :snapshot_id, :detail, :parents, :destructive) "
+            "RETURNING id",
             {
                 "request_id": self.context.request_id, "actor": self.context.actor,
                 "action": action, "revision": revision, "direction": direction,
@@ -195,24 +225,24 @@ class AuditTrail:
                 "parents": None if parents is None else ",".join(parents),
                 "destructive": destructive,
             },
-        ).scalar_one()
-        self.connection.commit()
-        return int(row_id)
+        )
+        return int(rows[0][0])
 
     def finish(
         self, row_id: int, outcome: str, *, detail: str | None = None,
         history_digest: str | None = None,
     ) -> None:
-        self.connection.execute(
-            sa.text(
-                f"UPDATE {self.table} SET outcome = :outcome, finished_at = clock_timestamp(), "
-                "duration_seconds = extract(epoch FROM clock_timestamp() - started_at), "
-                "detail = coalesce(:detail, detail), "
-                "history_digest = coalesce(:digest, history_digest) WHERE id = :id"
-            ),
+        # Only a row still running is concluded, and a success keeps no earlier detail: a
+        # row another run settled is never flipped, nor a success left saying "rolled back".
+        self._execute(
+            f"UPDATE {self.table} SET outcome = :outcome, finished_at = clock_timestamp(), "
+            "duration_seconds = extract(epoch FROM clock_timestamp() - started_at), "
+            "detail = CASE WHEN :outcome = 'succeeded' THEN CAST(:detail AS text) "
+            "ELSE coalesce(:detail, detail) END, "
+            "history_digest = coalesce(:digest, history_digest) "
+            "WHERE id = :id AND outcome = 'running'",
             {"outcome": outcome, "detail": detail, "digest": history_digest, "id": row_id},
         )
-        self.connection.commit()
 
     def record(
         self, action: str, revision: str | None, outcome: str, *, checksum: str | None = None,
@@ -227,10 +257,10 @@ class AuditTrail:
     def settle_unfinished(self, applied: frozenset[str]) -> list[str]:
         """Rows left `running` by a run that died; returns what was concluded, for the log."""
         notes: list[str] = []
-        rows = self.connection.execute(sa.text(
+        rows = self._execute(
             f"SELECT id, revision, direction, transactional FROM {self.table} "
             "WHERE outcome = 'running' ORDER BY id"
-        )).all()
+        )
         for row in rows:
             done = (row.revision in applied) == (row.direction != "down")
             if done:
@@ -254,21 +284,17 @@ class AuditTrail:
         """
         filled = 0
         for revision, stands_on in parents.items():
-            filled += self.connection.execute(
-                sa.text(f"UPDATE {self.table} SET parents = :parents WHERE revision = :revision "
-                        "AND parents IS NULL AND outcome = 'succeeded' "
-                        "AND action IN ('upgrade', 'baseline', 'adopt', 'repair')"),
+            filled += int(self._execute(
+                f"UPDATE {self.table} SET parents = :parents WHERE revision = :revision "
+                "AND parents IS NULL AND outcome = 'succeeded' "
+                "AND action IN ('upgrade', 'baseline', 'adopt', 'repair')",
                 {"parents": ",".join(stands_on), "revision": revision},
-            ).rowcount
-        self.connection.commit()
+            ))
         return filled
 
     def resolve(self, failure_ids: list[int]) -> None:
-        self.connection.execute(
-            sa.text(f"UPDATE {self.table} SET resolved = true WHERE id = ANY(:ids)"),
-            {"ids": failure_ids},
-        )
-        self.connection.commit()
+        self._execute(f"UPDATE {self.table} SET resolved = true WHERE id = ANY(:ids)",
+                      {"ids": failure_ids})
 
 
 def recent_actions(

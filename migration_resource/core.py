@@ -26,7 +26,7 @@ from migration_resource.classification import (
 )
 from migration_resource.dsn import mask_text
 from migration_resource.inspection import DatabaseSnapshot, read_database
-from migration_resource.lock import LockBusy, lock_key, migration_lock
+from migration_resource.lock import LockBusy, lock_key, session_lock
 from migration_resource.outcomes import DatabaseUnavailable, MigrationRefused, Outcome
 from migration_resource.revisions import RevisionCatalogue, ScriptsError, check_target_syntax
 from migration_resource.settings import EngineSettings
@@ -51,6 +51,13 @@ if TYPE_CHECKING:
 RUNBOOK = "docs/RUNBOOK.md"
 CONNECT_TIMEOUT_SECONDS = 10
 CONNECT_BACKOFF_SECONDS = 1.0
+# How often the server checks that the client of a running statement is still there.
+CONNECTION_CHECK_MS = 500
+APPLICATION_NAME_LIMIT = 63  # PostgreSQL truncates longer names
+# TCP keepalives: a connection through a NAT or a failed-over endpoint that went silent is
+# noticed in about a minute, not after the kernel's two hours.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
+              "keepalives_count": 3}
 STATUS_HISTORY_ROWS = 5
 
 _NEXT_STEP = {
@@ -74,6 +81,7 @@ def create_database_engine(settings: EngineSettings) -> sa.Engine:
         connect_args={
             "application_name": settings.application_name,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            **KEEPALIVES,
         },
     )
 
@@ -270,12 +278,19 @@ class EngineCore:
     @contextmanager
     def audit_trail(self, context: RunContext) -> Iterator[AuditTrail]:
         """The audit trail on its own autocommit connection: its rows are committed at once,
-        whatever happens to the migration's transactions."""
-        with self.connect() as connection:
-            autocommit = connection.execution_options(isolation_level="AUTOCOMMIT")
-            trail = AuditTrail(autocommit, self.settings.schema, context)
+        whatever happens to the migration's transactions. A connection that dies is opened
+        again for the next row (the trail is bookkeeping; the work is on its own session)."""
+        role = f"{context.actor}/audit"
+
+        def reopen() -> sa.Connection:
+            return self._open(role).execution_options(isolation_level="AUTOCOMMIT")
+
+        trail = AuditTrail(reopen(), self.settings.schema, context, reconnect=reopen)
+        try:
             trail.ensure_table()
             yield trail
+        finally:
+            trail.close()
 
     def recent_actions(self, limit: int) -> list[dict[str, Any]]:
         with self.reading() as connection:
@@ -285,7 +300,7 @@ class EngineCore:
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
         """A READ ONLY transaction: the server itself rejects any write on this path."""
-        with self.connect() as connection:
+        with self.connect("read") as connection:
             connection.exec_driver_sql("SET TRANSACTION READ ONLY")
             try:
                 yield connection
@@ -293,20 +308,62 @@ class EngineCore:
                 connection.rollback()
 
     @contextmanager
-    def migration_session(self) -> Iterator[sa.Connection]:
-        """A connection whose statements and lock waits are bounded by MIGRATION_TIMEOUT."""
-        with self.connect() as connection:
-            connection.exec_driver_sql(
-                f"SET statement_timeout = '{int(self.settings.migration_timeout_seconds)}s'"
-            )
-            connection.exec_driver_sql(
-                f"SET lock_timeout = '{int(self.settings.lock_timeout_seconds)}s'"
-            )
-            connection.commit()
-            yield connection
+    def locked_session(
+        self, classification: Classification, context: RunContext
+    ) -> Iterator[sa.Connection]:
+        """The migration session, holding the migration lock itself (see `lock.py`).
+
+        Its statements and table-lock waits are bounded by MIGRATION_TIMEOUT and
+        MIGRATION_LOCK_TIMEOUT. Every revision runs on this session: when it dies, its work and
+        the lock end together, and no other migrator can have started meanwhile.
+        """
+        with self.connect(f"{context.actor}/work") as connection:
+            try:
+                with session_lock(connection, lock_key(self.settings.schema),
+                                  wait_seconds=self.settings.lock_wait_seconds):
+                    connection.exec_driver_sql(
+                        "SET statement_timeout = "
+                        f"'{int(self.settings.migration_timeout_seconds)}s'")
+                    connection.exec_driver_sql(
+                        f"SET lock_timeout = '{int(self.settings.lock_timeout_seconds)}s'")
+                    connection.commit()
+                    yield connection
+            except LockBusy as busy:
+                raise self._busy(classification, busy) from None
 
     @contextmanager
-    def connect(self) -> Iterator[sa.Connection]:
+    def locked(self, classification: Classification) -> Iterator[None]:
+        """The lock alone, on a connection of its own: for work that changes no live table
+        (a trial run that is rolled back, the baseline's replay, a refusal's audit row)."""
+        try:
+            with self.connect("lock") as connection, session_lock(
+                connection, lock_key(self.settings.schema),
+                wait_seconds=self.settings.lock_wait_seconds,
+            ):
+                yield
+        except LockBusy as busy:
+            raise self._busy(classification, busy) from None
+
+    def _busy(self, classification: Classification, busy: LockBusy) -> MigrationRefused:
+        return MigrationRefused(
+            f"{classification.state.value}: {busy}; nothing was changed. Retry when that "
+            "run has finished (check it with `remote_admin.py status`)",
+            classification,
+        )
+
+    @contextmanager
+    def connect(self, role: str = "read") -> Iterator[sa.Connection]:
+        """A connection of the product's own, named for `pg_stat_activity` by its role."""
+        connection = self._open(role)
+        try:
+            yield connection
+        finally:
+            try:
+                connection.close()
+            except sa.exc.SQLAlchemyError as error:  # a dead session: nothing left to close
+                logger.warning("Closing a database connection failed: %s", self.safe(error))
+
+    def _open(self, role: str) -> sa.Connection:
         attempts = self.settings.connect_attempts
         for attempt in range(1, attempts + 1):
             try:
@@ -327,32 +384,18 @@ class EngineCore:
                                "%.0f s: %s", attempt, attempts, delay,
                                self.safe(error.orig or error))
                 self._sleep(delay)
-        with connection:
-            yield connection
-
-    @contextmanager
-    def locked(self, classification: Classification) -> Iterator[None]:
-        key = lock_key(self.settings.schema)
-        try:
-            with self._connect_lock(key):
-                yield
-        except LockBusy as busy:
-            raise MigrationRefused(
-                f"{classification.state.value}: {busy}; nothing was changed. Retry when that "
-                "run has finished (check it with `remote_admin.py status`)",
-                classification,
-            ) from None
-
-    @contextmanager
-    def _connect_lock(self, key: int) -> Iterator[None]:
-        try:
-            with migration_lock(self.database, key, wait_seconds=self.settings.lock_wait_seconds):
-                yield
-        except sa.exc.OperationalError as error:
-            raise DatabaseUnavailable(
-                "Lost the database connection that holds the migration lock: "
-                + self.safe(error.orig or error)
-            ) from None
+        name = f"{self.settings.application_name}/{role}"[:APPLICATION_NAME_LIMIT]
+        connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
+                           {"name": name})
+        if (connection.dialect.server_version_info or (0,)) >= (14,):
+            # A client that died (a Lambda timeout, kill -9) must not leave its statement
+            # running and its locks held; a parameter group's idle_session_timeout must not
+            # close a session that waits while another one works (audit, lock, trial).
+            connection.exec_driver_sql(
+                f"SET client_connection_check_interval = '{CONNECTION_CHECK_MS}ms'")
+            connection.exec_driver_sql("SET idle_session_timeout = 0")
+        connection.commit()
+        return connection
 
     def safe(self, error: BaseException) -> str:
         """An error as one line without secrets or SQLAlchemy's boilerplate links."""

@@ -1,8 +1,12 @@
-"""The migration lock: a PostgreSQL session-level advisory lock on a connection of its own.
+"""The migration lock: a PostgreSQL session-level advisory lock held by the session that works.
 
 Session-level (not ``_xact_``) because Alembic commits per migration and autocommit blocks
-commit too; a connection of its own so that no migration statement can release it. When the
-Lambda dies the server closes the session and the lock goes with it.
+commit too. It is held by the very session that runs the revisions' DDL (`session_lock`):
+when that session dies (terminated, the server restarted, the Lambda killed), its work and
+its lock end together, so no second migrator can take the lock while the first one's
+statements still run. A lock on a separate connection would not do that: terminate that
+connection and the work carries on without it while another run starts. When the Lambda
+dies the server closes the session and the lock goes with it.
 """
 
 from __future__ import annotations
@@ -86,6 +90,69 @@ def find_holder(connection: sa.Connection, key: int) -> LockHolder | None:
 
 
 @contextmanager
+def session_lock(
+    connection: sa.Connection,
+    key: int,
+    *,
+    wait_seconds: float,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[sa.Connection]:
+    """Hold the lock on `connection` itself for the block; LockBusy after the wait.
+
+    The connection is handed back outside a transaction (Alembic opens its own). Releasing
+    is best effort: when the session has died, the server released the lock with it, and
+    what the block did is reported, not hidden behind the release's error.
+    """
+    # Waiting runs in autocommit: no transaction stays open between tries, and the session's
+    # last statement (pg_stat_activity.query) says what it waits for.
+    level = connection.get_isolation_level()
+    connection.commit()  # reading the level began a transaction; the switch needs none
+    connection.execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        _wait_for_lock(connection, key, wait_seconds=wait_seconds, sleep=sleep, clock=clock)
+    finally:
+        connection.commit()  # SQLAlchemy marks a transaction even in autocommit
+        connection.execution_options(isolation_level=level)
+    try:
+        yield connection
+    finally:
+        try:
+            connection.rollback()
+            connection.execute(sa.select(sa.func.pg_advisory_unlock(key)))
+            connection.commit()
+        except sa.exc.SQLAlchemyError as error:
+            logger.warning(
+                "Could not release the migration lock (%s); a session that ended released it "
+                "with itself", " ".join(str(error).split("\n")[0].split())[:200],
+            )
+
+
+def _wait_for_lock(
+    connection: sa.Connection, key: int, *, wait_seconds: float,
+    sleep: Callable[[float], None], clock: Callable[[], float],
+) -> None:
+    started = clock()
+    attempt = 0
+    while not connection.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
+        waited = clock() - started
+        holder = find_holder(connection, key)
+        if waited >= wait_seconds:
+            raise LockBusy(waited, holder)
+        delay = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
+        if attempt >= len(BACKOFF_SECONDS):
+            delay = MAX_BACKOFF_SECONDS
+        delay = min(delay, max(wait_seconds - waited, 0.0))
+        if attempt == 0:
+            logger.info(
+                "Waiting for the migration lock held by %s",
+                holder.describe() if holder else "another session",
+            )
+        attempt += 1
+        sleep(delay)
+
+
+@contextmanager
 def migration_lock(
     engine: sa.Engine,
     key: int,
@@ -94,30 +161,9 @@ def migration_lock(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[sa.Connection]:
-    """Hold the lock for the block; raise LockBusy (naming the holder) after the wait."""
-    connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        started = clock()
-        attempt = 0
-        while not connection.execute(sa.select(sa.func.pg_try_advisory_lock(key))).scalar():
-            waited = clock() - started
-            holder = find_holder(connection, key)
-            if waited >= wait_seconds:
-                raise LockBusy(waited, holder)
-            delay = BACKOFF_SECONDS[min(attempt, len(BACKOFF_SECONDS) - 1)]
-            if attempt >= len(BACKOFF_SECONDS):
-                delay = MAX_BACKOFF_SECONDS
-            delay = min(delay, max(wait_seconds - waited, 0.0))
-            if attempt == 0:
-                logger.info(
-                    "Waiting for the migration lock held by %s",
-                    holder.describe() if holder else "another session",
-                )
-            attempt += 1
-            sleep(delay)
-        try:
-            yield connection
-        finally:
-            connection.execute(sa.select(sa.func.pg_advisory_unlock(key)))
-    finally:
-        connection.close()
+    """The lock on a connection of its own, for work that runs no DDL on live tables (a
+    trial run that is rolled back, the baseline's replay into a scratch schema)."""
+    with engine.connect() as connection, session_lock(
+        connection, key, wait_seconds=wait_seconds, sleep=sleep, clock=clock
+    ):
+        yield connection

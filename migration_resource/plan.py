@@ -152,7 +152,8 @@ def _capture(
     with hold_lock():
         for _ in range(TRIAL_RETRIES + 1):
             trial = trial_run(
-                core.connect, settings.script_location, order, target, stamp=stamp,
+                lambda: core.connect("trial"), settings.script_location, order, target,
+                stamp=stamp,
                 skip=frozenset(skip), script=core.catalogue.script,
                 statement_timeout_seconds=settings.migration_timeout_seconds,
                 lock_timeout_seconds=settings.lock_timeout_seconds,

@@ -43,8 +43,7 @@ def downgrade(
             before,
         )
     with (
-        core.locked(before),
-        core.migration_session() as connection,
+        core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
         now = core.prepare_locked(connection, trail, resolved)

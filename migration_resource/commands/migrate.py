@@ -59,8 +59,7 @@ def migrate(
 
     baseline_found: dict[str, Any] | None = None
     with (
-        core.locked(before),
-        core.migration_session() as connection,
+        core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
         now = core.prepare_locked(connection, trail, resolved)
@@ -147,8 +146,7 @@ def _bookkeeping(
     """
     (resolved,) = before.target
     with (
-        core.locked(before),
-        core.migration_session() as connection,
+        core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
         now = core.prepare_locked(connection, trail, resolved)

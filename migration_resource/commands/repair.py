@@ -55,8 +55,7 @@ def repair(
     before = core.classify("head", None, None)
     done: list[str] = []
     with (
-        core.locked(before),
-        core.migration_session() as connection,
+        core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
         snapshot = core.settle(connection, trail)

@@ -330,7 +330,8 @@ def _wait_for_lock_waiter(db: sa.Engine, key: int, timeout: float = 10) -> None:
     with db.connect() as conn:
         while time.monotonic() < deadline:
             waiting = conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-migrations' "
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'db-migrations/%%/work' "
                 "AND (strpos(query, 'pg_try_advisory_lock') > 0 OR strpos(query, 'pg_locks') > 0)"
             ).scalar()
             conn.rollback()

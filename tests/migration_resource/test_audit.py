@@ -211,7 +211,8 @@ def _wait_until_sessions_end(db: sa.Engine, timeout: float = 10) -> None:
     with db.connect() as conn:
         while time.monotonic() < deadline:
             left = conn.exec_driver_sql(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'db-migrations' "
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'db-migrations/%%' "
                 "AND pid <> pg_backend_pid()"
             ).scalar()
             conn.rollback()
@@ -219,7 +220,7 @@ def _wait_until_sessions_end(db: sa.Engine, timeout: float = 10) -> None:
                 return
             conn.exec_driver_sql(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'db-migrations' AND pid <> pg_backend_pid()"
+                "WHERE application_name LIKE 'db-migrations/%%' AND pid <> pg_backend_pid()"
             )
             conn.commit()
             time.sleep(0.1)

@@ -1,0 +1,268 @@
+"""Faults made for real against PostgreSQL: sessions terminated by the server, a migrating
+process killed, the server restarted, a parameter group's idle_session_timeout, a deferred
+constraint failing at COMMIT.
+
+For each: what the engine reports, the state after, every revision applied at most once
+(each synthetic revision logs itself in `applied_log` inside its own transaction), and rows
+intact. The product's sessions are found by their application names
+(`db-migrations/<actor>/<role>`), as an operator finds them in pg_stat_activity.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from localdev.history_env import write_script_directory
+from localdev.postgres import LocalPostgres, free_port
+from migration_resource.dsn import normalize_url
+from migration_resource.engine import MigrationEngine, MigrationFailed
+from migration_resource.settings import EngineSettings
+from tests.migration_resource.support import execute, version_rows
+
+EngineFactory = Callable[..., MigrationEngine]
+Synthetic = Callable[..., tuple[Path, list[str]]]
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def applied_log(db: sa.Engine) -> list[str]:
+    with db.connect() as conn:
+        return list(conn.exec_driver_sql(
+            "SELECT revision FROM applied_log ORDER BY applied_at").scalars())
+
+
+def wait_for_session(db: sa.Engine, name_pattern: str, *, running: str = "pg_sleep",
+                     timeout: float = 10) -> int:
+    """The pid of the product's session named so, once it runs `running`."""
+    deadline = time.monotonic() + timeout
+    with db.connect() as conn:
+        while time.monotonic() < deadline:
+            pid = conn.execute(sa.text(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE :name "
+                "AND strpos(query, :running) > 0 AND state = 'active'"
+            ), {"name": name_pattern, "running": running}).scalar()
+            conn.rollback()
+            if pid:
+                return int(pid)
+            time.sleep(0.05)
+    raise AssertionError(f"no session {name_pattern} running {running}")
+
+
+def terminate(db: sa.Engine, pid: int) -> None:
+    with db.connect() as conn:
+        conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        conn.commit()
+
+
+def test_terminating_the_working_session_stops_the_run_and_frees_the_lock(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic,
+) -> None:
+    # GIVEN three revisions, the second slow
+    folder, ids = synthetic(3, sleep_seconds=3, sleep_at=2)
+    results: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            results.append(make_engine(script_location=folder).migrate())
+        except BaseException as error:
+            results.append(error)
+
+    first = threading.Thread(target=run)
+    first.start()
+    # WHEN the session running revision 2 (the one holding the lock) is terminated
+    pid = wait_for_session(db, "db-migrations/%/work")
+    terminate(db, pid)
+    first.join(timeout=30)
+    # AND a second migrator starts right away
+    second = make_engine(script_location=folder).migrate()
+    # THEN the first run reports revision 2's own failure and the state, not a lost lock
+    (failure,) = results
+    assert isinstance(failure, MigrationFailed), failure
+    message = str(failure)
+    assert message.startswith(f"empty: revision {ids[1]} (00002_{ids[1]}.py) failed after 1 of 3")
+    assert "terminating connection due to administrator command" in message
+    assert f"The database is at revision {ids[0]}" in message
+    # AND the second applied the rest; every revision ran exactly once
+    assert [a.revision for a in second.applied] == ids[1:]
+    assert applied_log(db) == ids
+    assert version_rows(db) == [ids[-1]]
+
+
+def test_terminating_the_audit_session_mid_revision_does_not_fail_the_migration(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic,
+) -> None:
+    folder, ids = synthetic(3, sleep_seconds=2, sleep_at=2)
+    results: list[object] = []
+    runner = threading.Thread(
+        target=lambda: results.append(make_engine(script_location=folder).migrate()))
+    runner.start()
+    wait_for_session(db, "db-migrations/%/work")
+    with db.connect() as conn:
+        audit = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'db-migrations/%%/audit'"
+        ).scalar()
+    assert audit is not None
+    terminate(db, int(audit))
+    runner.join(timeout=30)
+    (outcome,) = results
+    assert [a.revision for a in outcome.applied] == ids  # type: ignore[attr-defined]
+    with db.connect() as conn:
+        outcomes = conn.exec_driver_sql(
+            "SELECT revision, outcome FROM migration_audit WHERE action = 'upgrade' ORDER BY id"
+        ).all()
+    assert [tuple(row) for row in outcomes] == [(r, "succeeded") for r in ids]
+
+
+def test_an_idle_session_timeout_shorter_than_a_revision_closes_none_of_ours(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic, database_url: str,
+) -> None:
+    # GIVEN a parameter group's idle_session_timeout of 1 s and a revision of 2.5 s
+    name = sa.make_url(database_url).database
+    execute(db, f'ALTER DATABASE "{name}" SET idle_session_timeout = \'1s\'')
+    folder, ids = synthetic(2, sleep_seconds=2.5, sleep_at=2)
+    # WHEN it is applied (the audit and lock connections sit idle meanwhile)
+    outcome = make_engine(script_location=folder).migrate()
+    # THEN it completes
+    assert [a.revision for a in outcome.applied] == ids
+
+
+DEFERRED = {
+    "d1": 'op.execute("CREATE TABLE parents (id int PRIMARY KEY)")\n'
+          '    op.execute("CREATE TABLE children (id int PRIMARY KEY, parent_id int '
+          'REFERENCES parents DEFERRABLE INITIALLY DEFERRED)")',
+    # The insert is accepted; the foreign key is checked at COMMIT, and fails there.
+    "d2": 'op.execute("INSERT INTO children VALUES (1, 42)")',
+    "d3": 'op.execute("CREATE TABLE after_the_failure (id int)")',
+}
+
+
+def test_a_deferred_constraint_failing_at_commit_is_blamed_on_its_revision(
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path,
+) -> None:
+    folder = write_script_directory(tmp_path / "h")
+    down = None
+    for revision, body in DEFERRED.items():
+        (folder / "versions" / f"{revision}.py").write_text(
+            "from alembic import op\n\n"
+            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
+            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
+        down = revision
+    engine = make_engine(script_location=folder)
+    with pytest.raises(MigrationFailed) as failure:
+        engine.migrate()
+    message = str(failure.value)
+    assert message.startswith("empty: revision d2 (d2.py) failed after 1 of 3")
+    assert "ForeignKeyViolation" in message or "foreign key" in message
+    assert "The database is at revision d1" in message
+    with db.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT revision, outcome FROM migration_audit WHERE action = 'upgrade' ORDER BY id"
+        ).all()
+    # d1 succeeded (after its COMMIT), d2 failed, d3 never started
+    assert [tuple(row) for row in rows] == [("d1", "succeeded"), ("d2", "failed")]
+    status = engine.status().classification
+    assert status.state == "pending_migrations" and status.pending == ("d2", "d3")
+
+
+KILLED_RUN = """
+import sys
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from migration_resource.dsn import normalize_url
+from migration_resource.engine import MigrationEngine
+from migration_resource.settings import EngineSettings
+MigrationEngine(EngineSettings(database_url=normalize_url({url!r}),
+                               script_location=Path({folder!r}))).migrate()
+"""
+
+
+def test_a_killed_migrating_process_leaves_no_statement_running(
+    db: sa.Engine, synthetic: Synthetic, database_url: str,
+) -> None:
+    # GIVEN a migrating process inside a 20 s statement
+    folder, ids = synthetic(2, sleep_seconds=20, sleep_at=2)
+    process = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN.format(root=str(REPO_ROOT), url=database_url,
+                                                 folder=str(folder))],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        pid = wait_for_session(db, "db-migrations/%/work", timeout=20)
+        # WHEN it is killed (as a Lambda that times out is)
+        os.kill(process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        # THEN the server ends its statement within about a second, and its lock with it
+        with db.connect() as conn:
+            while conn.execute(sa.text("SELECT count(*) FROM pg_stat_activity WHERE pid = :p"),
+                               {"p": pid}).scalar():
+                conn.rollback()
+                assert time.monotonic() - killed < 3, "the orphaned statement is still running"
+                time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    assert version_rows(db) == [ids[0]]
+    assert applied_log(db) == ids[:1]
+
+
+@pytest.fixture
+def own_server() -> Iterator[LocalPostgres]:
+    """A server of this test's own: it is restarted mid-revision."""
+    base = Path(tempfile.mkdtemp(prefix="pgrestart-"))
+    base.chmod(0o755)
+    server = LocalPostgres(data_dir=base / "data", port=free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_server_restart_mid_revision_reports_the_revision_and_the_state(
+    own_server: LocalPostgres, synthetic: Synthetic,
+) -> None:
+    folder, ids = synthetic(3, sleep_seconds=3, sleep_at=2)
+    url = own_server.url
+    engine = MigrationEngine(EngineSettings(database_url=normalize_url(url),
+                                            script_location=folder, connect_attempts=4))
+    results: list[BaseException | object] = []
+
+    def run() -> None:
+        try:
+            results.append(engine.migrate())
+        except BaseException as error:
+            results.append(error)
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    observer = sa.create_engine(url, poolclass=sa.NullPool)
+    wait_for_session(observer, "db-migrations/%/work")
+    observer.dispose()
+    own_server.stop()
+    own_server.start()
+    runner.join(timeout=60)
+    (failure,) = results
+    assert isinstance(failure, MigrationFailed), failure
+    message = str(failure)
+    assert message.startswith(f"empty: revision {ids[1]} ")
+    assert failure.classification is not None and failure.classification.state == "empty"
+    assert f"The database is at revision {ids[0]}" in message
+    # AND the next run finishes the job, each revision once
+    after = MigrationEngine(EngineSettings(database_url=normalize_url(url),
+                                           script_location=folder)).migrate()
+    assert [a.revision for a in after.applied] == ids[1:]
+    check = sa.create_engine(url, poolclass=sa.NullPool)
+    assert applied_log(check) == ids
+    check.dispose()
