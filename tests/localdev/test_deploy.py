@@ -5,11 +5,14 @@ Every scenario is a full local deploy: `python -m localdev.deploy` synthesizes n
 PostgreSQL, the local AWS endpoint (moto, the Invoke API) and an HTTPS ResponseURL. The dev
 scenarios share one local environment (its own folder and ports, never the developer's
 `.local`) and run in order, as successive deploys of one stack would. Rows are inserted
-before every deploy, and every row inserted so far must still be there after it.
+before every deploy, and every row inserted so far must still be there after it. Where a
+scenario needs the application to answer, the sample application's function (which
+deploy-local does not deploy) is run from the same asset through the local Invoke API.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -19,7 +22,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +41,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
 
 STACK = "DbMigrations-dev-Application"
 FUNCTION = f"{STACK}-MigrationFunction"
+APP_FUNCTION = f"{STACK}-SampleAppFunction"
 NEW_REVISION = "7a8b9c0d1e2f"
 NEW_MIGRATION = textwrap.dedent(f'''\
     """add users timezone
@@ -160,6 +164,37 @@ class LocalDeploy:
         finally:
             engine.dispose()
         assert sorted(found) == sorted(f"{tag}@example.com" for tag in self.kept)
+
+
+def sample_app(local: LocalDeploy, cdk_out: Path, path: str = "/tasks") -> dict[str, Any]:
+    """GET `path` from the sample application's Lambda as `cdk_out` defines it, through the
+    local Invoke API, beside the deployed migration function (same asset, secret, endpoint):
+    its answer, and the tail of its log under `log`."""
+    files = local_aws.LocalAwsFiles.under(local.local_dir)
+    template = json.loads((cdk_out / f"{STACK}.template.json").read_text())
+    function = next(resource["Properties"] for key, resource in template["Resources"].items()
+                    if key.startswith("SampleAppFunction")
+                    and resource["Type"] == "AWS::Lambda::Function")
+    asset = (cdk_out / f"asset.{function['Code']['S3Key'].removesuffix('.zip')}").resolve()
+    # what the local AWS gives a function rather than its template, as the deploy gave it
+    migration = files.functions()[FUNCTION]
+    runtime = migration.env["PYTHONPATH"].split(":", 1)[1]  # the pinned boto3
+    given = {key: migration.env[key] for key in (*local_deploy.LOCAL_VARIABLES,
+                                                 *local_deploy.CREDENTIALS)}
+    variables = {key: value for key, value in function["Environment"]["Variables"].items()
+                 if isinstance(value, str)}
+    files.put_function(replace(
+        migration, name=APP_FUNCTION, handler=function["Handler"], code_dir=str(asset),
+        timeout_seconds=float(function["Timeout"]), memory_mb=int(function["MemorySize"]),
+        env={**variables, **given, "PYTHONPATH": f"{asset}:{runtime}"}))
+    event = {"version": "2.0", "rawPath": path,
+             "requestContext": {"http": {"method": "GET", "path": path}}}
+    answer = local.aws("lambda").invoke(FunctionName=APP_FUNCTION, LogType="Tail",
+                                        Payload=json.dumps(event).encode())
+    assert "FunctionError" not in answer, answer["Payload"].read()
+    response: dict[str, Any] = json.loads(answer["Payload"].read())
+    response["log"] = base64.b64decode(answer["LogResult"]).decode()
+    return response
 
 
 def events(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -303,6 +338,49 @@ def test_a_new_migration_file_is_applied_after_a_snapshot(
     assert f"current: {NEW_REVISION}" in status.stdout
 
 
+def test_redeploying_the_previous_release_works(
+        local: LocalDeploy, first: subprocess.CompletedProcess[str],
+        with_new_migration: Path) -> None:
+    # GIVEN the database at NEW_REVISION, which the last deploy applied (and recorded)
+    local.insert_rows()
+    engine = local.engine()
+    try:
+        before = relations(engine)
+        # WHEN the previous release is deployed again: the checkout without NEW_REVISION's file
+        previous = local.run()
+        # THEN the Update succeeds without touching the database: ahead, no snapshot
+        assert previous.returncode == 0, previous.stdout + previous.stderr
+        assert events(previous) == ["UPDATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_COMPLETE"]
+        lines = previous.stdout.splitlines()
+        assert f"  TargetRevision: {NEW_REVISION} → {HEAD}" in lines
+        assert "State: ahead" in lines
+        assert f"Revision: {NEW_REVISION} → {NEW_REVISION} (0 applied)" in lines
+        assert "Snapshot: none" in lines
+        assert len(local.aws("rds").describe_db_snapshots(
+            SnapshotType="manual")["DBSnapshots"]) == 1  # the new migration's, no other
+        assert version_rows(engine) == [NEW_REVISION]
+        assert relations(engine) == before
+        local.assert_rows_kept()
+        # AND the previous release's application serves, warning about the newer revision
+        served = sample_app(local, SHARED_OUTDIR)
+        assert served["statusCode"] == 200, served
+        assert json.loads(served["body"])["total"] == len(local.kept)
+        assert ("Auto-migration: the database is ahead of this code (newer revisions: "
+                f"{NEW_REVISION}): serving") in served["log"]
+        # WHEN the newer release is deployed again
+        forward = local.run(cdk_out=with_new_migration)
+        # THEN it finds its own revision there: up to date, nothing applied
+        assert forward.returncode == 0, forward.stdout + forward.stderr
+        assert events(forward)[-1] == "UPDATE_COMPLETE"
+        assert "State: up_to_date" in forward.stdout.splitlines()
+        assert f"Revision: {NEW_REVISION} → {NEW_REVISION} (0 applied)" in forward.stdout
+        assert "Snapshot: none" in forward.stdout.splitlines()
+        assert version_rows(engine) == [NEW_REVISION]
+    finally:
+        engine.dispose()
+    local.assert_rows_kept()
+
+
 def test_the_same_checkout_again_changes_nothing(
         local: LocalDeploy, first: subprocess.CompletedProcess[str],
         with_new_migration: Path) -> None:
@@ -354,11 +432,16 @@ def test_migrations_disabled_on_deploy_then_enabled_again(
 def test_unknown_revision_fails_cleanly_and_rolls_back(
         local: LocalDeploy, first: subprocess.CompletedProcess[str],
         with_new_migration: Path) -> None:
-    # GIVEN a database at a revision no script defines, and other migrations to deploy
+    # GIVEN a database at a revision no script defines and nobody recorded (written by hand:
+    # no audit row traces its ancestry), and other migrations to deploy
     local.insert_rows()
     engine = local.engine()
     try:
         execute(engine, "UPDATE alembic_version SET version_num = 'f00dfeedbeef'")
+        with engine.connect() as connection:
+            assert connection.execute(sa.text(
+                "SELECT count(*) FROM migration_audit WHERE revision = 'f00dfeedbeef'"),
+            ).scalar_one() == 0
         before = relations(engine)
         deployed = local.state()["properties"]
         # WHEN deploying the repository's checkout (without the new revision)
@@ -369,8 +452,10 @@ def test_unknown_revision_fails_cleanly_and_rolls_back(
                                   "UPDATE_ROLLBACK_IN_PROGRESS", "UPDATE_IN_PROGRESS",
                                   "UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE"]
         failed = next(line for line in result.stdout.splitlines() if "UPDATE_FAILED" in line)
-        assert ("DatabaseMigration inconsistent: alembic_version holds 'f00dfeedbeef' which no "
-                "migration script defines; nothing was changed.") in failed
+        assert ("DatabaseMigration inconsistent: alembic_version holds 'f00dfeedbeef': no "
+                "script defines it, no audit row traces its ancestry; nothing was changed. "
+                "Restore its revision file, or stamp the schema's revision with --baseline REV. "
+                "See docs/RUNBOOK.md#inconsistent") in failed
         assert "The deploy failed; the database was left as it was before it." in result.stdout
         # the database is untouched, and the state still holds the last good properties
         assert relations(engine) == before
@@ -383,6 +468,10 @@ def test_unknown_revision_fails_cleanly_and_rolls_back(
         assert functions[FUNCTION]["code_dir"].startswith(str(with_new_migration))
         stack = local.aws("cloudformation").describe_stacks(StackName=STACK)["Stacks"][0]
         assert stack["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE"
+        # and, unlike a database ahead of the code, the application does not serve it
+        refused = sample_app(local, with_new_migration)
+        assert refused["statusCode"] == 503, refused
+        assert json.loads(refused["body"])["state"] == "inconsistent"
     finally:
         execute(engine, f"UPDATE alembic_version SET version_num = '{NEW_REVISION}'")
         engine.dispose()
