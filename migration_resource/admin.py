@@ -189,13 +189,20 @@ def run_operation(
     return engine.downgrade(target, confirm=confirm, context=context)
 
 
+ECHO_LIMIT = 64  # what an answer repeats of a name it was sent
+
+
+def _bounded(name: str) -> str:
+    return name if len(name) <= ECHO_LIMIT else name[: ECHO_LIMIT - 3] + "..."
+
+
 def error_answer(
     operation: object, code: str, message: str, error: EngineError | None = None
 ) -> dict[str, object]:
     classification = error.classification if error is not None else None
     return {
         "ok": False,
-        "operation": operation if isinstance(operation, str) else None,
+        "operation": _bounded(operation) if isinstance(operation, str) else None,
         "error": code,
         "state": classification.state.value if classification else None,
         "current": list(classification.current) if classification else [],

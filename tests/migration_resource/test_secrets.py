@@ -57,3 +57,49 @@ def test_non_postgres_urls_are_refused_without_echoing_the_password() -> None:
     with pytest.raises(ValueError, match="is not PostgreSQL") as refused:
         normalize_url(f"mysql://root:{PASSWORD}@db/app")
     assert PASSWORD not in str(refused.value)
+
+
+# Every form a password comes in, valid or not. The valid ones reach a closed port.
+URL_FORMS = {
+    "scheme": f"postgresql://migrator:{PASSWORD}@127.0.0.1:9/appdb",
+    "heroku scheme": f"postgres://migrator:{PASSWORD}@127.0.0.1:9/appdb",
+    "psycopg2 driver": f"postgresql+psycopg2://migrator:{PASSWORD}@127.0.0.1:9/appdb",
+    "query parameter": f"postgresql://migrator@127.0.0.1:9/appdb?password={PASSWORD}",
+    "ipv6 in brackets": f"postgresql://migrator:{PASSWORD}@[::1]:9/appdb",
+    "no scheme": f"migrator:{PASSWORD}@127.0.0.1:5432/appdb",
+    "bad port": f"postgresql://migrator:{PASSWORD}@127.0.0.1:notaport/appdb",
+    "ipv6 without brackets": f"postgresql://migrator:{PASSWORD}@::1:5432/appdb",
+    "conninfo": f"host=127.0.0.1 port=9 user=migrator password={PASSWORD} dbname=appdb",
+    "an @ in the password": "postgresql://migrator:s3cr3t@Pa55word@127.0.0.1:9/appdb",
+}
+MALFORMED = {"no scheme", "bad port", "ipv6 without brackets", "conninfo", "an @ in the password"}
+
+
+@pytest.mark.parametrize("form", list(URL_FORMS))
+def test_a_password_in_any_url_form_never_reaches_the_cli_output(
+    form: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.scripts.test_remote_admin import run_cli  # noqa: PLC0415 - the CLI's own helper
+
+    url = URL_FORMS[form]
+    result = run_cli("--json", "status", database_url=url,
+                     env={"DATABASE_CONNECT_ATTEMPTS": "1"})
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output and "Pa55word" not in output
+    assert "Traceback" not in output
+    if form in MALFORMED:
+        # a usage error: the URL is named (masked) with the form expected
+        assert result.returncode == 2, output
+        assert ("is not a valid PostgreSQL URL" in output or "is not PostgreSQL" in output
+                or "has an @ that is not encoded" in output)
+    else:
+        assert result.returncode == 1, output
+        assert "Cannot connect to the database" in output
+
+
+def test_an_echoed_operation_name_is_bounded() -> None:
+    engine = MigrationEngine(EngineSettings(database_url=normalize_url(URL),
+                                            script_location=SAMPLE_SCRIPTS))
+    answer = answer_admin_event(engine, {"admin_operation": "x" * 1_000_000})
+    assert answer["ok"] is False and answer["error"] == "bad_request"
+    assert len(str(answer)) < 2_000
