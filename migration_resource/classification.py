@@ -258,8 +258,9 @@ def _ahead(
     )
     return dataclasses.replace(
         base,
-        detail=f"The database is {len(beyond)} revisions past the target {target}"
-               f"{undefined_note}; it is never downgraded automatically",
+        detail=f"The database is {len(beyond)} revision{'s' if len(beyond) != 1 else ''} past "
+               f"the target {target} ({', '.join(beyond)}){undefined_note}; it is never "
+               "downgraded automatically",
         newer=beyond,
         newer_destructive=tuple(r for r in beyond if r in destructive),
         schema_compatible=True,

@@ -94,6 +94,7 @@ class EngineCore:
         database: sa.Engine | None = None,
         on_connection_error: Callable[[], None] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        refresh_credentials: Callable[[], sa.URL] | None = None,
     ) -> None:
         self.settings = settings
         self.database = database or create_database_engine(settings)
@@ -102,6 +103,9 @@ class EngineCore:
         # connections for a while, and a trend of these deserves an alarm.
         self._on_connection_error = on_connection_error
         self._sleep = sleep
+        # Reads the credentials again (the Lambda's secret, rotated since it was cached),
+        # once, when the server refuses the password.
+        self._refresh_credentials = refresh_credentials
         # The plan the deploy's gate check made before its snapshot, reused by the migrate
         # that follows in the same run when the database has not moved.
         self.last_plan: MigrationPlan | None = None
@@ -372,6 +376,8 @@ class EngineCore:
             except sa.exc.OperationalError as error:
                 if self._on_connection_error is not None:
                     self._on_connection_error()
+                if self._credentials_refreshed(error):
+                    continue
                 if attempt == attempts:
                     raise DatabaseUnavailable(
                         f"Cannot connect to the database ({attempts} attempts): "
@@ -396,6 +402,23 @@ class EngineCore:
             connection.exec_driver_sql("SET idle_session_timeout = 0")
         connection.commit()
         return connection
+
+    def _credentials_refreshed(self, error: sa.exc.OperationalError) -> bool:
+        """On a refused password, read the credentials again, once; True to retry at once."""
+        if self._refresh_credentials is None or "password authentication failed" not in str(
+            error.orig or error
+        ):
+            return False
+        refresh, self._refresh_credentials = self._refresh_credentials, None
+        url = refresh()
+        if url == self.settings.database_url:
+            return False
+        logger.warning("The database refused the password: read the database secret again "
+                       "(rotated?) and retrying")
+        self.settings = dataclasses.replace(self.settings, database_url=url)
+        self.database.dispose()
+        self.database = create_database_engine(self.settings)
+        return True
 
     def safe(self, error: BaseException) -> str:
         """An error as one line without secrets or SQLAlchemy's boilerplate links."""

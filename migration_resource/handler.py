@@ -14,9 +14,15 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import sqlalchemy as sa
+
 from migration_resource import delivery, observability
 from migration_resource.audit import RunContext
-from migration_resource.connection import database_url_from_environment
+from migration_resource.connection import (
+    SECRET_ARN_VARIABLE,
+    clear_secret_cache,
+    database_url_from_environment,
+)
 from migration_resource.custom_resource import (
     MigrationProperties,
     MigrationResource,
@@ -144,8 +150,19 @@ def build_engine(
             allow_destructive=allow_destructive or settings.allow_destructive,
         )
     return MigrationEngine(
-        settings, on_connection_error=lambda: observability.record_connection_error(metrics)
+        settings, on_connection_error=lambda: observability.record_connection_error(metrics),
+        refresh_credentials=_secret_read_again(env) if env.get(SECRET_ARN_VARIABLE) else None,
     )
+
+
+def _secret_read_again(env: Mapping[str, str]) -> Callable[[], sa.URL]:
+    """After a password rotation the cached secret is stale: read it once more."""
+
+    def read_again() -> sa.URL:
+        clear_secret_cache()
+        return database_url_from_environment(env)
+
+    return read_again
 
 
 @dataclasses.dataclass

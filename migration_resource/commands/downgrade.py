@@ -42,6 +42,15 @@ def downgrade(
             "revision; see `remote_admin.py status`",
             before,
         )
+    undefined = [r for r in before.newer if not core.catalogue.is_known(r)]
+    if undefined:
+        raise MigrationRefused(
+            f"ahead: the database is at {', '.join(undefined)}, which these scripts do not "
+            "define; only the release that defines a revision has its downgrade(). Nothing "
+            "was changed: run the downgrade from that release (a checkout of it with "
+            "--database-url, or its deployed function)",
+            before,
+        )
     with (
         core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,

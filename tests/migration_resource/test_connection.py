@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 import traceback
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -19,6 +22,7 @@ from migration_resource.connection import (
 )
 from migration_resource.settings import SettingsError
 from tests.conftest import Aws
+from tests.migration_resource.support import SAMPLE_SCRIPTS
 
 ODD_PASSWORD = "p@ss:w/o%rd?#&=+ 'x"  # every character a URL would mangle
 
@@ -155,3 +159,55 @@ def test_unreachable_secrets_manager_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="EndpointConnectionError"):
         database_url_from_environment({"DATABASE_SECRET_ARN": "arn:aws:secretsmanager:x"},
                                       secrets_client=unreachable)
+
+
+@pytest.fixture
+def password_role(database_url: str) -> Iterator[tuple[str, str]]:
+    """A role the server checks the password of (the test server trusts everyone else):
+    a scram-sha-256 line for it alone, ahead of the trust lines, reloaded and removed after."""
+    admin = sa.create_engine(database_url, isolation_level="AUTOCOMMIT", poolclass=sa.NullPool)
+    role = f"rotator_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        hba = Path(conn.exec_driver_sql("SHOW hba_file").scalar_one())
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN PASSWORD 'first-password'")
+        original = hba.read_text()
+        hba.write_text(f"host all {role} 127.0.0.1/32 scram-sha-256\n{original}")
+        conn.exec_driver_sql("SELECT pg_reload_conf()")
+    time.sleep(0.2)  # the postmaster rereads pg_hba.conf on the signal
+    try:
+        yield role, "first-password"
+    finally:
+        with admin.connect() as conn:
+            hba.write_text(original)
+            conn.exec_driver_sql("SELECT pg_reload_conf()")
+            conn.exec_driver_sql(f"DROP ROLE IF EXISTS {role}")
+        admin.dispose()
+
+
+def test_a_rotated_secret_is_read_again_after_the_password_is_refused(
+    aws: Aws, database_url: str, password_role: tuple[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aws_lambda_powertools.metrics import EphemeralMetrics  # noqa: PLC0415
+
+    from migration_resource.handler import build_engine  # noqa: PLC0415 - the Lambda's path
+
+    metrics = EphemeralMetrics(namespace="test")
+    role, password = password_role
+    secrets = aws.client("secretsmanager")
+    secret = {**secret_for(database_url), "username": role, "password": password}
+    arn = secrets.create_secret(Name=f"{role}-credentials",
+                                SecretString=json.dumps(secret))["ARN"]
+    env = {"DATABASE_SECRET_ARN": arn, "ALEMBIC_SCRIPT_LOCATION": str(SAMPLE_SCRIPTS)}
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    # GIVEN a warm container that read the secret once
+    assert build_engine(env, metrics).status().classification.state == "empty"
+    # WHEN the password is rotated (the database and the secret, not the container's cache)
+    with sa.create_engine(database_url, isolation_level="AUTOCOMMIT").connect() as conn:
+        conn.exec_driver_sql(f"ALTER ROLE {role} PASSWORD 'second-password'")
+    secrets.put_secret_value(SecretId=arn, SecretString=json.dumps(
+        {**secret, "password": "second-password"}))
+    # THEN the next run is refused the cached password, reads the secret again and connects
+    engine = build_engine(env, metrics)
+    assert engine.status().classification.state == "empty"
+    assert engine.settings.database_url.password == "second-password"

@@ -222,3 +222,14 @@ def test_a_deploy_after_an_engine_upgrade_records_the_digest_once(
     assert second.migrate(target_heads=(ids[-1],), history_digest=digest).applied == ()
     # THEN the first read the scripts and recorded the digest; the second did not need them
     assert first.scripts_loaded and not second.scripts_loaded
+
+
+def test_a_downgrade_from_a_release_that_lacks_the_revision_is_refused_cleanly(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic, tmp_path: Path,
+) -> None:
+    folder, ids = synthetic(3)
+    make_engine(script_location=folder).migrate()
+    previous = release_without(folder, ids, 1, tmp_path / "previous")
+    with pytest.raises(MigrationRefused, match=r"^ahead: the database is at .*only the release"):
+        make_engine(script_location=previous).downgrade(ids[1], confirm=True)
+    assert version_rows(db) == [ids[-1]]
