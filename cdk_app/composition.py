@@ -12,7 +12,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_app.bundling import bundle_code
+from cdk_app.bundling import MIGRATION_BUNDLE, application_bundle, bundle_code
 from cdk_app.config import StageSettings
 from cdk_app.stacks.application_stack import ApplicationStack
 from cdk_app.stacks.database_stack import DatabaseStack
@@ -41,7 +41,11 @@ def compose(app: cdk.App, settings: StageSettings, *, project_root: Path) -> Com
         description=description.format(settings.name, "network and database (stateful)"))
     application = ApplicationStack(
         app, application_name, settings=settings, data=data, env=env,
-        code=bundle_code(project_root), project_root=project_root,
+        # Each function its own bundle: the application's leaves out what only migrations use.
+        migration_code=bundle_code(project_root, MIGRATION_BUNDLE),
+        application_code=bundle_code(
+            project_root, application_bundle(auto_migrate=settings.auto_migrate)),
+        project_root=project_root,
         description=description.format(
             settings.name, "migration Lambda, custom resource, application, alarms"))
     application.add_stack_dependency(data, "the migration needs an available database")

@@ -1,9 +1,10 @@
 """The migration Lambda: `Custom::DatabaseMigration`'s handler and the admin endpoint.
 
-Python 3.12, the shared bundle (cdk_app/bundling.py), one run at a time (reserved concurrency
-1: two deploys, or a deploy and an admin command, queue instead of racing to the advisory
-lock), timeout and memory from the stage settings, JSON logs and embedded metrics through
-Powertools' environment variables, its own log group with a retention.
+Python 3.12, the migration bundle (cdk_app/bundling.py `MIGRATION_BUNDLE`), one run at a
+time (reserved concurrency 1: two deploys, or a deploy and an admin command, queue instead of
+racing to the advisory lock), timeout and memory from the stage settings, JSON logs and
+embedded metrics through Powertools' environment variables, its own log group with a
+retention.
 """
 
 from __future__ import annotations

@@ -4,6 +4,12 @@ The stack makes it depend on the migration custom resource: CloudFormation updat
 only once the database has been migrated (schema before code). With AUTO_MIGRATE=true it also
 migrates on its first request (the guide's original mode, safely); otherwise it only checks
 and answers 503 while the schema is behind.
+
+Its code is the application bundle (cdk_app/bundling.py `application_bundle`), not the
+migration function's: no crhelper, and no pglast (the change gate) unless it auto-migrates.
+AUTO_MIGRATE is set here from the same setting, so the two agree; a function whose variable
+is flipped to true by hand without a redeploy answers 503 (`ensure_schema` reports the
+missing gate) rather than migrating ungated.
 """
 
 from __future__ import annotations
@@ -49,6 +55,6 @@ class SampleAppFunction(Construct):
             },
             timeout=Duration.seconds(timeout), memory_mb=MEMORY_MB,
             log_retention=log_retention, log_removal_policy=log_removal_policy,
-            runtime_reason="Python 3.12 on purpose: it shares the migration Lambda's bundle, "
-                           "whose wheels are built for cp312 and import-tested under 3.12.")
+            runtime_reason="Python 3.12 on purpose: its bundle's wheels are built for cp312 "
+                           "(cdk_app/bundling.py) and the suite import-tests it under 3.12.")
         self.log_group, self.role, self.function = parts.log_group, parts.role, parts.function

@@ -30,7 +30,8 @@ FUNCTION_NAME_OUTPUT = "MigrationFunctionName"
 
 class ApplicationStack(Stack):
     def __init__(self, scope: Construct, id_: str, *, settings: StageSettings,
-                 data: DatabaseStack, code: lambda_.Code, project_root: Path,
+                 data: DatabaseStack, migration_code: lambda_.Code,
+                 application_code: lambda_.Code, project_root: Path,
                  **kwargs: Any) -> None:
         super().__init__(scope, id_, **kwargs)
         database = data.database
@@ -42,7 +43,7 @@ class ApplicationStack(Stack):
                                else "DB_INSTANCE_IDENTIFIER")
 
         migration = MigrationFunction(
-            self, "Migration", code=code, network=network,
+            self, "Migration", code=migration_code, network=network,
             database_secret_arn=database.secret.secret_arn,
             database_identifiers={identifier_variable: database.identifier},
             stage_kind=settings.kind,
@@ -69,7 +70,7 @@ class ApplicationStack(Stack):
             ))
 
         app = SampleAppFunction(
-            self, "SampleApp", code=code, network=network,
+            self, "SampleApp", code=application_code, network=network,
             database_secret_arn=database.secret.secret_arn, stage_kind=settings.kind,
             auto_migrate=settings.auto_migrate, allow_destructive=settings.allow_destructive,
             migration_timeout_seconds=settings.migration_timeout_seconds,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,8 +13,12 @@ import pytest
 # jsii warns on every start that Node 20 is past its end of life; the suite does not care.
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
 
+from cdk_app import bundling
+from tests.alembic.support import REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, Synth, synthesize
 
+# A bundle this old that the current sources do not use is deleted.
+STALE_BUNDLE_SECONDS = 3 * 3600
 # Variants of the production stage that the committed cdk.json does not use but a user may
 # choose: each must synthesize cdk-nag clean and cfn-lint clean too.
 VARIANTS = {
@@ -27,10 +32,17 @@ VARIANTS = {
 @pytest.fixture(scope="session")
 def dev() -> Synth:
     synth = synthesize("dev", outdir=SHARED_OUTDIR)
-    # Bundles of earlier sources are never used again: keep only the current one.
-    current = synth.bundle_dir().name
+    # Bundles of earlier sources are never used again: keep the current ones (the migration
+    # bundle and both application bundles, with and without auto-migrate), and any built in
+    # the last hours (another session on this checkout may be using one).
+    specs = (bundling.MIGRATION_BUNDLE, bundling.application_bundle(auto_migrate=True),
+             bundling.application_bundle(auto_migrate=False))
+    current = {f"asset.{bundling.bundle_fingerprint(REPO_ROOT, spec)}" for spec in specs}
+    current |= {synth.bundle_dir(function).name for function in ("Migration", "SampleApp")}
     for stale in SHARED_OUTDIR.glob("asset.*"):
-        if stale.is_dir() and stale.name != current and not stale.name.endswith("-building"):
+        if (stale.is_dir() and stale.name not in current
+                and not stale.name.endswith("-building")
+                and time.time() - stale.stat().st_mtime > STALE_BUNDLE_SECONDS):
             shutil.rmtree(stale, ignore_errors=True)
     return synth
 

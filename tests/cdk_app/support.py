@@ -1,9 +1,9 @@
 """Synthesize the CDK app in-process, the way app.py does, for assertions on its templates.
 
 Each stage is synthesized once per session (conftest.py). Bundled synths share one outdir,
-`.local/cdk-test.out`, so the Lambda bundle is built once and then reused from
-`asset.<hash>/` (the hash covers the sources, requirements, pip options and the bundler) by
-both stages and by later runs.
+`.local/cdk-test.out`, so each Lambda bundle (the migration function's, the application's) is
+built once and then reused from `asset.<hash>/` (the hash covers the sources, requirements,
+pip options, the bundle's spec and the bundler) by both stages and by later runs.
 """
 
 from __future__ import annotations
@@ -52,13 +52,17 @@ class Synth:
         assert len(found) == 1, f"{len(found)} {type_} in the {which} stack"
         return found[0]
 
-    def bundle_dir(self) -> Path:
-        assets = json.loads((self.outdir / f"{self.composition.application.artifact_id}"
-                                           ".assets.json").read_text())
-        zips = [entry["source"]["path"] for entry in assets["files"].values()
-                if entry["source"].get("packaging") == "zip"]
-        assert len(zips) == 1, zips
-        return self.outdir / zips[0]
+    def bundle_dir(self, function: str = "Migration") -> Path:
+        """The asset folder of a function's code; `function` is the construct id
+        (`Migration` or `SampleApp`)."""
+        found = [resource["Properties"]["Code"]["S3Key"]
+                 for key, resource in self.templates["application"]["Resources"].items()
+                 if resource["Type"] == "AWS::Lambda::Function"
+                 and key.startswith(f"{function}Function")]
+        assert len(found) == 1, found
+        folder = self.outdir / f"asset.{str(found[0]).removesuffix('.zip')}"
+        assert folder.is_dir(), folder
+        return folder
 
 
 def project_copy(tmp_path: Path) -> Path:

@@ -31,13 +31,17 @@ def test_auto_migrate_settings_per_stage(dev: Synth, prod: Synth) -> None:
     assert function(prod)["Properties"]["Timeout"] == 30
 
 
-def test_shares_the_migration_bundle(dev: Synth) -> None:
+def test_has_its_own_bundle(dev: Synth, prod: Synth) -> None:
     properties = function(dev)["Properties"]
     assert properties["Handler"] == "sample_app.handler.handler"
     assert properties["Runtime"] == "python3.12"
-    keys = {value["Properties"]["Code"]["S3Key"] for value in
-            dev.resources("application", "AWS::Lambda::Function").values()}
-    assert len(keys) == 1
+    # not the migration function's (what it holds: tests/cdk_app/test_bundle_contents.py)
+    for synth in (dev, prod):
+        keys = {value["Properties"]["Code"]["S3Key"] for value in
+                synth.resources("application", "AWS::Lambda::Function").values()}
+        assert len(keys) == 2
+    # an auto-migrating application needs the gate, a check-only one does not
+    assert function(dev)["Properties"]["Code"] != function(prod)["Properties"]["Code"]
 
 
 def test_reads_only_the_secret(dev: Synth) -> None:
