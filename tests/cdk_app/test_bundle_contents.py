@@ -161,13 +161,15 @@ def run_in_bundle(bundle: Path, code: str, env: dict[str, str], cache: Path) -> 
         "to import-test the bundles")
     path = [str(bundle), str(lambda_runtime())]
     result = subprocess.run(
-        [PYTHON_312, "-I", "-c", f"import sys; sys.path[:0] = {path!r}\n" + code],
+        # -B: no bytecode may land in the cached bundle (it is deployed as it is); the cache
+        # prefix (an empty folder of the test's) keeps stale bytecode from being read.
+        [PYTHON_312, "-I", "-B", "-X", f"pycache_prefix={cache}", "-c",
+         f"import sys; sys.path[:0] = {path!r}\n" + code],
         cwd=bundle, capture_output=True, text=True, timeout=180, check=False,
-        # The bytecode goes to a folder of the test's: the cached bundle is deployed as is.
-        env={"PATH": "/usr/bin:/bin", "PYTHONPYCACHEPREFIX": str(cache),
-             "AWS_DEFAULT_REGION": "eu-west-1", "AWS_REGION": "eu-west-1",
-             "POWERTOOLS_METRICS_DISABLED": "true", **env})
+        env={"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "eu-west-1",
+             "AWS_REGION": "eu-west-1", "POWERTOOLS_METRICS_DISABLED": "true", **env})
     assert result.returncode == 0, result.stderr[-3000:]
+    assert not list(bundle.glob("**/__pycache__"))
     report: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["python"] == "3.12"
     assert report["bundle"] == str(bundle)
