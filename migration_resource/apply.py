@@ -9,7 +9,7 @@ and what to do next; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,6 +24,8 @@ from migration_resource.outcomes import EngineError, MigrationFailed
 logger = logging.getLogger(ENGINE_LOGGER)
 
 SHOWN_COMMITTED = 3  # revisions named in a failure; the rest are counted
+LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
+LOCK_RETRY_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 
 
 def apply_upgrade(
@@ -50,15 +52,6 @@ def apply_downgrade(
                      direction="downgrade")
 
 
-@dataclass
-class _Progress:
-    """Where a run is: the revision whose statements ran but whose COMMIT is not yet known
-    to have succeeded, and the one whose audit row starts with its first statement."""
-
-    awaiting_commit: AppliedRevision | None = None
-    next_up: str | None = None
-
-
 def run_steps(
     core: EngineCore,
     connection: sa.Connection,
@@ -78,72 +71,183 @@ def run_steps(
     inside the revision's transaction, before the COMMIT, so the row is concluded when the
     next statement runs (the COMMIT is behind it) or the run ends. A failure is blamed on the
     revision the database says did not commit, which is the right one also when a deferred
-    constraint fails the COMMIT itself.
+    constraint fails the COMMIT itself. A transactional revision whose statement timed out
+    waiting for a table lock runs again after a backoff, MIGRATION_LOCK_RETRIES times.
     """
-    catalogue = core.catalogue
-    done: list[AppliedRevision] = []
-    rows: dict[str, int] = {}
-    progress = _Progress(next_up=order[0])
-    reaching_head = direction == "upgrade" and target == catalogue.head
+    run = _Run(core, trail, order=order, direction=direction, destructive=destructive,
+               reaching_head=direction == "upgrade" and target == core.catalogue.head)
+    retries_left = core.settings.lock_retries
+    while True:
+        sa.event.listen(connection, "before_cursor_execute", run.before_statement)
+        try:
+            run_online(connection, core.settings.script_location,
+                       "base" if target == "base" else target, direction=direction,
+                       on_step=run.on_step, script=core.catalogue.script)
+            break
+        except Exception as error:  # a revision's own code: anything can come out
+            failed, final = run.failed_revision()
+            blocker = _blocker(core, error) if _is_lock_timeout(error) else None
+            if blocker is not None and retries_left > 0 and run.may_retry(failed):
+                tried = core.settings.lock_retries - retries_left
+                delay = LOCK_RETRY_BACKOFF_SECONDS[min(tried, len(LOCK_RETRY_BACKOFF_SECONDS) - 1)]
+                logger.warning(
+                    "Revision %s waited %d s for a table lock held by %s; its transaction was "
+                    "rolled back, trying again in %.0f s (%d tries left)", failed,
+                    core.settings.lock_timeout_seconds, blocker, delay, retries_left)
+                run.again(failed, detail=f"lock timeout, held by {blocker}; tried again")
+                retries_left -= 1
+                core._sleep(delay)
+                continue
+            _record_failure(core, trail, run.rows.get(failed), error)
+            note = None if blocker is None else (
+                f"waited for a table lock {core.settings.lock_retries - retries_left + 1} "
+                f"times, {core.settings.lock_timeout_seconds} s each; it is held by {blocker}")
+            raise _failed(core, before, tuple(run.done), failed, error, final, note) from None
+        finally:
+            sa.event.remove(connection, "before_cursor_execute", run.before_statement)
+    run.finished()
+    _verify(core, before, target)
+    return tuple(run.done)
 
-    def start(revision: str) -> None:
-        path = catalogue.file_path(revision)
-        rows[revision] = trail.start(
-            direction, revision, direction="up" if direction == "upgrade" else "down",
-            checksum=catalogue.checksum(revision), transactional=is_transactional(path),
-            parents=catalogue.parents(revision), destructive=revision in destructive,
+
+@dataclass
+class _Run:
+    """The audit bookkeeping of one run: which revision awaits its COMMIT, which starts next."""
+
+    core: EngineCore
+    trail: AuditTrail
+    order: tuple[str, ...]
+    direction: str
+    destructive: frozenset[str]
+    reaching_head: bool
+    done: list[AppliedRevision] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    # statements ran, COMMIT not yet known to have succeeded
+    awaiting_commit: AppliedRevision | None = None
+    next_up: str | None = None  # its row starts with its first statement
+
+    def __post_init__(self) -> None:
+        self.next_up = self.order[0]
+
+    def start(self, revision: str) -> None:
+        catalogue = self.core.catalogue
+        self.rows[revision] = self.trail.start(
+            self.direction, revision, direction="up" if self.direction == "upgrade" else "down",
+            checksum=catalogue.checksum(revision),
+            transactional=is_transactional(catalogue.file_path(revision)),
+            parents=catalogue.parents(revision), destructive=revision in self.destructive,
         )
 
-    def conclude(step: AppliedRevision) -> None:
-        last = len(done) + 1 == len(order)
-        trail.finish(
-            rows[step.revision], "succeeded",
-            history_digest=history_digest(catalogue.versions_dir)
-            if last and reaching_head else None,
+    def conclude(self, step: AppliedRevision) -> None:
+        last = len(self.done) + 1 == len(self.order)
+        self.trail.finish(
+            self.rows[step.revision], "succeeded",
+            history_digest=history_digest(self.core.catalogue.versions_dir)
+            if last and self.reaching_head else None,
         )
-        done.append(step)
-        verb = "Applied" if direction == "upgrade" else "Reverted"
+        self.done.append(step)
+        verb = "Applied" if self.direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
 
-    def before_statement(*_: Any) -> None:
-        if progress.awaiting_commit is not None:
+    def before_statement(self, *_: Any) -> None:
+        if self.awaiting_commit is not None:
             # A statement after a revision's callback: that revision's COMMIT is behind us.
-            conclude(progress.awaiting_commit)
-            progress.awaiting_commit = None
-        if progress.next_up is not None:
-            start(progress.next_up)
-            progress.next_up = None
+            self.conclude(self.awaiting_commit)
+            self.awaiting_commit = None
+        if self.next_up is not None:
+            self.start(self.next_up)
+            self.next_up = None
 
-    def on_step(step: AppliedRevision) -> None:
-        if step.revision not in rows:
-            start(step.revision)
-        progress.awaiting_commit = step
-        progress.next_up = next((r for r in order if r not in rows), None)
+    def on_step(self, step: AppliedRevision) -> None:
+        if step.revision not in self.rows:
+            self.start(step.revision)
+        self.awaiting_commit = step
+        self.next_up = next((r for r in self.order if r not in self.rows), None)
 
-    sa.event.listen(connection, "before_cursor_execute", before_statement)
-    try:
-        run_online(connection, core.settings.script_location,
-                   "base" if target == "base" else target, direction=direction,
-                   on_step=on_step, script=catalogue.script)
-    except Exception as error:  # a revision's own code: anything can come out
-        final = _revisions_after_failure(core)
-        awaiting = progress.awaiting_commit
+    def failed_revision(self) -> tuple[str, tuple[str, ...] | None]:
+        """The revision that failed, as the database tells it, and alembic_version now."""
+        final = _revisions_after_failure(self.core)
+        awaiting = self.awaiting_commit
         if awaiting is not None and final is not None and _committed(
-            core, awaiting.revision, final, direction
+            self.core, awaiting.revision, final, self.direction
         ):
-            conclude(awaiting)  # its COMMIT went through; what failed came after it
-            awaiting = None
-        applied = {d.revision for d in done}
-        failed = awaiting.revision if awaiting is not None else next(
-            (r for r in order if r not in applied), order[-1])
-        _record_failure(core, trail, rows.get(failed), error)
-        raise _failed(core, before, tuple(done), failed, error, final) from None
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", before_statement)
-    if progress.awaiting_commit is not None:
-        conclude(progress.awaiting_commit)
-    _verify(core, before, target)
-    return tuple(done)
+            self.conclude(awaiting)  # its COMMIT went through; what failed came after it
+            self.awaiting_commit = awaiting = None
+        if awaiting is not None:
+            return awaiting.revision, final
+        applied = {d.revision for d in self.done}
+        return next((r for r in self.order if r not in applied), self.order[-1]), final
+
+    def may_retry(self, revision: str) -> bool:
+        return revision in self.rows and is_transactional(
+            self.core.catalogue.file_path(revision))
+
+    def again(self, revision: str, *, detail: str) -> None:
+        """The revision was rolled back and runs again: its row is concluded, a new one starts."""
+        self.trail.finish(self.rows.pop(revision), "failed", detail=detail)
+        self.awaiting_commit, self.next_up = None, revision
+
+    def finished(self) -> None:
+        if self.awaiting_commit is not None:
+            self.conclude(self.awaiting_commit)
+            self.awaiting_commit = None
+
+
+def _is_lock_timeout(error: BaseException) -> bool:
+    original = getattr(error, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code == LOCK_NOT_AVAILABLE
+
+
+_BLOCKER = sa.text("""
+    SELECT a.pid, a.application_name, a.state, coalesce(a.xact_start, a.query_start) AS since,
+           left(regexp_replace(a.query, '\\s+', ' ', 'g'), 60) AS query
+    FROM pg_catalog.pg_locks l
+    JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid
+    WHERE l.granted AND l.relation = to_regclass(:table) AND a.pid <> pg_backend_pid()
+      AND a.application_name NOT LIKE :ours
+    ORDER BY since NULLS LAST LIMIT 1
+""")
+
+
+def _blocker(core: EngineCore, error: BaseException) -> str:
+    """Who holds a lock on the table the timed-out statement wanted, for the operator."""
+    table = _statement_table(str(getattr(error, "statement", "") or ""))
+    if table is None:
+        return "another session (see pg_locks)"
+    try:
+        with core.reading() as connection:
+            row = connection.execute(_BLOCKER, {
+                "table": table, "ours": f"{core.settings.application_name}/%",
+            }).mappings().first()
+    except (EngineError, sa.exc.SQLAlchemyError):
+        row = None
+    if row is None:
+        return f"a session that has released {table} since"
+    since = row["since"].isoformat(timespec="seconds") if row["since"] else "an unknown time"
+    return (f"pid {row['pid']}, application {row['application_name'] or '(none)'!r}, "
+            f"{row['state']} since {since}, running {row['query']!r}")
+
+
+def _statement_table(statement: str) -> str | None:
+    """The first table a statement names (pglast: PostgreSQL's own parser)."""
+    from pglast import ast  # noqa: PLC0415 - only a lock timeout needs the parser
+    from pglast.parser import ParseError, parse_sql  # noqa: PLC0415
+    from pglast.visitors import Visitor  # noqa: PLC0415
+
+    try:
+        tree = parse_sql(statement)
+    except ParseError:
+        return None
+    found: list[str] = []
+
+    class Tables(Visitor):
+        def visit_RangeVar(self, ancestors: object, node: ast.RangeVar) -> None:
+            name = f"{node.schemaname}.{node.relname}" if node.schemaname else node.relname
+            found.append(str(name))
+
+    Tables()(tree)
+    return found[0] if found else None
 
 
 def _revisions_after_failure(core: EngineCore) -> tuple[str, ...] | None:
@@ -179,6 +283,7 @@ def _record_failure(
 def _failed(  # noqa: PLR0917 - private, one caller
     core: EngineCore, before: Classification, applied: tuple[AppliedRevision, ...],
     revision: str, error: BaseException, final: tuple[str, ...] | None,
+    note: str | None = None,
 ) -> MigrationFailed:
     path = core.catalogue.file_path(revision)
     # The whole traceback is for the log; the message is for the console and the operator.
@@ -204,11 +309,20 @@ def _failed(  # noqa: PLR0917 - private, one caller
     message = (
         f"{before.state.value}: revision {revision} ({path.name}) failed after {len(applied)} "
         f"of {len(before.pending) or '?'} revisions: {type(error).__name__}: "
-        f"{core.safe(error)}. {before_it[0].upper()}{before_it[1:]}; {where}. {now}. Fix the "
-        f"revision and deploy again; see {RUNBOOK}#a-revision-fails"
+        f"{_first_line(core.safe(error))}{f' ({note})' if note else ''}. "
+        f"{before_it[0].upper()}{before_it[1:]}; {where}. {now}. "
+        + ("Retry when that session has finished, or end it; see "
+           f"{RUNBOOK}#a-table-lock-is-held" if note else
+           f"Fix the revision and deploy again; see {RUNBOOK}#a-revision-fails")
     )
     logger.error(message)
     return MigrationFailed(message, before, applied, final or ())
+
+
+def _first_line(text: str) -> str:
+    """The error without SQLAlchemy's [SQL: ...] echo when it is long (the log has it)."""
+    head, marker, _ = text.partition(" [SQL: ")
+    return head if marker and len(text) > 300 else text
 
 
 def _verify(core: EngineCore, before: Classification, target: str) -> None:

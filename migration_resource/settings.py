@@ -12,6 +12,10 @@ import sqlalchemy as sa
 from migration_resource.dsn import mask_url, normalize_url
 
 DEFAULT_MIGRATION_TIMEOUT_SECONDS = 300  # the guide's MIGRATION_TIMEOUT
+# A DDL statement waiting for a table lock queues every later query on that table behind it:
+# wait a few seconds, then let go and try again, as GitLab's with_lock_retries and squawk do.
+DEFAULT_LOCK_TIMEOUT_SECONDS = 5
+DEFAULT_LOCK_RETRIES = 5
 DEFAULT_LOCK_WAIT_SECONDS = 60
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 # In the repository the scripts live in alembic/; in the Lambda bundle they are copied to
@@ -32,7 +36,10 @@ class EngineSettings:
     migration_timeout_seconds: int = DEFAULT_MIGRATION_TIMEOUT_SECONDS
     # lock_timeout for DDL waiting on table locks; defaults to the migration timeout as in
     # the guide, but busy tables are better served by a few seconds and a retried deploy.
-    lock_timeout_seconds: int = DEFAULT_MIGRATION_TIMEOUT_SECONDS
+    lock_timeout_seconds: int = DEFAULT_LOCK_TIMEOUT_SECONDS
+    # How often a revision whose statement timed out waiting for a table lock runs again
+    # (after 1 s, 2 s, 4 s ... of backoff) before the run fails, naming the blocking session.
+    lock_retries: int = DEFAULT_LOCK_RETRIES
     # How long to wait for another migration run to release the advisory lock.
     lock_wait_seconds: float = DEFAULT_LOCK_WAIT_SECONDS
     application_name: str = "db-migrations"
@@ -77,7 +84,10 @@ class EngineSettings:
             script_location=resolve_script_location(env.get("ALEMBIC_SCRIPT_LOCATION")),
             schema=env.get("DATABASE_SCHEMA", "public") or "public",
             migration_timeout_seconds=timeout,
-            lock_timeout_seconds=_positive_int(env, "MIGRATION_LOCK_TIMEOUT", timeout),
+            lock_timeout_seconds=min(
+                _positive_int(env, "MIGRATION_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT_SECONDS), timeout
+            ),
+            lock_retries=_count(env, "MIGRATION_LOCK_RETRIES", DEFAULT_LOCK_RETRIES),
             lock_wait_seconds=_positive_int(env, "MIGRATION_LOCK_WAIT", DEFAULT_LOCK_WAIT_SECONDS),
             ignored_tables=ignored,
             stage=env.get("STAGE", "development") or "development",
@@ -113,6 +123,15 @@ def _flag(env: Mapping[str, str], name: str) -> bool:
     if raw in ("true", "1", "yes"):
         return True
     raise SettingsError(f"{name}={raw!r} must be true or false")
+
+
+def _count(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.strip().isdigit():
+        raise SettingsError(f"{name}={raw!r} must be a whole number (0 or more)")
+    return int(raw)
 
 
 def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:

@@ -178,7 +178,7 @@ def test_lock_timeout_bounds_waiting_for_a_table_lock(
     make_engine: Callable[..., MigrationEngine], db: sa.Engine, synthetic: Synthetic
 ) -> None:
     folder, ids = synthetic(2)
-    engine = make_engine(script_location=folder, lock_timeout_seconds=1)
+    engine = make_engine(script_location=folder, lock_timeout_seconds=1, lock_retries=0)
     engine.migrate(ids[0])
     with db.connect() as blocker:
         blocker.exec_driver_sql("LOCK TABLE applied_log IN ACCESS EXCLUSIVE MODE")

@@ -266,3 +266,95 @@ def test_a_server_restart_mid_revision_reports_the_revision_and_the_state(
     check = sa.create_engine(url, poolclass=sa.NullPool)
     assert applied_log(check) == ids
     check.dispose()
+
+
+LOCKED_TABLE = {
+    "t1": 'op.execute("CREATE TABLE items (id int PRIMARY KEY)")\n'
+          '    op.execute("INSERT INTO items VALUES (1), (2)")',
+    "t2": 'op.execute("ALTER TABLE items ADD COLUMN note text")',
+}
+
+
+@pytest.fixture
+def lockable(tmp_path: Path, make_engine: EngineFactory) -> Path:
+    folder = write_script_directory(tmp_path / "locked")
+    down = None
+    for revision, body in LOCKED_TABLE.items():
+        (folder / "versions" / f"{revision}.py").write_text(
+            "from alembic import op\n\n"
+            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
+            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
+        down = revision
+    make_engine(script_location=folder).migrate("t1")
+    return folder
+
+
+@pytest.fixture
+def app_transaction(database_url: str) -> Iterator[sa.Connection]:
+    """An application session inside a transaction that read the table (ACCESS SHARE)."""
+    app = sa.create_engine(database_url, poolclass=sa.NullPool,
+                           connect_args={"application_name": "orders-api"})
+    connection = app.connect()
+    connection.exec_driver_sql("SELECT count(*) FROM items").scalar()
+    yield connection
+    connection.close()
+    app.dispose()
+
+
+def test_a_held_table_lock_is_waited_for_briefly_retried_and_named(
+    make_engine: EngineFactory, db: sa.Engine, lockable: Path, app_transaction: sa.Connection,
+) -> None:
+    # GIVEN an application transaction holding a lock on items, and a revision altering it
+    engine = make_engine(script_location=lockable, lock_timeout_seconds=1, lock_retries=1)
+    with db.connect() as conn:
+        app_pid = conn.exec_driver_sql(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = 'orders-api'").scalar()
+    # WHEN the migration runs
+    started = time.monotonic()
+    with pytest.raises(MigrationFailed) as failure:
+        engine.migrate()
+    took = time.monotonic() - started
+    # THEN it waited 1 s twice (one retry after 1 s), let go, and named the blocking session
+    assert 3 <= took < 8
+    message = str(failure.value)
+    assert message.startswith("pending_migrations: revision t2 (t2.py) failed after 0 of 1")
+    assert "lock timeout" in message
+    assert f"waited for a table lock 2 times, 1 s each; it is held by pid {app_pid}" in message
+    assert "application 'orders-api', idle in transaction since 20" in message
+    assert "running 'SELECT count(*) FROM items'" in message
+    assert "Retry when that session has finished, or end it" in message
+    assert version_rows(db) == ["t1"]
+
+
+def test_a_table_lock_released_meanwhile_lets_the_retry_succeed_and_apps_wait_briefly(
+    make_engine: EngineFactory, db: sa.Engine, lockable: Path, app_transaction: sa.Connection,
+    database_url: str,
+) -> None:
+    engine = make_engine(script_location=lockable, lock_timeout_seconds=1, lock_retries=3)
+    results: list[object] = []
+    runner = threading.Thread(target=lambda: results.append(engine.migrate()))
+    runner.start()
+    # WHILE the ALTER waits for its lock, another application query on the table queues
+    wait_for_session(db, "db-migrations/%/work", running="ALTER TABLE")
+    reader = sa.create_engine(database_url, poolclass=sa.NullPool)
+    started = time.monotonic()
+    with reader.connect() as conn:
+        conn.exec_driver_sql("SELECT count(*) FROM items").scalar()
+    blocked = time.monotonic() - started
+    reader.dispose()
+    # THEN it waited at most about the lock timeout (1 s), not the migration timeout
+    assert blocked < 2
+    # WHEN the application transaction ends
+    app_transaction.rollback()
+    runner.join(timeout=30)
+    # THEN a retry applied the revision, once, and the audit trail says what happened
+    (outcome,) = results
+    assert [a.revision for a in outcome.applied] == ["t2"]  # type: ignore[attr-defined]
+    with db.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "SELECT outcome, detail FROM migration_audit WHERE revision = 't2' ORDER BY id"
+        ).all()
+    assert rows[-1][0] == "succeeded"
+    assert len(rows) >= 2, rows
+    # (the holder may have let go by the time the engine looks: it says so)
+    assert all(o == "failed" and "lock timeout, held by " in d for o, d in rows[:-1]), rows
