@@ -285,13 +285,15 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             raise
 
     def _first_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
-        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
+        # Before anything can fail: a rollback's old properties may be ones this code
+        # rejects, and a rollback must complete whatever they say.
         if self._in_rollback(event):
             logger.info("Stack rollback in progress: the database is left as it is")
             self.Data.update(State="rollback", FromRevision="", ToRevision="", Applied="0",
                              SnapshotId="")
             self._answer_now = True
-            return self._physical_id()
+            return str(event.get("PhysicalResourceId") or self._physical_id())
+        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
         if not properties.migrate_on_deploy:
             self._report_without_migrating(properties)
             return str(event.get("PhysicalResourceId") or self._physical_id())

@@ -424,6 +424,24 @@ def test_redeploying_the_previous_release_succeeds_without_a_change(
     assert snapshots(deploy) == []
 
 
+def test_a_rollback_with_properties_this_code_rejects_still_succeeds(
+    deploy: Deploy, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    assert handler_module._resource is not None
+    handler_module._resource.services.cloudformation = lambda: StackStatusOnly(
+        "UPDATE_ROLLBACK_IN_PROGRESS")
+    # the old release's properties, in a form this code refuses to parse
+    answer = deploy.send(deploy.event(
+        "Update", PhysicalResourceId="id-from-the-first-create",
+        properties={"TargetRevision": HEAD, "SnapshotBeforeMigrate": "sometimes",
+                    "Stage": "staging"}))
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["State"] == "rollback"
+    # the event's own id: a different one would make CloudFormation replace the resource
+    assert answer["PhysicalResourceId"] == "id-from-the-first-create"
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+
+
 def test_a_normal_update_reads_the_real_stack_status(
     deploy: Deploy, caplog: pytest.LogCaptureFixture
 ) -> None:
