@@ -34,6 +34,18 @@ from tests.migration_resource.support import execute, version_rows
 EngineFactory = Callable[..., MigrationEngine]
 Synthetic = Callable[..., tuple[Path, list[str]]]
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# What each fault test measured, printed at the end of the module (docs/RUNBOOK.md's fault
+# table quotes it): `pytest tests/migration_resource/test_faults.py -s`.
+MEASURED: list[tuple[str, str]] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fault_report() -> Iterator[None]:
+    yield
+    if MEASURED:
+        print("\nMeasured under faults:")
+        for fault, figure in MEASURED:
+            print(f"  {fault}: {figure}")
 
 
 def applied_log(db: sa.Engine) -> list[str]:
@@ -95,6 +107,8 @@ def test_terminating_the_working_session_stops_the_run_and_frees_the_lock(
     assert f"The database is at revision {ids[0]}" in message
     # AND the second applied the rest; every revision ran exactly once
     assert [a.revision for a in second.applied] == ids[1:]
+    MEASURED.append(("working session terminated", f"second migrator done in "
+                     f"{second.seconds:.2f} s, each revision applied once"))
     assert applied_log(db) == ids
     assert version_rows(db) == [ids[-1]]
 
@@ -209,6 +223,8 @@ def test_a_killed_migrating_process_leaves_no_statement_running(
                 conn.rollback()
                 assert time.monotonic() - killed < 3, "the orphaned statement is still running"
                 time.sleep(0.05)
+        MEASURED.append(("kill -9 of a migrating process",
+                         f"orphaned statement gone after {time.monotonic() - killed:.2f} s"))
     finally:
         process.kill()
         process.wait()
@@ -314,6 +330,8 @@ def test_a_held_table_lock_is_waited_for_briefly_retried_and_named(
     with pytest.raises(MigrationFailed) as failure:
         engine.migrate()
     took = time.monotonic() - started
+    MEASURED.append(("table lock never released", f"refused after {took:.2f} s "
+                     "(2 tries of 1 s, 1 s backoff), naming the holder"))
     # THEN it waited 1 s twice (one retry after 1 s), let go, and named the blocking session
     assert 3 <= took < 8
     message = str(failure.value)
@@ -344,6 +362,9 @@ def test_a_table_lock_released_meanwhile_lets_the_retry_succeed_and_apps_wait_br
     reader.dispose()
     # THEN it waited at most about the lock timeout (1 s), not the migration timeout
     assert blocked < 2
+    MEASURED.append(("table lock held by the application",
+                     f"an application query behind the waiting ALTER blocked {blocked:.2f} s "
+                     "(lock timeout 1 s)"))
     # WHEN the application transaction ends
     app_transaction.rollback()
     runner.join(timeout=30)
