@@ -26,6 +26,7 @@ import sqlalchemy as sa
 
 from localdev.history_env import write_script_directory
 from localdev.postgres import LocalPostgres, free_port
+from migration_resource.audit import RunContext
 from migration_resource.dsn import normalize_url
 from migration_resource.engine import MigrationEngine, MigrationFailed
 from migration_resource.settings import EngineSettings
@@ -379,3 +380,33 @@ def test_a_table_lock_released_meanwhile_lets_the_retry_succeed_and_apps_wait_br
     assert len(rows) >= 2, rows
     # (the holder may have let go by the time the engine looks: it says so)
     assert all(o == "failed" and "lock timeout, held by " in d for o, d in rows[:-1]), rows
+
+
+def test_twenty_migrators_at_once_apply_each_revision_exactly_once(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic, database_url: str,
+) -> None:
+    # GIVEN eight operators' CLI runs and twelve auto-migrating containers, started together
+    folder, ids = synthetic(6, sleep_seconds=0.2)
+    env = {**os.environ, "DATABASE_URL": database_url, "ALEMBIC_SCRIPT_LOCATION": str(folder),
+           "MIGRATION_LOCK_WAIT": "60"}
+    cli = [subprocess.Popen(
+        [sys.executable, str(REPO_ROOT / "scripts" / "remote_admin.py"), "--confirm",
+         "run-migrations"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True) for _ in range(8)]
+    outcomes: list[object] = []
+    containers = [threading.Thread(target=lambda: outcomes.append(
+        make_engine(script_location=folder, lock_wait_seconds=60).migrate(
+            context=RunContext(actor="auto-migrate")))) for _ in range(12)]
+    for container in containers:
+        container.start()
+    for container in containers:
+        container.join(timeout=120)
+    errors = [process.communicate(timeout=120)[1] for process in cli]
+    # THEN all twenty succeeded, each revision ran exactly once, in order
+    assert [process.returncode for process in cli] == [0] * 8, errors
+    assert len(outcomes) == 12
+    assert applied_log(db) == ids
+    assert version_rows(db) == [ids[-1]]
+    applied = sum(len(o.applied) for o in outcomes)  # type: ignore[attr-defined]
+    assert applied in (0, len(ids))  # the containers together applied all or none of them
+    MEASURED.append(("20 migrators at once", "each revision applied once"))
