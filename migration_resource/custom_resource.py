@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -200,6 +201,12 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         root.handlers[:] = handlers
         self.services = services
         self._answer_now = False
+        # One answer per request: crhelper's timer thread and the main thread may both try
+        # in the last half second; the first one wins.
+        self._answer_lock = threading.Lock()
+        self._answered_request: str | None = None
+        # A poll that found its request already over: remove the rule, answer nothing.
+        self._stop_polling_silently = False
         self.create(self._create_or_update)
         self.update(self._create_or_update)
         self.delete(self._delete)
@@ -234,7 +241,22 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         if "CrHelperPoll" not in event and self._answer_now:
             self._send_response = True
             return
+        if self._stop_polling_silently:
+            self._stop_polling_silently = False
+            self._remove_polling()
+            self._send_response = False
+            return
         super()._polling_init(event)
+
+    def _remove_polling(self) -> None:
+        """crhelper's clean-up of its poll rule; after a success, a failure to clean up is a
+        warning (the rule's next firing finds the request answered and stops), never the
+        answer."""
+        try:
+            super()._remove_polling()
+        except Exception as error:  # boto3's errors: the answer matters more
+            logger.warning("Could not remove the poll rule (%s); its next firing will find the "
+                           "request answered and stop", mask_text(str(error))[:200])
 
     def _timeout(self) -> None:
         logger.error("The migration Lambda is about to time out; answering FAILED")
@@ -246,7 +268,14 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         )
 
     def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
-        """crhelper's response, fitted to 4 KB and sent with bounded retries."""
+        """crhelper's response, fitted to 4 KB and sent with bounded retries, once a request."""
+        with self._answer_lock:
+            request = str(self.RequestId)
+            if self._answered_request == request:
+                logger.warning("Request %s was answered already; not answering %s again",
+                               request, status or self.Status)
+                return
+            self._answered_request = request
         body = {
             "Status": status or self.Status,
             "PhysicalResourceId": str(self.PhysicalResourceId or self._event.get(
@@ -325,6 +354,14 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             engine.close()
 
     def _next_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        over = self._request_over(event)
+        if over is not None:
+            # Answered already (crhelper's timer, an earlier poll), or the stack moved on:
+            # touching the database now would act for a request CloudFormation closed.
+            logger.warning("Poll for request %s: %s; stopping without touching the database",
+                           event.get("RequestId"), over)
+            self._stop_polling_silently = True
+            return None
         properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
         data = event.get("CrHelperData", {})
         snapshot_id = str(data.get(SNAPSHOT_KEY, ""))
@@ -515,6 +552,21 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         status = stacks[0]["StackStatus"] if stacks else ""
         logger.info("Stack status: %s", status)
         return status in ROLLBACK_STATUSES
+
+    def _request_over(self, event: Mapping[str, Any]) -> str | None:
+        """Why the request this poll carries is no longer waiting for us, or None."""
+        try:
+            resource = self.services.cloudformation().describe_stack_resource(
+                StackName=event["StackId"], LogicalResourceId=event["LogicalResourceId"],
+            )["StackResourceDetail"]
+        except Exception as error:  # unknown: go on, as a poll did before this check
+            logger.warning("Could not read the resource's status (%s); going on",
+                           mask_text(str(error))[:200])
+            return None
+        status = str(resource.get("ResourceStatus", ""))
+        if status.endswith("_IN_PROGRESS") and not status.startswith(("DELETE", "ROLLBACK")):
+            return None
+        return f"the resource is {status or 'gone'}"
 
     def _physical_id(self) -> str:
         """Stable across updates: a new id would make CloudFormation delete the old one."""

@@ -505,6 +505,53 @@ def test_work_that_does_not_fit_one_run_continues_in_crhelpers_polls(
     assert deploy.scheduled_polls() == []
 
 
+@dataclass
+class ResourceStatusOnly:
+    """Stands in for CloudFormation's DescribeStackResource: moto cannot put a resource in
+    UPDATE_FAILED (answered by crhelper's timer) on demand, so this one call is not run for
+    real; everything else (the poll rule, the database) is."""
+
+    status: str
+
+    def describe_stack_resource(self, StackName: str, LogicalResourceId: str) -> dict[str, Any]:
+        return {"StackResourceDetail": {"ResourceStatus": self.status}}
+
+
+def test_a_poll_whose_request_was_answered_already_stops_without_touching_anything(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    # GIVEN a deploy waiting in crhelper's polls, whose request was then answered FAILED
+    # (crhelper's timer, 0.5 s before the Lambda timed out)
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    handler(deploy.event("Update"), LambdaContext(remaining_ms=60_000))
+    polls = deploy.scheduled_polls()
+    assert len(polls) == 1
+    assert handler_module._resource is not None
+    handler_module._resource.services.cloudformation = lambda: ResourceStatusOnly(
+        "UPDATE_FAILED")
+    # WHEN the rule fires a minute later
+    before = len(deploy.recorder.requests)
+    handler(polls[0], LambdaContext())
+    # THEN no second answer, no migration, and the rule is gone
+    assert len(deploy.recorder.requests) == before
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+    assert deploy.scheduled_polls() == []
+
+
+def test_the_timer_and_the_main_thread_answer_a_request_once(deploy: Deploy, db) -> None:
+    deploy.send(deploy.event("Create"))
+    resource = handler_module._resource
+    assert resource is not None
+    before = len(deploy.recorder.requests)
+    # a new request: the timer fires while the main thread answers it
+    resource.RequestId = "request-2"
+    resource._send("FAILED", "timeout: the migration Lambda ran out of time")
+    resource._send("SUCCESS", "")
+    # THEN CloudFormation hears one answer, the first
+    assert len(deploy.recorder.requests) == before + 1
+    assert deploy.recorder.requests[-1].body["Status"] == "FAILED"
+
+
 def test_response_url_down_gives_up_after_bounded_attempts(
     deploy: Deploy, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
