@@ -5,23 +5,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from migration_resource.apply import apply_upgrade
 from migration_resource.audit import RunContext
 from migration_resource.checksums import history_digest
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, EngineCore
-from migration_resource.history_fix import check_baseline_allowed, stamp_explicit, verified_baseline
 from migration_resource.outcomes import Outcome
-from migration_resource.plan import (
-    MigrationPlan,
-    build_plan,
-    judge,
-    log_findings,
-    refuse_if_gated,
-)
 from migration_resource.states import DatabaseState
+
+if TYPE_CHECKING:
+    # The plan, the baseline and the apply (and the trial, offline rendering and replay they
+    # bring) load when a migration is to be planned: the deploy's no-change path reaches
+    # this module only for refuse_if_inconsistent.
+    from migration_resource.plan import MigrationPlan
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -42,6 +39,14 @@ def migrate(
     `fix_history` establishes a missing history by the verified baseline first;
     `baseline` stamps a revision the operator vouches for (confirmed in production).
     """
+    from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
+    from migration_resource.history_fix import (  # noqa: PLC0415
+        check_baseline_allowed,
+        stamp_explicit,
+        verified_baseline,
+    )
+    from migration_resource.plan import judge, log_findings, refuse_if_gated  # noqa: PLC0415
+
     started = time.perf_counter()
     context = context or RunContext()
     before = core.classify(target, target_heads, history_digest)
@@ -114,6 +119,13 @@ def check_gate(
     if classification.state is not DatabaseState.PENDING_MIGRATIONS:
         # Without a history the pending revisions are known only after the baseline.
         return
+    from migration_resource.plan import (  # noqa: PLC0415 - see TYPE_CHECKING
+        build_plan,
+        judge,
+        log_findings,
+        refuse_if_gated,
+    )
+
     plan = build_plan(core, classification, hold_lock=lambda: core.locked(classification))
     core.last_plan = plan
     decision = judge(core, plan, allow_destructive)
@@ -172,4 +184,6 @@ def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
         cached.target == target
     ):
         return cached
+    from migration_resource.plan import build_plan  # noqa: PLC0415 - see TYPE_CHECKING
+
     return build_plan(core, now)

@@ -21,7 +21,10 @@ from tests.alembic.support import REPO_ROOT
 # Loaded only by what a no-change deploy or a first request never does.
 DEFERRED = ("alembic", "mako", "pglast", "migration_resource.gate",
             "migration_resource.admin", "migration_resource.commands.dry_run",
-            "migration_resource.commands.repair", "migration_resource.commands.downgrade")
+            "migration_resource.commands.repair", "migration_resource.commands.downgrade",
+            "migration_resource.plan", "migration_resource.trial", "migration_resource.apply",
+            "migration_resource.baseline", "migration_resource.history_fix",
+            "migration_resource.execution")
 
 
 def loaded_after_import(module: str) -> list[str]:
