@@ -555,6 +555,9 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
 
     def _request_over(self, event: Mapping[str, Any]) -> str | None:
         """Why the request this poll carries is no longer waiting for us, or None."""
+        if self._in_rollback(event):
+            # The rollback's own request shows the resource in progress again.
+            return "the stack is rolling back"
         try:
             resource = self.services.cloudformation().describe_stack_resource(
                 StackName=event["StackId"], LogicalResourceId=event["LogicalResourceId"],

@@ -507,18 +507,27 @@ def test_work_that_does_not_fit_one_run_continues_in_crhelpers_polls(
 
 @dataclass
 class ResourceStatusOnly:
-    """Stands in for CloudFormation's DescribeStackResource: moto cannot put a resource in
-    UPDATE_FAILED (answered by crhelper's timer) on demand, so this one call is not run for
-    real; everything else (the poll rule, the database) is."""
+    """Stands in for CloudFormation's DescribeStacks/DescribeStackResource: moto cannot put
+    a resource in UPDATE_FAILED (answered by crhelper's timer) or a stack in
+    UPDATE_ROLLBACK_IN_PROGRESS on demand, so these calls are not run for real; everything
+    else (the poll rule, the database) is."""
 
     status: str
+    stack_status: str = "UPDATE_IN_PROGRESS"
+
+    def describe_stacks(self, StackName: str) -> dict[str, Any]:
+        return {"Stacks": [{"StackId": StackName, "StackStatus": self.stack_status}]}
 
     def describe_stack_resource(self, StackName: str, LogicalResourceId: str) -> dict[str, Any]:
         return {"StackResourceDetail": {"ResourceStatus": self.status}}
 
 
+@pytest.mark.parametrize(("resource_status", "stack_status"), [
+    ("UPDATE_FAILED", "UPDATE_IN_PROGRESS"),  # crhelper's timer answered
+    ("UPDATE_IN_PROGRESS", "UPDATE_ROLLBACK_IN_PROGRESS"),  # the rollback's own request
+])
 def test_a_poll_whose_request_was_answered_already_stops_without_touching_anything(
-    deploy: Deploy, db: sa.Engine
+    deploy: Deploy, db: sa.Engine, resource_status: str, stack_status: str
 ) -> None:
     # GIVEN a deploy waiting in crhelper's polls, whose request was then answered FAILED
     # (crhelper's timer, 0.5 s before the Lambda timed out)
@@ -528,7 +537,7 @@ def test_a_poll_whose_request_was_answered_already_stops_without_touching_anythi
     assert len(polls) == 1
     assert handler_module._resource is not None
     handler_module._resource.services.cloudformation = lambda: ResourceStatusOnly(
-        "UPDATE_FAILED")
+        resource_status, stack_status)
     # WHEN the rule fires a minute later
     before = len(deploy.recorder.requests)
     handler(polls[0], LambdaContext())
