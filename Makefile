@@ -40,6 +40,7 @@ benchmark: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/python benchmarks/status_check.py
 	$(BIN)/python benchmarks/baseline_search.py
 	$(BIN)/python benchmarks/no_change_update.py
+	$(BIN)/python benchmarks/bundle_size.py
 	$(BIN)/python benchmarks/deploy_local.py
 	$(BIN)/python benchmarks/long_history.py
 

@@ -22,7 +22,16 @@ Update whose properties changed only in ``MigrationsHash``:
 - new container: ``handler._resource`` reset before each invocation, in this process (the
   Python modules, boto3's default session and the logging setup stay);
 - new process: a fresh interpreter imports the handler and answers two Updates; its import
-  and both invocations are timed inside it.
+  and both invocations are timed inside it;
+- the application's new process: a fresh interpreter imports ``sample_app.handler`` and
+  answers two ``GET /tasks`` (AUTO_MIGRATE=true, as dev: its first request checks the schema,
+  which is at head, then serves);
+- the AWS SDK alone: a fresh interpreter imports boto3 and builds a CloudFormation client,
+  what a no-change Update needs for its one AWS call (is the stack rolling back?).
+
+The new-process cases are taken round-robin, one round each, with ``import sqlalchemy``
+timed the same way (wall time in a fresh interpreter) as a second in-run baseline: the time
+to the first answer is reported against both it and the ``-X importtime`` figure.
 
 The baseline, measured in the same run, is the engine's no-change path on the same
 database: a fresh ``MigrationEngine`` and ``migrate(target_heads=(head,))``. The in-process
@@ -94,12 +103,23 @@ PROCESS_IMPORT = "new process: import migration_resource.handler"
 PROCESS_FIRST = "new process: 1st Update"
 PROCESS_SECOND = "new process: 2nd Update"
 PROCESS_TOTAL = "new process: import + 1st Update"
+APP_IMPORT = "application, new process: import sample_app.handler"
+APP_FIRST = "application, new process: 1st request (GET /tasks)"
+APP_SECOND = "application, new process: 2nd request"
+APP_TOTAL = "application, new process: import + 1st request"
+BASELINE_WALL = "new process: import sqlalchemy (no -X importtime)"
+SDK = "new process: import boto3 + a CloudFormation client"
+COLD_TOTALS = (PROCESS_TOTAL, APP_TOTAL, SDK)
+# Loaded by a first answer only if it really needed them; the report says which were.
+WATCHED_MODULES = ("alembic", "mako", "pglast", "crhelper", "boto3", "sqlalchemy.orm")
+APP_EVENT = {"version": "2.0", "rawPath": "/tasks",
+             "requestContext": {"http": {"method": "GET", "path": "/tasks"}}}
 
 # Runs in a fresh interpreter: nothing is imported before the handler is.
 CHILD = """
 import json, sys, time
 started = time.perf_counter()
-import migration_resource.handler as entry
+import {module} as entry
 imported = time.perf_counter()
 
 class Context:
@@ -113,16 +133,29 @@ class Context:
     def get_remaining_time_in_millis(self):
         return 900_000
 
-times = []
+times, answers = [], []
 for number, event in enumerate(json.loads(sys.argv[2])):
-    context = Context(f"child-{number}")
+    context = Context(f"child-{{number}}")
     begun = time.perf_counter()
-    entry.handler(event, context)
+    answer = entry.handler(event, context)
     times.append(time.perf_counter() - begun)
+    answers.append(answer.get("statusCode") if isinstance(answer, dict) else None)
 with open(sys.argv[1], "w") as out:
-    json.dump({"import": imported - started, "updates": times}, out)
+    json.dump({{"import": imported - started, "updates": times, "answers": answers,
+               "modules": sorted(sys.modules)}}, out)
 """
 CHILD_UPDATES = 2
+# The in-run baseline as wall time, and the AWS SDK a no-change Update needs for its one
+# call (DescribeStacks: is the stack rolling back?), each in a fresh interpreter.
+TIMED_CHILD = """
+import json, sys, time
+started = time.perf_counter()
+{code}
+with open(sys.argv[1], "w") as out:
+    json.dump({{"seconds": time.perf_counter() - started}}, out)
+"""
+BASELINE_CODE = "import sqlalchemy"
+SDK_CODE = "import boto3\nboto3.client('cloudformation')"
 
 
 @dataclass(frozen=True)
@@ -350,6 +383,7 @@ class UpdateRun:
     head: str
     catalogue_loads: dict[str, int]
     snapshots: list[str]
+    processes: ProcessRun
 
 
 def run_updates(server_url: sa.URL, work: Path, repeat: int, child_repeat: int) -> UpdateRun:
@@ -390,9 +424,9 @@ def run_updates(server_url: sa.URL, work: Path, repeat: int, child_repeat: int) 
         print(f"Create brought the database to head {head}", file=sys.stderr)
         settings = EngineSettings(database_url=database_url, script_location=SCRIPTS)
         samples, loads = measure_in_process(cfn, settings, head, repeat)
-        samples += measure_new_processes(cfn, work, head, child_repeat)
-        return UpdateRun(samples=samples, head=head, catalogue_loads=loads,
-                         snapshots=manual_snapshots(moto.endpoint))
+        processes = measure_new_processes(cfn, work, head, child_repeat)
+        return UpdateRun(samples=samples + processes.samples, head=head, catalogue_loads=loads,
+                         snapshots=manual_snapshots(moto.endpoint), processes=processes)
 
 
 def observability_reset() -> None:
@@ -450,29 +484,63 @@ def measure_in_process(
     return [Samples(case, tuple(values)) for case, values in timed.items()], loads
 
 
-def measure_new_processes(cfn: Stack, work: Path, head: str, repeat: int) -> list[Samples]:
-    timed: dict[str, list[float]] = {name: [] for name in (
-        PROCESS_IMPORT, PROCESS_FIRST, PROCESS_SECOND, PROCESS_TOTAL)}
+@dataclass
+class ProcessRun:
+    samples: list[Samples]
+    loaded: dict[str, list[str]]  # child -> WATCHED_MODULES loaded by its first answers
+    ratios: list[float]  # per round: import + 1st Update / import sqlalchemy (wall)
+
+
+def run_child(code: str, work: Path, *args: str, env: dict[str, str] | None = None
+              ) -> dict[str, Any]:
     result_file = work / "child.json"
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(result_file), *args],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        check=False, env={**os.environ, **(env or {})},
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the new process failed:\n{done.stderr[-2000:]}")
+    found: dict[str, Any] = json.loads(result_file.read_text())
+    return found
+
+
+def measure_new_processes(cfn: Stack, work: Path, head: str, repeat: int) -> ProcessRun:
+    """Round-robin per round: the baseline, the migration function's import and two
+    Updates, the application's import and two requests, the SDK setup alone."""
+    names = (PROCESS_IMPORT, PROCESS_FIRST, PROCESS_SECOND, PROCESS_TOTAL, APP_IMPORT,
+             APP_FIRST, APP_SECOND, APP_TOTAL, BASELINE_WALL, SDK)
+    timed: dict[str, list[float]] = {name: [] for name in names}
+    loaded: dict[str, list[str]] = {}
+    ratios: list[float] = []
+    app_env = {"POWERTOOLS_SERVICE_NAME": "sample-app", "AUTO_MIGRATE": "true"}
     for round_number in range(IMPORT_WARMUPS + repeat):
+        baseline = run_child(TIMED_CHILD.format(code=BASELINE_CODE), work)["seconds"]
         events = [cfn.no_change_update() for _ in range(CHILD_UPDATES)]
         before = len(cfn.recorder.requests)
-        done = subprocess.run(
-            [sys.executable, "-c", CHILD, str(result_file), json.dumps(events)],
-            cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            check=False,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"the new process failed:\n{done.stderr[-2000:]}")
+        update = run_child(CHILD.format(module=HANDLER_MODULE), work, json.dumps(events))
         cfn.check_answers(before, CHILD_UPDATES, "up_to_date", head)
-        result = json.loads(result_file.read_text())
-        first, second = result["updates"]
-        if round_number >= IMPORT_WARMUPS:
-            for name, seconds in ((PROCESS_IMPORT, result["import"]), (PROCESS_FIRST, first),
-                                  (PROCESS_SECOND, second),
-                                  (PROCESS_TOTAL, result["import"] + first)):
-                timed[name].append(float(seconds) * 1000)
-    return [Samples(name, tuple(values)) for name, values in timed.items()]
+        app = run_child(CHILD.format(module="sample_app.handler"), work,
+                        json.dumps([APP_EVENT] * CHILD_UPDATES), env=app_env)
+        if app["answers"] != [200] * CHILD_UPDATES:
+            raise RuntimeError(f"the application answered {app['answers']}")
+        sdk = run_child(TIMED_CHILD.format(code=SDK_CODE), work)["seconds"]
+        loaded = {name: [m for m in WATCHED_MODULES if m in found["modules"]]
+                  for name, found in (("migration", update), ("application", app))}
+        if round_number < IMPORT_WARMUPS:
+            continue
+        for name, seconds in (
+            (PROCESS_IMPORT, update["import"]), (PROCESS_FIRST, update["updates"][0]),
+            (PROCESS_SECOND, update["updates"][1]),
+            (PROCESS_TOTAL, update["import"] + update["updates"][0]),
+            (APP_IMPORT, app["import"]), (APP_FIRST, app["updates"][0]),
+            (APP_SECOND, app["updates"][1]), (APP_TOTAL, app["import"] + app["updates"][0]),
+            (BASELINE_WALL, baseline), (SDK, sdk),
+        ):
+            timed[name].append(float(seconds) * 1000)
+        ratios.append((update["import"] + update["updates"][0]) / baseline)
+    return ProcessRun(samples=[Samples(name, tuple(values)) for name, values in timed.items()],
+                      loaded=loaded, ratios=ratios)
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -482,6 +550,8 @@ def render(imports: dict[ImportCase, list[ImportRun]], updates: UpdateRun, repea
     lines += render_imports(imports, import_repeat)
     lines += [""]
     lines += render_updates(updates, repeat, import_repeat)
+    lines += [""]
+    lines += render_cold_start(imports, updates)
     return "\n".join(lines)
 
 
@@ -561,7 +631,37 @@ def render_updates(updates: UpdateRun, repeat: int, process_repeat: int) -> list
     lines.append(f"- manual RDS snapshots taken: {len(updates.snapshots)}")
     warm, fresh = by_name[WARM].median, by_name[NEW_CONTAINER].median
     lines.append(f"- new container / warm container: {fresh / warm:.2f}x ({fresh - warm:+.1f} ms: "
-                 "a new crhelper object, whose constructor builds three boto3 clients)")
+                 "a new crhelper object, which builds no client, and a new CloudFormation "
+                 "client for the rollback check)")
+    for child, modules in updates.processes.loaded.items():
+        lines.append(f"- loaded by the {child} function's first answers, of "
+                     f"{', '.join(WATCHED_MODULES)}: {', '.join(modules) or 'none'}")
+    return lines
+
+
+def render_cold_start(imports: dict[ImportCase, list[ImportRun]], updates: UpdateRun) -> list[str]:
+    """A new process's time to its first answer against `import sqlalchemy`, in this run."""
+    by_name = {s.name: s for s in updates.samples}
+    importtime = statistics.median(r.cumulative_us for r in imports[BASELINE_IMPORT]) / 1000
+    wall = by_name[BASELINE_WALL].median
+    lines = [
+        "Time to the first answer of a new process, against `import sqlalchemy` measured in "
+        f"this run: {importtime:.0f} ms under `-X importtime` (the cold-import table; the "
+        f"baseline issue 15 states its target against), {wall:.0f} ms as wall time in a fresh "
+        "process (timed like the rows here, round-robin with them).",
+        "",
+        "| new process | median ms | p90 ms | / `import sqlalchemy` (importtime) "
+        "| / `import sqlalchemy` (wall) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name in (*COLD_TOTALS, BASELINE_WALL):
+        sample = by_name[name]
+        lines.append(f"| {name} | {sample.median:.0f} | {sample.p90:.0f} | "
+                     f"{sample.median / importtime:.2f}x | {sample.median / wall:.2f}x |")
+    ratios = updates.processes.ratios
+    lines += ["", f"- import + 1st Update / `import sqlalchemy` (wall), per round: median "
+              f"{statistics.median(ratios):.2f}x, min {min(ratios):.2f}x, max "
+              f"{max(ratios):.2f}x"]
     return lines
 
 
