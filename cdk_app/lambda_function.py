@@ -1,10 +1,11 @@
 """What every Lambda of this app shares: Python in the VPC with its own log group and role.
 
-Both functions (migration and sample application) run the same bundle on the same runtime,
-in the same subnets, with the database secret, the stage, Powertools' settings, a log group
-with the stage's retention and a role that writes only there (`lambda_role.py`). A construct
-calls `vpc_python_function` with what is its own (handler, timeout, memory, extra variables);
-the children keep the ids `Logs`, `Role` and `Function` inside that construct.
+Both functions (migration and sample application) run on the same runtime, each with its
+own bundle (`bundling.py`), in the same subnets, with the database secret, the stage,
+Powertools' settings, a log group with the stage's retention and a role that writes only
+there (`lambda_role.py`). A construct calls `vpc_python_function` with what is its own (code,
+handler, timeout, memory, extra variables); the children keep the ids `Logs`, `Role` and
+`Function` inside that construct.
 """
 
 from __future__ import annotations
