@@ -8,8 +8,8 @@ import sqlalchemy as sa
 
 DRIVER = "postgresql+psycopg"
 # Every form a password takes in what operators paste: URL userinfo with or without a scheme
-# (`postgresql://app:pw@host`, `app:pw@host:5432/db`), a query parameter (`?password=pw`),
-# libpq conninfo (`password=pw`, `password='p w'`), and JSON (`"password": "pw"`).
+# (`postgresql://USER:PASSWORD@HOST`, `USER:PASSWORD@HOST:5432/DB`), a query parameter,
+# libpq conninfo (`password=...`, quoted or not), and JSON (`"password": "..."`).
 _PASSWORD_IN_URL = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s'\"]*:)([^\s'\"]*)(@)", re.I)
 _PASSWORD_IN_BARE_URL = re.compile(r"((?:^|[\s'\"(=,;])[^:/@\s'\"]+:)([^\s'\"/]*)(@)")
 _PASSWORD_IN_QUERY = re.compile(r"([?&]password=)([^&\s'\"]+)", re.IGNORECASE)
@@ -40,7 +40,7 @@ def normalize_url(url: str) -> sa.URL:
         # be taken for the host and shown in every connection error.
         raise DatabaseUrlError(
             f"Database URL {mask_url(parsed)!r} has an @ that is not encoded in its user or "
-            "password; write it as %40, e.g. postgresql://USER:p%40ss@HOST:PORT/DBNAME"
+            "password; write it as %40 (p@ss becomes p%40ss)"
         )
     if parsed.get_backend_name() not in {"postgresql", "postgres"}:
         raise DatabaseUrlError(

@@ -22,34 +22,54 @@ def differences(old: Any, new: Any, path: str = "") -> list[str]:
     return [] if old == new else [path]
 
 
-def test_editing_a_migration_changes_migrations_hash_and_nothing_else(tmp_path: Path) -> None:
-    # GIVEN a copy of the project, synthesized (bundling skipped: only templates matter)
+def application_changes(tmp_path: Path, edit: Any) -> tuple[list[str], list[str], Any]:
+    """Synthesize a project copy before and after `edit(revision_file)`; what changed."""
     root = project_copy(tmp_path)
     before = synthesize("prod", outdir=tmp_path / "before", bundling=False, project_root=root)
-    # WHEN one existing revision file is edited (no new revision)
     revision = sorted((root / "alembic" / "versions").glob("*.py"))[2]
-    revision.write_text(revision.read_text() + "\n# a comment added after review\n")
+    edit(revision)
     after = synthesize("prod", outdir=tmp_path / "after", bundling=False, project_root=root)
-
-    # THEN the database stack is byte-for-byte the same: a migration never touches it
+    # a migration never touches the database stack
     assert before.templates["database"] == after.templates["database"]
-    # AND in the application stack only these change:
     changed = differences(before.templates["application"], after.templates["application"])
-    functions = [key for key, value in before.templates["application"]["Resources"].items()
+    functions = [f"/Resources/{key}/Properties/Code/S3Key"
+                 for key, value in before.templates["application"]["Resources"].items()
                  if value["Type"] == "AWS::Lambda::Function"]
+    return changed, functions, (before, after)
+
+
+def test_reformatting_a_migration_changes_migrations_hash_but_not_the_history_digest(
+    tmp_path: Path,
+) -> None:
+    # WHEN one existing revision file gets a comment (no new revision, nothing it does)
+    changed, functions, (before, after) = application_changes(
+        tmp_path, lambda path: path.write_text(path.read_text() + "\n# reviewed\n"))
+    # THEN CloudFormation sends an Update (the bundle holds the new file), but the digest of
+    # what the revisions do is the same: the deploy finds the database up to date
     assert sorted(changed) == sorted([
-        # what makes CloudFormation send the Update
-        f"/Resources/{LOGICAL_ID}/Properties/MigrationsHash",
-        # by definition the digest of the revision files: the engine compares it with the
-        # checksums recorded when they were applied, so an edited applied file is refused
-        f"/Resources/{LOGICAL_ID}/Properties/HistoryDigest",
-        # the bundle holds the edited file, so both functions get the new code
-        *(f"/Resources/{key}/Properties/Code/S3Key" for key in functions),
+        f"/Resources/{LOGICAL_ID}/Properties/MigrationsHash", *functions,
     ])
     old = before.templates["application"]["Resources"][LOGICAL_ID]["Properties"]
     new = after.templates["application"]["Resources"][LOGICAL_ID]["Properties"]
     assert old["TargetRevision"] == new["TargetRevision"]
     assert old["MigrationsHash"] != new["MigrationsHash"]
+
+
+def test_changing_a_statement_changes_the_history_digest_too(tmp_path: Path) -> None:
+    def change(path: Path) -> None:
+        text = path.read_text()
+        assert "op.execute(" in text or "op.add_column(" in text or "op.create_" in text
+        path.write_text(text.replace("def upgrade() -> None:\n",
+                                     "def upgrade() -> None:\n    op.execute('SELECT 1')\n", 1))
+
+    changed, functions, _ = application_changes(tmp_path, change)
+    assert sorted(changed) == sorted([
+        f"/Resources/{LOGICAL_ID}/Properties/MigrationsHash",
+        # the digest of what the revisions do: the engine compares it with what was recorded
+        # when they were applied, so an edited applied revision is refused
+        f"/Resources/{LOGICAL_ID}/Properties/HistoryDigest",
+        *functions,
+    ])
 
 
 def test_migrations_hash_covers_versions_env_and_engine_only(tmp_path: Path) -> None:
