@@ -19,13 +19,20 @@ from migration_resource.checksums import history_digest, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
-from migration_resource.outcomes import EngineError, MigrationFailed
+from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
 SHOWN_COMMITTED = 3  # revisions named in a failure; the rest are counted
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 LOCK_RETRY_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
+OUT_OF_TIME_MARGIN_SECONDS = 20  # kept free at the end of a run, as the custom resource does
+
+
+class _OutOfTime(Exception):
+    def __init__(self, revision: str, left: float, needed: int) -> None:
+        super().__init__(revision)
+        self.revision, self.left, self.needed = revision, left, needed
 
 
 def apply_upgrade(
@@ -84,6 +91,15 @@ def run_steps(
                        "base" if target == "base" else target, direction=direction,
                        on_step=run.on_step, script=core.catalogue.script)
             break
+        except _OutOfTime as stop:
+            logger.warning("Stopping before revision %s: %.0f s left in this run, %d s needed; "
+                           "the next run continues from here", stop.revision, stop.left,
+                           stop.needed)
+            raise RunInterrupted(
+                f"Applied {len(run.done)} of {len(order)} pending migrations; stopped before "
+                f"{stop.revision} with {stop.left:.0f} s left in this run (a revision may need "
+                f"{stop.needed} s); the next run continues", tuple(run.done),
+            ) from None
         except Exception as error:  # a revision's own code: anything can come out
             failed, final = run.failed_revision()
             blocker = _blocker(core, error) if _is_lock_timeout(error) else None
@@ -155,8 +171,20 @@ class _Run:
             self.conclude(self.awaiting_commit)
             self.awaiting_commit = None
         if self.next_up is not None:
+            self._stop_if_out_of_time(self.next_up)
             self.start(self.next_up)
             self.next_up = None
+
+    def _stop_if_out_of_time(self, revision: str) -> None:
+        """Between two revisions: stop unless the next one may finish in this run (its
+        statements get MIGRATION_TIMEOUT each; the first revision's time was checked before)."""
+        time_left = self.core.time_left
+        if time_left is None or not self.done:
+            return
+        needed = self.core.settings.migration_timeout_seconds + OUT_OF_TIME_MARGIN_SECONDS
+        left = time_left()
+        if left < needed:
+            raise _OutOfTime(revision, left, needed)
 
     def on_step(self, step: AppliedRevision) -> None:
         if step.revision not in self.rows:

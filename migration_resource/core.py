@@ -109,6 +109,9 @@ class EngineCore:
         # The plan the deploy's gate check made before its snapshot, reused by the migrate
         # that follows in the same run when the database has not moved.
         self.last_plan: MigrationPlan | None = None
+        # Seconds left in this run (the Lambda's remaining time), when it is bounded: the
+        # apply stops between revisions rather than start one it may not finish.
+        self.time_left: Callable[[], float] | None = None
 
     # -- the scripts -------------------------------------------------------------------
     @property

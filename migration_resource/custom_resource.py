@@ -456,6 +456,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             # deploy's fast path) rather than classify again.
             self._answer(event, status)
             return str(event.get("PhysicalResourceId") or self._physical_id())
+        engine.time_left = lambda: self._context.get_remaining_time_in_millis() / 1000
         outcome = engine.migrate(
             properties.target_revision,
             target_heads=properties.target_heads,
@@ -465,6 +466,10 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             context=_deploy_context(event, self.Data.get(SNAPSHOT_KEY) or
                                     event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
         )
+        if not outcome.complete:
+            # Committed revisions stay; crhelper's next poll (a whole Lambda run) goes on.
+            logger.info("%s", outcome.message)
+            return None
         self._answer(event, outcome)
         return str(event.get("PhysicalResourceId") or self._physical_id())
 

@@ -47,6 +47,16 @@ class DatabaseUnavailable(EngineError):
     code = "database_unavailable"
 
 
+class RunInterrupted(EngineError):
+    """The run stopped between two revisions: too little time left for the next one."""
+
+    code = "interrupted"
+
+    def __init__(self, message: str, applied: tuple[AppliedRevision, ...]) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+
 class MigrationFailed(EngineError):
     """A migration raised; the database is left at the last revision that completed."""
 
@@ -83,6 +93,8 @@ class Outcome:
     # dry run: each pending revision in the order it would run, with its file, its SQL and
     # where that SQL came from (rendered offline, or captured in a rolled-back trial run)
     plan: tuple[dict[str, str], ...] | None = None
+    # False when the run stopped between revisions for lack of time: the rest runs next time
+    complete: bool = True
 
     def as_dict(self) -> dict[str, object]:
         c = self.classification
@@ -114,4 +126,6 @@ class Outcome:
             answer["baseline"] = self.baseline
         if self.plan is not None:
             answer["plan"] = list(self.plan)
+        if not self.complete:
+            answer["complete"] = False
         return answer

@@ -11,7 +11,7 @@ from migration_resource.audit import RunContext
 from migration_resource.checksums import history_digest
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, EngineCore
-from migration_resource.outcomes import Outcome
+from migration_resource.outcomes import Outcome, RunInterrupted
 from migration_resource.states import DatabaseState
 
 if TYPE_CHECKING:
@@ -84,11 +84,19 @@ def migrate(
         decision = judge(core, plan, allow_destructive)
         log_findings(decision)
         refuse_if_gated(decision, now, trail)
-        applied = apply_upgrade(
-            core, connection, trail, now, order=plan.order, target=resolved,
-            destructive=frozenset(f.revision for f in decision.findings
-                                  if f.kind == "destructive"),
-        )
+        try:
+            applied = apply_upgrade(
+                core, connection, trail, now, order=plan.order, target=resolved,
+                destructive=frozenset(f.revision for f in decision.findings
+                                      if f.kind == "destructive"),
+            )
+        except RunInterrupted as stopped:
+            return Outcome(
+                operation="migrate", classification=now, message=str(stopped),
+                final=core.current_revisions(), applied=stopped.applied, complete=False,
+                seconds=time.perf_counter() - started,
+                findings=tuple(f.as_dict() for f in decision.findings),
+            )
 
     message = (
         "Database migrations completed successfully. Revision: "

@@ -410,3 +410,27 @@ def test_twenty_migrators_at_once_apply_each_revision_exactly_once(
     applied = sum(len(o.applied) for o in outcomes)  # type: ignore[attr-defined]
     assert applied in (0, len(ids))  # the containers together applied all or none of them
     MEASURED.append(("20 migrators at once", "each revision applied once"))
+
+
+def test_a_run_short_of_time_stops_between_revisions_and_the_next_one_goes_on(
+    make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic,
+) -> None:
+    # GIVEN a run with 21 s left while a revision may need 2 s (MIGRATION_TIMEOUT) + 20 s
+    folder, ids = synthetic(3)
+    engine = make_engine(script_location=folder, migration_timeout_seconds=2)
+    engine.time_left = lambda: 21.0
+    # WHEN it migrates
+    outcome = engine.migrate()
+    # THEN it applied the first revision (checked before the run started) and stopped cleanly
+    assert not outcome.complete and outcome.ok
+    assert [a.revision for a in outcome.applied] == ids[:1]
+    assert f"stopped before {ids[1]} with 21 s left" in outcome.message
+    assert version_rows(db) == [ids[0]]
+    # AND the next run (a new Lambda run) applies the rest, each revision once
+    rest = make_engine(script_location=folder).migrate()
+    assert rest.complete and [a.revision for a in rest.applied] == ids[1:]
+    assert applied_log(db) == ids
+    with db.connect() as conn:
+        started = conn.exec_driver_sql(
+            "SELECT count(*) FROM migration_audit WHERE action = 'upgrade'").scalar()
+    assert started == 3  # the revision it stopped before was never started
