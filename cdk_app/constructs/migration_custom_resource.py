@@ -63,7 +63,9 @@ class MigrationCustomResource(Construct):
                 actions=["lambda:AddPermission", "lambda:RemovePermission"],
                 resources=[function.function_arn]),
             iam.PolicyStatement(
-                sid="OwnStackStatus", actions=["cloudformation:DescribeStacks"],
+                # DescribeStackResource: a poll first checks its request is still open.
+                sid="OwnStackStatus",
+                actions=["cloudformation:DescribeStacks", "cloudformation:DescribeStackResource"],
                 resources=[Aws.STACK_ID]),
         ])
         # Its own policy, not the role's default one: the function depends on its role's

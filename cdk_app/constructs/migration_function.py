@@ -45,3 +45,6 @@ class MigrationFunction(Construct):
             runtime_reason="Python 3.12 on purpose: the bundle's wheels are built for cp312 "
                            "(cdk_app/bundling.py) and the suite import-tests it under 3.12.")
         self.log_group, self.role, self.function = parts.log_group, parts.role, parts.function
+        # crhelper's poll rule invokes asynchronously; Lambda would retry a failed or
+        # throttled invocation twice, replaying a stored event after its request was answered.
+        self.function.configure_async_invoke(retry_attempts=0)

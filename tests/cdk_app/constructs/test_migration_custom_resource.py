@@ -85,6 +85,7 @@ def test_crhelper_polling_and_own_stack_status_are_allowed_narrowly(dev: Synth) 
     for action in ("lambda:AddPermission", "lambda:RemovePermission"):
         assert granted[action] == ["<MigrationFunction6E05CD6E.Arn>"]
     assert granted["cloudformation:DescribeStacks"] == ["<AWS::StackId>"]
+    assert granted["cloudformation:DescribeStackResource"] == ["<AWS::StackId>"]
 
 
 def test_runs_after_its_permissions_and_the_database_stack(dev: Synth) -> None:

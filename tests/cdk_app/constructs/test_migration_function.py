@@ -31,6 +31,13 @@ def test_python_312_bundle_one_at_a_time_in_the_vpc(dev: Synth, prod: Synth) -> 
     prod.application.has_resource_properties("AWS::Logs::LogGroup", {"RetentionInDays": 365})
 
 
+def test_asynchronous_invocations_are_never_retried(dev: Synth) -> None:
+    # crhelper's poll rule invokes asynchronously: a retry would replay a stored event
+    (config,) = dev.resources("application", "AWS::Lambda::EventInvokeConfig").values()
+    assert config["Properties"]["MaximumRetryAttempts"] == 0
+    assert config["Properties"]["FunctionName"]["Ref"].startswith("MigrationFunction")
+
+
 def test_environment_names_the_secret_the_stage_and_powertools(dev: Synth) -> None:
     environment = function(dev)["Properties"]["Environment"]["Variables"]
     assert environment["DATABASE_SECRET_ARN"] == {"Fn::ImportValue": environment[
