@@ -314,44 +314,71 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             raise
 
     def _first_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
-        # Before anything can fail: a rollback's old properties may be ones this code
-        # rejects, and a rollback must complete whatever they say.
-        if self._in_rollback(event):
-            logger.info("Stack rollback in progress: the database is left as it is")
-            self.Data.update(State="rollback", FromRevision="", ToRevision="", Applied="0",
-                             SnapshotId="")
-            self._answer_now = True
-            return str(event.get("PhysicalResourceId") or self._physical_id())
-        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
-        if not properties.migrate_on_deploy:
-            self._report_without_migrating(properties)
-            return str(event.get("PhysicalResourceId") or self._physical_id())
-        engine = self.services.engine_factory(properties)
+        # A rollback must complete whatever its old properties say and whatever the database
+        # does, so whatever fails first asks whether this is one. A database with nothing to
+        # change gets the same answer either way: the stack's status (and the AWS SDK, a
+        # sixth of a cold start) is read only when the deploy would change something.
+        own_id = str(event.get("PhysicalResourceId") or self._physical_id())
         try:
-            status = self._classify(engine, properties)
-            before = status.classification
-            self.Data[STARTED_KEY] = str(int(self.services.clock()))
-            snapshot_id = ""
-            if self._snapshot_needed(properties, before):
-                # A deploy the change gate refuses must not cost a snapshot: decide first.
-                engine.check_gate(before, allow_destructive=properties.allow_destructive,
-                                  context=_deploy_context(event))
-                assert properties.snapshot_target is not None
-                snapshot_id = snapshot_identifier(
-                    _stack_name(event), before.target[0] if before.target else "head",
-                    datetime.fromtimestamp(self.services.clock(), UTC),
-                )
-                self.Data[SNAPSHOT_KEY] = snapshot_id
-                if not self._advance_snapshot(properties, snapshot_id,
-                                              float(self.Data[STARTED_KEY])):
-                    return None  # crhelper polls until the snapshot is available
-            else:
-                self.Data[SNAPSHOT_KEY] = ""
-            if not self._enough_time(engine, context, before):
-                return None  # a poll starts with a whole Lambda run
-            return self._migrate(engine, properties, event, status)
+            properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
+            if not properties.migrate_on_deploy:
+                self._report_without_migrating(properties)
+                return own_id
+            engine = self.services.engine_factory(properties)
+        except Exception:
+            if self._rollback_answered(event):
+                return own_id
+            raise
+        try:
+            return self._deploy(engine, properties, event, context, own_id)
         finally:
             engine.close()
+
+    def _deploy(
+        self, engine: MigrationEngine, properties: MigrationProperties,
+        event: Mapping[str, Any], context: LambdaContext, own_id: str,
+    ) -> str | None:
+        try:
+            status = self._classify(engine, properties)
+        except Exception:
+            if self._rollback_answered(event):
+                return own_id
+            raise
+        before = status.classification
+        if before.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD) and not (
+            before.needs_bookkeeping
+        ):
+            self._answer(event, status)
+            return own_id
+        if self._rollback_answered(event):
+            return own_id
+        return self._change(engine, properties, event, context, status)
+
+    def _change(
+        self, engine: MigrationEngine, properties: MigrationProperties,
+        event: Mapping[str, Any], context: LambdaContext, status: Outcome,
+    ) -> str | None:
+        """Snapshot (after the gate), then migrate, when the run has the time; else poll."""
+        before = status.classification
+        self.Data[STARTED_KEY] = str(int(self.services.clock()))
+        if self._snapshot_needed(properties, before):
+            # A deploy the change gate refuses must not cost a snapshot: decide first.
+            engine.check_gate(before, allow_destructive=properties.allow_destructive,
+                              context=_deploy_context(event))
+            assert properties.snapshot_target is not None
+            snapshot_id = snapshot_identifier(
+                _stack_name(event), before.target[0] if before.target else "head",
+                datetime.fromtimestamp(self.services.clock(), UTC),
+            )
+            self.Data[SNAPSHOT_KEY] = snapshot_id
+            if not self._advance_snapshot(properties, snapshot_id,
+                                          float(self.Data[STARTED_KEY])):
+                return None  # crhelper polls until the snapshot is available
+        else:
+            self.Data[SNAPSHOT_KEY] = ""
+        if not self._enough_time(engine, context, before):
+            return None  # a poll starts with a whole Lambda run
+        return self._migrate(engine, properties, event, status)
 
     def _next_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
         over = self._request_over(event)
@@ -543,6 +570,16 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         # The engine words the refusal: its cause's own next step, then the runbook anchor.
         engine.refuse_if_inconsistent(status.classification)
         return status
+
+    def _rollback_answered(self, event: Mapping[str, Any]) -> bool:
+        """True (and the answer set) when this Update is a stack rollback's."""
+        if not self._in_rollback(event):
+            return False
+        logger.info("Stack rollback in progress: the database is left as it is")
+        self.Data.update(State="rollback", FromRevision="", ToRevision="", Applied="0",
+                         SnapshotId="")
+        self._answer_now = True
+        return True
 
     def _in_rollback(self, event: Mapping[str, Any]) -> bool:
         if event.get("RequestType") != "Update":

@@ -180,12 +180,20 @@ def test_an_aurora_cluster_is_snapshotted_as_a_cluster(deploy: Deploy, db) -> No
     assert [s["DBClusterSnapshotIdentifier"] for s in found] == [answer["Data"]["SnapshotId"]]
 
 
-def test_no_change_update_takes_no_snapshot(deploy: Deploy, db) -> None:
+def test_no_change_update_takes_no_snapshot_and_asks_aws_nothing(deploy: Deploy, db) -> None:
     deploy.send(deploy.event("Create"))
+    assert handler_module._resource is not None
+    services = handler_module._resource.services
+    asked: list[str] = []
+    real_cloudformation, real_rds = services.cloudformation, services.rds
+    services.cloudformation = lambda: asked.append("cloudformation") or real_cloudformation()
+    services.rds = lambda: asked.append("rds") or real_rds()
     answer = deploy.send(deploy.event("Update", properties={"MigrationsHash": "changed"}))
     assert answer["Status"] == "SUCCESS"
     assert answer["Data"]["State"] == "up_to_date" and answer["Data"]["Applied"] == "0"
     assert snapshots(deploy) == []
+    # nothing to change: the stack's status would not change the answer, so it is not read
+    assert asked == []
 
 
 def test_inconsistent_fails_with_a_short_reason_and_changes_nothing(deploy: Deploy, db) -> None:
