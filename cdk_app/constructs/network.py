@@ -8,7 +8,7 @@ endpoints, one per API they call:
 | S3 (gateway) | crhelper's answer: CloudFormation's ResponseURL is a pre-signed S3 URL |
 | Secrets Manager | both Lambdas read the database secret |
 | RDS | the pre-migration snapshot and its status |
-| CloudFormation | `DescribeStacks` on the own stack (tells a rollback apart) |
+| CloudFormation | `DescribeStacks`, `DescribeStackResource`: the own stack and resource |
 | EventBridge, Lambda | crhelper's polling: a scheduled rule re-invokes the function |
 
 CloudWatch metrics need none: they are embedded-metric-format log lines.

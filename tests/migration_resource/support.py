@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import sqlalchemy as sa
 
+from localdev.history_env import write_script_directory
 from tests.alembic.support import REPO_ROOT
 
 SAMPLE_SCRIPTS = REPO_ROOT / "alembic"
@@ -35,3 +38,17 @@ def execute(db: sa.Engine, *statements: str) -> None:
     with db.begin() as conn:
         for statement in statements:
             conn.exec_driver_sql(statement)
+
+
+def linear_history(folder: Path, bodies: dict[str, str]) -> Path:
+    """A throwaway script directory (the team-style env.py) with one revision per entry, in
+    order: id → the body of its upgrade() (indented by four spaces; `op` and `sa` exist)."""
+    write_script_directory(folder)
+    down = None
+    for revision, body in bodies.items():
+        (folder / "versions" / f"{revision}.py").write_text(
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
+            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
+            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
+        down = revision
+    return folder

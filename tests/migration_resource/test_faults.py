@@ -24,13 +24,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from localdev.history_env import write_script_directory
 from localdev.postgres import LocalPostgres, free_port
 from migration_resource.audit import RunContext
 from migration_resource.dsn import normalize_url
 from migration_resource.engine import MigrationEngine, MigrationFailed
 from migration_resource.settings import EngineSettings
-from tests.migration_resource.support import execute, version_rows
+from tests.migration_resource.support import execute, linear_history, version_rows
 
 EngineFactory = Callable[..., MigrationEngine]
 Synthetic = Callable[..., tuple[Path, list[str]]]
@@ -165,14 +164,7 @@ DEFERRED = {
 def test_a_deferred_constraint_failing_at_commit_is_blamed_on_its_revision(
     make_engine: EngineFactory, db: sa.Engine, tmp_path: Path,
 ) -> None:
-    folder = write_script_directory(tmp_path / "h")
-    down = None
-    for revision, body in DEFERRED.items():
-        (folder / "versions" / f"{revision}.py").write_text(
-            "from alembic import op\n\n"
-            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
-            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
-        down = revision
+    folder = linear_history(tmp_path / "h", DEFERRED)
     engine = make_engine(script_location=folder)
     with pytest.raises(MigrationFailed) as failure:
         engine.migrate()
@@ -294,14 +286,7 @@ LOCKED_TABLE = {
 
 @pytest.fixture
 def lockable(tmp_path: Path, make_engine: EngineFactory) -> Path:
-    folder = write_script_directory(tmp_path / "locked")
-    down = None
-    for revision, body in LOCKED_TABLE.items():
-        (folder / "versions" / f"{revision}.py").write_text(
-            "from alembic import op\n\n"
-            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
-            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
-        down = revision
+    folder = linear_history(tmp_path / "locked", LOCKED_TABLE)
     make_engine(script_location=folder).migrate("t1")
     return folder
 

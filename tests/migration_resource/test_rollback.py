@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from localdev.history_env import write_script_directory
 from migration_resource import auto_migrate
 from migration_resource.checksums import file_checksum, history_digest
 from migration_resource.engine import MigrationEngine, MigrationRefused
-from tests.migration_resource.support import execute, version_rows
+from tests.migration_resource.support import execute, linear_history, version_rows
 
 EngineFactory = Callable[..., MigrationEngine]
 Synthetic = Callable[..., tuple[Path, list[str]]]
@@ -82,19 +81,11 @@ def test_a_destructive_newer_revision_makes_the_warning_louder(
     make_engine: EngineFactory, db: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # GIVEN a release whose last revision dropped a column, applied where that is allowed
-    folder = write_script_directory(tmp_path / "h")
-    bodies = {
+    folder = linear_history(tmp_path / "h", {
         "a1": 'op.create_table("items", sa.Column("id", sa.Integer, primary_key=True),\n'
               '                    sa.Column("legacy", sa.Text))',
         "a2": 'op.drop_column("items", "legacy")',
-    }
-    down = None
-    for revision, body in bodies.items():
-        (folder / "versions" / f"{revision}.py").write_text(
-            "import sqlalchemy as sa\nfrom alembic import op\n\n"
-            f"revision = {revision!r}\ndown_revision = {down!r}\n\n\n"
-            f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
-        down = revision
+    })
     # (in two deploys: a drop of a table the same deploy created is not destructive)
     make_engine(script_location=folder).migrate("a1")
     make_engine(script_location=folder).migrate()
