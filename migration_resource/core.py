@@ -144,11 +144,8 @@ class EngineCore:
         check_target_syntax(target)
         if not target_heads:
             return self.classify_resolved(self.resolve(target))
-        with self.reading() as connection:
-            snapshot = self.read(connection, with_checksums=False)
-        fast = classify_up_to_date_fast(snapshot, target_heads, digest)
+        fast, snapshot = self._up_to_date_fast(target_heads, digest)
         if fast is not None:
-            logger.info("Migration state: %s", fast.state.value)
             return fast
         resolved = self.resolve(target)
         if tuple(sorted(target_heads)) != (resolved,):
@@ -165,6 +162,22 @@ class EngineCore:
             # reads every script too.
             return dataclasses.replace(classification, needs_bookkeeping=True)
         return classification
+
+    def up_to_date_fast(
+        self, target_heads: tuple[str, ...], digest: str | None
+    ) -> Classification | None:
+        """`up_to_date` from one query without the scripts, or None when that cannot tell."""
+        return self._up_to_date_fast(target_heads, digest)[0]
+
+    def _up_to_date_fast(
+        self, target_heads: tuple[str, ...], digest: str | None
+    ) -> tuple[Classification | None, DatabaseSnapshot]:
+        with self.reading() as connection:
+            snapshot = self.read(connection, with_checksums=False)
+        fast = classify_up_to_date_fast(snapshot, target_heads, digest)
+        if fast is not None:
+            logger.info("Migration state: %s", fast.state.value)
+        return fast, snapshot
 
     def classify_resolved(self, resolved: str) -> Classification:
         with self.reading() as connection:

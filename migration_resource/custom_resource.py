@@ -36,13 +36,15 @@ import crhelper
 from migration_resource import delivery
 from migration_resource.audit import RunContext
 from migration_resource.classification import Classification, describe_revisions
+from migration_resource.deploy_event import (
+    MigrationProperties,
+)
 from migration_resource.dsn import mask_text
 from migration_resource.engine import MigrationEngine
 from migration_resource.outcomes import EngineError, Outcome
 from migration_resource.reasons import short_reason
 from migration_resource.snapshots import (
     SnapshotError,
-    SnapshotTarget,
     database_status,
     snapshot_identifier,
     snapshot_status,
@@ -60,14 +62,9 @@ ROLLBACK_STATUSES = frozenset({
     "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
     "IMPORT_ROLLBACK_IN_PROGRESS",
 })
-REQUIRED_EVENT_KEYS = ("RequestType", "ResponseURL", "StackId", "RequestId", "LogicalResourceId")
-REQUEST_TYPES = ("Create", "Update", "Delete")
 # Seconds kept free at the end of a Lambda run: stop starting work before crhelper's own
 # timer answers for us.
 TIME_MARGIN_SECONDS = 20
-MAX_PROPERTY_LENGTH = 256
-STAGE_ALIASES = {"dev": "development", "prod": "production",
-                 "development": "development", "production": "production"}
 POLLING_INTERVAL_MINUTES = 1
 # The poll input is the event crhelper stored when polling began: keys we add there.
 SNAPSHOT_KEY, STARTED_KEY = "SnapshotId", "StartedAt"
@@ -84,70 +81,6 @@ class MetricsHooks(Protocol):
     def outcome(self, outcome: Outcome) -> None: ...
     def failure(self) -> None: ...
     def snapshot(self, seconds: float) -> None: ...
-
-
-class PropertyError(ValueError):
-    """The resource's properties are malformed; the message names the property."""
-
-
-@dataclass(frozen=True)
-class MigrationProperties:
-    target_revision: str
-    history_digest: str | None
-    snapshot_before_migrate: bool
-    allow_destructive: bool
-    stage: str
-    snapshot_target: SnapshotTarget | None
-    # False (stage setting migrateOnDeploy): Create/Update only report the state.
-    migrate_on_deploy: bool = True
-
-    @classmethod
-    def parse(cls, properties: Mapping[str, Any]) -> MigrationProperties:
-        def text(name: str, default: str | None = None) -> str | None:
-            value = properties.get(name, default)
-            if value is None:
-                return None
-            if not isinstance(value, str):
-                raise PropertyError(f"{name} must be a string, got {type(value).__name__}")
-            if len(value) > MAX_PROPERTY_LENGTH:
-                raise PropertyError(f"{name} is {len(value)} characters long (at most "
-                                    f"{MAX_PROPERTY_LENGTH})")
-            return value
-
-        def flag(name: str, default: bool) -> bool:
-            raw = properties.get(name, default)
-            if isinstance(raw, bool):
-                return raw
-            if isinstance(raw, str) and raw.lower() in ("true", "false"):
-                return raw.lower() == "true"
-            raise PropertyError(f"{name} must be true or false, got {str(raw)[:40]!r}")
-
-        stage_raw = text("Stage", "development") or "development"
-        if stage_raw not in STAGE_ALIASES:
-            raise PropertyError(f"Stage must be development or production, got {stage_raw[:40]!r}")
-        has_target = "DbInstanceIdentifier" in properties or "DbClusterIdentifier" in properties
-        try:
-            target = SnapshotTarget.from_properties(properties) if has_target else None
-        except (SnapshotError, ValueError) as error:
-            raise PropertyError(str(error)) from None
-        snapshot_wanted = flag("SnapshotBeforeMigrate", True)
-        if snapshot_wanted and target is None:
-            raise PropertyError("SnapshotBeforeMigrate needs DbInstanceIdentifier or "
-                                "DbClusterIdentifier")
-        return cls(
-            target_revision=text("TargetRevision", "head") or "head",
-            history_digest=text("HistoryDigest"),
-            snapshot_before_migrate=snapshot_wanted,
-            allow_destructive=flag("AllowDestructive", False),
-            stage=STAGE_ALIASES[stage_raw],
-            snapshot_target=target,
-            # Absent from templates synthesized before the setting existed: migrate, as then.
-            migrate_on_deploy=flag("MigrateOnDeploy", True),
-        )
-
-    @property
-    def target_heads(self) -> tuple[str, ...] | None:
-        return None if self.target_revision in ("head", "heads") else (self.target_revision,)
 
 
 @dataclass
@@ -644,15 +577,3 @@ def _stack_name(event: Mapping[str, Any]) -> str:
     return parts[1] if len(parts) > 2 else stack_id or "stack"
 
 
-def malformed_event_problem(event: Any) -> str | None:
-    """Why a CloudFormation event cannot be handled, or None when it can."""
-    if not isinstance(event, Mapping):
-        return "the event is not a JSON object"
-    missing = [key for key in REQUIRED_EVENT_KEYS if not isinstance(event.get(key), str)]
-    if missing:
-        return f"the event lacks {', '.join(missing)}"
-    if event["RequestType"] not in REQUEST_TYPES:
-        return f"RequestType {str(event['RequestType'])[:40]!r} is not Create, Update or Delete"
-    if not isinstance(event.get("ResourceProperties", {}), Mapping):
-        return "ResourceProperties must be an object"
-    return None

@@ -12,26 +12,29 @@ import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from migration_resource import delivery, observability
 from migration_resource.audit import RunContext
+from migration_resource.classification import describe_revisions
 from migration_resource.connection import (
     SECRET_ARN_VARIABLE,
     clear_secret_cache,
     database_url_from_environment,
 )
-from migration_resource.custom_resource import (
+from migration_resource.deploy_event import (
     MigrationProperties,
-    MigrationResource,
-    Services,
+    PropertyError,
     malformed_event_problem,
 )
 from migration_resource.dsn import DatabaseUrlError
-from migration_resource.engine import MigrationEngine, Outcome
+from migration_resource.engine import EngineError, MigrationEngine, Outcome
 from migration_resource.settings import EngineSettings, SettingsError
+
+if TYPE_CHECKING:
+    from migration_resource.custom_resource import MigrationResource, Services
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +42,8 @@ logger = logging.getLogger(__name__)
 # recorder has a self-signed certificate); CloudFormation's S3 URLs use the system store.
 RESPONSE_CA_BUNDLE = "CFN_RESPONSE_CA_BUNDLE"
 
-_resource: MigrationResource | None = None
+_resource: MigrationResource | None = None  # crhelper's object, built for the first event
+# that may change something (custom_resource imports crhelper and the AWS SDK)
 
 
 def handler(event: Any, context: Any) -> dict[str, object] | None:
@@ -92,11 +96,67 @@ def _custom_resource(event: Mapping[str, Any], context: Any, metrics: Any) -> No
                 "Data": {},
             }), ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None)
         return
+    if _answered_without_changes(event, metrics):
+        return
     resource(metrics)(dict(event), context)
+
+
+def _answered_without_changes(event: Mapping[str, Any], metrics: Any) -> bool:
+    """Answer a Create/Update whose database is already at the template's revision.
+
+    One query, no crhelper and no AWS call: a rollback's Update of such a database gets the
+    same answer, and nothing else can go wrong that crhelper's lifecycle would handle.
+    Anything else (a poll, a Delete, other properties, something to change, an error) is
+    left to `custom_resource`, which decides it from the start.
+    """
+    if event["RequestType"] not in ("Create", "Update") or "CrHelperPoll" in event:
+        return False
+    try:
+        properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
+        if not properties.migrate_on_deploy or properties.target_heads is None:
+            return False
+        engine = build_engine(os.environ, metrics, stage=properties.stage,
+                              allow_destructive=properties.allow_destructive,
+                              connect_attempts=1)
+    except (PropertyError, SettingsError, DatabaseUrlError):
+        return False
+    try:
+        fast = engine.up_to_date_fast(properties.target_heads, properties.history_digest)
+    except EngineError:
+        return False  # unreachable, say: the full path retries, and knows a rollback
+    finally:
+        engine.close()
+    if fast is None:
+        return False
+    outcome = Outcome(operation="status", classification=fast, final=fast.current,
+                      message="Auto-migration: Database is up to date")
+    observability.record_outcome(metrics, outcome)
+    revision = describe_revisions(fast.current)
+    body = {
+        "Status": "SUCCESS",
+        "PhysicalResourceId": str(event.get("PhysicalResourceId")
+                                  or f"{_stack_name(event)}-{event['LogicalResourceId']}"),
+        "StackId": event["StackId"], "RequestId": event["RequestId"],
+        "LogicalResourceId": event["LogicalResourceId"], "Reason": "", "NoEcho": False,
+        "Data": {"State": fast.state.value, "FromRevision": revision, "ToRevision": revision,
+                 "Applied": "0", "SnapshotId": ""},
+    }
+    logger.info("Answering CloudFormation: SUCCESS (the database is at %s; nothing to do)",
+                revision)
+    delivery.send_response(str(event["ResponseURL"]), delivery.fit_response(body),
+                           ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None)
+    return True
+
+
+def _stack_name(event: Mapping[str, Any]) -> str:
+    parts = str(event.get("StackId", "")).split("/")  # arn:...:stack/NAME/uuid
+    return parts[1] if len(parts) > 2 else "stack"
 
 
 def resource(metrics: Any) -> MigrationResource:
     """One crhelper object per container: it builds its AWS clients once."""
+    from migration_resource.custom_resource import MigrationResource  # noqa: PLC0415
+
     global _resource  # noqa: PLW0603 - a per-container cache is what Lambda offers
     if _resource is None:
         _resource = MigrationResource(services(metrics))
@@ -106,6 +166,7 @@ def resource(metrics: Any) -> MigrationResource:
 
 
 def services(metrics: Any) -> Services:
+    from migration_resource.custom_resource import Services  # noqa: PLC0415 - see resource
     def engine_for(properties: MigrationProperties) -> MigrationEngine:
         # The deploy's own properties decide the stage's safety rules.
         return build_engine(os.environ, metrics, stage=properties.stage,
@@ -138,7 +199,7 @@ def _client_on_first_use(name: str) -> Callable[[], Any]:
 
 def build_engine(
     env: Mapping[str, str], metrics: Any, *, stage: str | None = None,
-    allow_destructive: bool = False,
+    allow_destructive: bool = False, connect_attempts: int | None = None,
 ) -> MigrationEngine:
     url = database_url_from_environment(env)
     settings = EngineSettings.from_environment(
@@ -149,6 +210,8 @@ def build_engine(
             settings, stage=stage,
             allow_destructive=allow_destructive or settings.allow_destructive,
         )
+    if connect_attempts is not None:
+        settings = dataclasses.replace(settings, connect_attempts=connect_attempts)
     return MigrationEngine(
         settings, on_connection_error=lambda: observability.record_connection_error(metrics),
         refresh_credentials=_secret_read_again(env) if env.get(SECRET_ARN_VARIABLE) else None,

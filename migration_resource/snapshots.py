@@ -17,9 +17,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
+if TYPE_CHECKING:
+    from botocore.exceptions import BotoCoreError, ClientError
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ def _sanitize(text: str) -> str:
 
 def database_status(rds: Any, target: SnapshotTarget) -> str:
     """The instance's ``DBInstanceStatus`` or the cluster's ``Status`` (``available``, ...)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see _snapshot_error
+
     try:
         if target.kind == "instance":
             found = rds.describe_db_instances(DBInstanceIdentifier=target.identifier)
@@ -143,6 +146,8 @@ def start_snapshot(
     rds: Any, target: SnapshotTarget, snapshot_id: str, tags: Mapping[str, str]
 ) -> None:
     """Ask RDS for a manual snapshot (it continues after this returns); tags are attached."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see _snapshot_error
+
     tag_list = [{"Key": key, "Value": value} for key, value in tags.items()]
     try:
         if target.kind == "instance":
@@ -159,6 +164,8 @@ def start_snapshot(
 def snapshot_status(rds: Any, target: SnapshotTarget, snapshot_id: str) -> str | None:
     """The snapshot's ``Status`` (``creating``, ``available``, ...), or None if it does not
     exist (not started yet, or deleted)."""
+    from botocore.exceptions import BotoCoreError, ClientError  # noqa: PLC0415 - see _snapshot_error
+
     try:
         if target.kind == "instance":
             found = rds.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)
@@ -181,6 +188,10 @@ def _code(error: ClientError) -> str:
 
 
 def _snapshot_error(what: str, error: ClientError | BotoCoreError) -> SnapshotError:
+    # botocore loads with the first snapshot call: a no-change deploy never makes one, and
+    # its import is a sixth of a cold start.
+    from botocore.exceptions import ClientError  # noqa: PLC0415
+
     if isinstance(error, ClientError):
         code = _code(error) or "ClientError"
         advice = _ADVICE.get(_CODE_SUFFIX.sub("", code), _DEFAULT_ADVICE)
