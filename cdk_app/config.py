@@ -50,6 +50,10 @@ class StageSettings:
     name: str  # the key under "stages", chosen with `-c stage=NAME`
     kind: str  # "development" or "production": what the safety rules key on
     migration_timeout_seconds: int
+    # A DDL statement's wait for a table lock, and how often a revision that timed out on one
+    # runs again (MIGRATION_LOCK_TIMEOUT, MIGRATION_LOCK_RETRIES; docs/RUNBOOK.md).
+    migration_lock_timeout_seconds: int
+    migration_lock_retries: int
     snapshot_before_migrate: bool
     allow_destructive: bool
     auto_migrate: bool
@@ -152,6 +156,12 @@ class _Reader:
             raise self.fail(key, f"must be {low}..{high}{why}, got {value}")
         return value
 
+    def optional_within(
+        self, key: str, default: int, low: int, high: int, why: str = ""
+    ) -> int:
+        """A whole number that may be left out (stages written before the setting existed)."""
+        return default if key not in self.raw else self.within(key, low, high, why)
+
     def matching(self, key: str, pattern: re.Pattern[str], example: str) -> str:
         value = self.get(key, str)
         if not pattern.match(value):
@@ -170,6 +180,9 @@ class _Reader:
             " (a Lambda runs at most 900 s)")
         function_timeout = self.within("migrationFunctionTimeoutSeconds", 60,
                                        LAMBDA_MAX_TIMEOUT_SECONDS)
+        lock_timeout = self.optional_within("migrationLockTimeoutSeconds", 5, 1,
+                                            migration_timeout,
+                                            " (at most migrationTimeoutSeconds)")
         self.check(
             "migrationFunctionTimeoutSeconds",
             lambda: function_timeout >= migration_timeout + FUNCTION_OVERHEAD_SECONDS,
@@ -217,6 +230,8 @@ class _Reader:
             name=self.name,
             kind=kind,
             migration_timeout_seconds=migration_timeout,
+            migration_lock_timeout_seconds=lock_timeout,
+            migration_lock_retries=self.optional_within("migrationLockRetries", 5, 0, 20),
             snapshot_before_migrate=self.get("snapshotBeforeMigrate", bool),
             allow_destructive=self.get("allowDestructive", bool),
             auto_migrate=self.get("autoMigrate", bool),

@@ -26,7 +26,8 @@ class MigrationFunction(Construct):
     def __init__(
         self, scope: Construct, id_: str, *, code: lambda_.Code, network: FunctionNetwork,
         database_secret_arn: str, database_identifiers: Mapping[str, str], stage_kind: str,
-        migration_timeout_seconds: int, timeout: Duration, memory_mb: int,
+        migration_timeout_seconds: int, lock_timeout_seconds: int, lock_retries: int,
+        timeout: Duration, memory_mb: int,
         log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
@@ -39,6 +40,8 @@ class MigrationFunction(Construct):
             service=SERVICE_NAME, database_secret_arn=database_secret_arn,
             stage_kind=stage_kind,
             environment={"MIGRATION_TIMEOUT": str(migration_timeout_seconds),
+                         "MIGRATION_LOCK_TIMEOUT": str(lock_timeout_seconds),
+                         "MIGRATION_LOCK_RETRIES": str(lock_retries),
                          **database_identifiers},
             timeout=timeout, memory_mb=memory_mb, reserved_concurrent_executions=1,
             log_retention=log_retention, log_removal_policy=log_removal_policy,

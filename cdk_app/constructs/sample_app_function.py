@@ -34,8 +34,8 @@ class SampleAppFunction(Construct):
     def __init__(
         self, scope: Construct, id_: str, *, code: lambda_.Code, network: FunctionNetwork,
         database_secret_arn: str, stage_kind: str, auto_migrate: bool,
-        allow_destructive: bool, migration_timeout_seconds: int,
-        log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
+        allow_destructive: bool, migration_timeout_seconds: int, lock_timeout_seconds: int,
+        lock_retries: int, log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
         # An auto-migrating first request may run the migrations itself.
@@ -52,6 +52,8 @@ class SampleAppFunction(Construct):
                 "AUTO_MIGRATE": str(auto_migrate).lower(),
                 "ALLOW_DESTRUCTIVE": str(allow_destructive).lower(),
                 "MIGRATION_TIMEOUT": str(migration_timeout_seconds),
+                "MIGRATION_LOCK_TIMEOUT": str(lock_timeout_seconds),
+                "MIGRATION_LOCK_RETRIES": str(lock_retries),
             },
             timeout=Duration.seconds(timeout), memory_mb=MEMORY_MB,
             log_retention=log_retention, log_removal_policy=log_removal_policy,

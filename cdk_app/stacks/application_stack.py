@@ -48,6 +48,8 @@ class ApplicationStack(Stack):
             database_identifiers={identifier_variable: database.identifier},
             stage_kind=settings.kind,
             migration_timeout_seconds=settings.migration_timeout_seconds,
+            lock_timeout_seconds=settings.migration_lock_timeout_seconds,
+            lock_retries=settings.migration_lock_retries,
             timeout=Duration.seconds(settings.migration_function_timeout_seconds),
             memory_mb=settings.migration_function_memory_mb,
             log_retention=log_retention(settings), log_removal_policy=logs_removal)
@@ -74,6 +76,8 @@ class ApplicationStack(Stack):
             database_secret_arn=database.secret.secret_arn, stage_kind=settings.kind,
             auto_migrate=settings.auto_migrate, allow_destructive=settings.allow_destructive,
             migration_timeout_seconds=settings.migration_timeout_seconds,
+            lock_timeout_seconds=settings.migration_lock_timeout_seconds,
+            lock_retries=settings.migration_lock_retries,
             log_retention=log_retention(settings), log_removal_policy=logs_removal)
         database.grant_secret_read(app.function)
         # Schema before code: the application is created or updated only after the

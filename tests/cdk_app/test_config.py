@@ -58,6 +58,10 @@ def test_both_stages_load_from_cdk_json() -> None:
         ({"serviceTimeoutSeconds": 7200}, r"stages.prod.serviceTimeoutSeconds must be 60..3600"),
         ({"serviceTimeoutSeconds": 600},
          "stages.prod.serviceTimeoutSeconds must be at least migrationFunctionTimeoutSeconds"),
+        ({"migrationLockTimeoutSeconds": 400},
+         r"stages.prod.migrationLockTimeoutSeconds must be 1..300 \(at most "
+         r"migrationTimeoutSeconds\)"),
+        ({"migrationLockRetries": -1}, r"stages.prod.migrationLockRetries must be 0..20"),
         ({"account": "1234"}, "stages.prod.account must look like 123456789012"),
         ({"region": "Europe"}, "stages.prod.region must look like eu-west-1"),
     ],
@@ -67,6 +71,14 @@ def test_a_bad_setting_is_named(change: dict[str, Any], message: str) -> None:
     context["stages"]["prod"].update(change)
     with pytest.raises(ConfigError, match=message):
         load_stage_settings(context, "prod")
+
+
+def test_lock_settings_default_when_a_stage_predates_them() -> None:
+    context = json.loads(json.dumps(CONTEXT))
+    for key in ("migrationLockTimeoutSeconds", "migrationLockRetries"):
+        context["stages"]["prod"].pop(key, None)
+    prod = load_stage_settings(context, "prod")
+    assert (prod.migration_lock_timeout_seconds, prod.migration_lock_retries) == (5, 5)
 
 
 def test_every_setting_of_both_stages(tmp_path) -> None:

@@ -45,6 +45,9 @@ def test_environment_names_the_secret_the_stage_and_powertools(dev: Synth) -> No
     assert "SecretAttachment" in environment["DATABASE_SECRET_ARN"]["Fn::ImportValue"]
     assert environment["STAGE"] == "development"
     assert environment["MIGRATION_TIMEOUT"] == "300"
+    # the stage's table-lock settings (cdk.json migrationLockTimeoutSeconds/Retries)
+    assert (environment["MIGRATION_LOCK_TIMEOUT"], environment["MIGRATION_LOCK_RETRIES"]) == (
+        "5", "5")
     assert environment["DB_INSTANCE_IDENTIFIER"] == "dbmigrations-dev-database"
     assert environment["POWERTOOLS_SERVICE_NAME"] == "db-migrations"
     assert environment["POWERTOOLS_METRICS_NAMESPACE"] == NAMESPACE

@@ -25,6 +25,8 @@ def test_auto_migrate_settings_per_stage(dev: Synth, prod: Synth) -> None:
     assert (dev_env["AUTO_MIGRATE"], prod_env["AUTO_MIGRATE"]) == ("true", "false")
     assert (dev_env["STAGE"], prod_env["STAGE"]) == ("development", "production")
     assert prod_env["ALLOW_DESTRUCTIVE"] == "false"
+    # an auto-migrating container waits for table locks as the deploy does
+    assert (dev_env["MIGRATION_LOCK_TIMEOUT"], dev_env["MIGRATION_LOCK_RETRIES"]) == ("5", "5")
     assert "SecretAttachment" in dev_env["DATABASE_SECRET_ARN"]["Fn::ImportValue"]
     # An auto-migrating first request may run a migration: room for MIGRATION_TIMEOUT.
     assert function(dev)["Properties"]["Timeout"] > 300
