@@ -38,6 +38,7 @@ from migration_resource.audit import RunContext
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.deploy_event import (
     MigrationProperties,
+    stack_name,
 )
 from migration_resource.dsn import mask_text
 from migration_resource.engine import MigrationEngine
@@ -300,7 +301,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                               context=_deploy_context(event))
             assert properties.snapshot_target is not None
             snapshot_id = snapshot_identifier(
-                _stack_name(event), before.target[0] if before.target else "head",
+                stack_name(event), before.target[0] if before.target else "head",
                 datetime.fromtimestamp(self.services.clock(), UTC),
             )
             self.Data[SNAPSHOT_KEY] = snapshot_id
@@ -548,7 +549,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
 
     def _physical_id(self) -> str:
         """Stable across updates: a new id would make CloudFormation delete the old one."""
-        stack = _stack_name(self._event) if self._event else "stack"
+        stack = stack_name(self._event) if self._event else "stack"
         return f"{stack}-{self._event.get('LogicalResourceId', 'DatabaseMigration')}"
 
 
@@ -568,12 +569,5 @@ def _deploy_context(event: Mapping[str, Any], snapshot_id: str | None = None) ->
     """Who acts, for the audit trail: this deploy's request."""
     return RunContext(actor="deploy", request_id=str(event.get("RequestId", "")),
                       snapshot_id=snapshot_id)
-
-
-def _stack_name(event: Mapping[str, Any]) -> str:
-    stack_id = str(event.get("StackId", ""))
-    # arn:aws:cloudformation:region:account:stack/NAME/uuid
-    parts = stack_id.split("/")
-    return parts[1] if len(parts) > 2 else stack_id or "stack"
 
 

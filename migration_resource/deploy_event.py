@@ -98,3 +98,11 @@ def malformed_event_problem(event: Any) -> str | None:
     if not isinstance(event.get("ResourceProperties", {}), Mapping):
         return "ResourceProperties must be an object"
     return None
+
+
+def stack_name(event: Mapping[str, Any]) -> str:
+    """The stack's name from its id (arn:aws:cloudformation:REGION:ACCOUNT:stack/NAME/uuid):
+    part of the resource's stable PhysicalResourceId, whoever answers."""
+    stack_id = str(event.get("StackId", ""))
+    parts = stack_id.split("/")
+    return parts[1] if len(parts) > 2 else stack_id or "stack"

@@ -28,6 +28,7 @@ from migration_resource.deploy_event import (
     MigrationProperties,
     PropertyError,
     malformed_event_problem,
+    stack_name,
 )
 from migration_resource.dsn import DatabaseUrlError
 from migration_resource.engine import EngineError, MigrationEngine, Outcome
@@ -135,7 +136,7 @@ def _answered_without_changes(event: Mapping[str, Any], metrics: Any) -> bool:
     body = {
         "Status": "SUCCESS",
         "PhysicalResourceId": str(event.get("PhysicalResourceId")
-                                  or f"{_stack_name(event)}-{event['LogicalResourceId']}"),
+                                  or f"{stack_name(event)}-{event['LogicalResourceId']}"),
         "StackId": event["StackId"], "RequestId": event["RequestId"],
         "LogicalResourceId": event["LogicalResourceId"], "Reason": "", "NoEcho": False,
         "Data": {"State": fast.state.value, "FromRevision": revision, "ToRevision": revision,
@@ -146,11 +147,6 @@ def _answered_without_changes(event: Mapping[str, Any], metrics: Any) -> bool:
     delivery.send_response(str(event["ResponseURL"]), delivery.fit_response(body),
                            ssl_verify=os.environ.get(RESPONSE_CA_BUNDLE) or None)
     return True
-
-
-def _stack_name(event: Mapping[str, Any]) -> str:
-    parts = str(event.get("StackId", "")).split("/")  # arn:...:stack/NAME/uuid
-    return parts[1] if len(parts) > 2 else "stack"
 
 
 def resource(metrics: Any) -> MigrationResource:
