@@ -34,7 +34,7 @@ from sample_app.models import Base
 AUDIT_TABLE = "migration_audit"
 
 # Offline mode only needs a dialect to render SQL, never a server.
-OFFLINE_DIALECT_URL = "postgresql+psycopg://"
+OFFLINE_DIALECT_URL = "postgresql+psycopg2://"
 
 config = context.config
 
@@ -66,17 +66,18 @@ def include_object(
 
 
 def database_url_from_env() -> URL | None:
-    """DATABASE_URL with a bare PostgreSQL scheme pinned to the psycopg 3 driver.
+    """DATABASE_URL with a bare PostgreSQL scheme given the psycopg2 driver, the one installed.
 
-    Heroku-style ``postgres://`` and plain ``postgresql://`` would otherwise select
-    psycopg2, which is not installed.
+    Heroku-style ``postgres://`` names no dialect SQLAlchemy knows; plain ``postgresql://``
+    selects psycopg2 anyway, and is pinned for clarity. An explicit driver
+    (``postgresql+psycopg://`` where psycopg 3 is installed) is kept.
     """
     raw = os.environ.get("DATABASE_URL", "").strip()
     if not raw:
         return None
     url = sa.make_url(raw)
     if url.drivername in ("postgres", "postgresql"):
-        url = url.set(drivername="postgresql+psycopg")
+        url = url.set(drivername="postgresql+psycopg2")
     return url
 
 

@@ -64,7 +64,7 @@ class LocalPostgres:
         return self.url_for("postgres")
 
     def url_for(self, dbname: str) -> str:
-        return f"postgresql+psycopg://{self.user}@127.0.0.1:{self.port}/{dbname}"
+        return f"postgresql+psycopg2://{self.user}@127.0.0.1:{self.port}/{dbname}"
 
     def is_running(self) -> bool:
         if not (self.data_dir / "PG_VERSION").exists():
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
     server = local_server()
     if argv == ["start"]:
         start_with_database(server, LOCAL_DATABASE)
-        plain_url = server.url_for(LOCAL_DATABASE).replace("+psycopg", "")
+        plain_url = server.url_for(LOCAL_DATABASE).replace("+psycopg2", "")
         print(f"export DATABASE_URL={plain_url}")
         return 0
     if argv == ["stop"]:

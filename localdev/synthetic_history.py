@@ -29,7 +29,7 @@ def run() -> None:
             log.write("offline\\n" if context.is_offline_mode() else "online\\n")
     callbacks = config.attributes.get("on_version_apply")
     if context.is_offline_mode():
-        context.configure(url="postgresql+psycopg://", literal_binds=True,
+        context.configure(url="postgresql+psycopg2://", literal_binds=True,
                           transaction_per_migration=True, on_version_apply=callbacks)
         with context.begin_transaction():
             context.run_migrations()

@@ -44,7 +44,11 @@ _cache_lock = threading.Lock()
 def database_url_from_environment(
     env: Mapping[str, str], *, secrets_client: Callable[[], Any] | None = None
 ) -> sa.URL:
-    """The database URL (driver ``postgresql+psycopg``) from DATABASE_SECRET_ARN or DATABASE_URL.
+    """The database URL from DATABASE_SECRET_ARN or DATABASE_URL.
+
+    A secret's URL uses psycopg2 (``postgresql+psycopg2``, the driver the bundles ship);
+    DATABASE_URL's driver is settled by ``normalize_url`` (plain ``postgresql://`` and
+    ``postgres://`` select psycopg2, an explicit ``postgresql+psycopg://`` is kept).
 
     ``secrets_client`` builds a Secrets Manager client; it is called only when the secret is
     not cached yet (default: ``boto3.client("secretsmanager")``).

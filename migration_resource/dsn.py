@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 
 import sqlalchemy as sa
 
-DRIVER = "postgresql+psycopg"
+# psycopg2-binary, the driver the design card names and the Lambda bundles ship: what a
+# plain `postgresql://` or `postgres://` URL selects (SQLAlchemy's own default for the former).
+DRIVER = "postgresql+psycopg2"
+# Drivers a URL may name explicitly, and the module each needs: psycopg 3 works where it is
+# installed (not in the bundles). Others (asyncpg, pg8000, ...) are refused: the engine runs
+# synchronous Alembic migrations and is tested with these two only.
+KNOWN_DRIVERS = {"psycopg2": "psycopg2", "psycopg": "psycopg"}
 # Every form a password takes in what operators paste: URL userinfo with or without a scheme
 # (`postgresql://USER:PASSWORD@HOST`, `USER:PASSWORD@HOST:5432/DB`), a query parameter,
 # libpq conninfo (`password=...`, quoted or not), and JSON (`"password": "..."`).
@@ -22,7 +29,12 @@ class DatabaseUrlError(ValueError):
 
 
 def normalize_url(url: str) -> sa.URL:
-    """Parse a PostgreSQL URL and pin the psycopg 3 driver (``postgres://`` included)."""
+    """Parse a PostgreSQL URL and settle its driver.
+
+    ``postgresql://`` and ``postgres://`` select psycopg2 (``postgresql+psycopg2``); an explicit
+    ``+psycopg2`` or ``+psycopg`` (psycopg 3) is kept, if that driver is installed. Anything
+    else is a ``DatabaseUrlError`` naming the URL with its password masked.
+    """
     try:
         parsed = sa.make_url(url.strip())
     except (sa.exc.ArgumentError, ValueError) as error:
@@ -47,7 +59,22 @@ def normalize_url(url: str) -> sa.URL:
             f"Database URL {mask_url(parsed)!r} is not PostgreSQL; expected "
             "postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
         )
-    return parsed.set(drivername=DRIVER)
+    _, _, driver = parsed.drivername.partition("+")
+    if not driver:
+        return parsed.set(drivername=DRIVER)
+    module = KNOWN_DRIVERS.get(driver)
+    if module is None:
+        raise DatabaseUrlError(
+            f"Database URL {mask_url(parsed)!r} names the driver {driver[:40]!r}, which is not "
+            "supported; write postgresql:// (psycopg2) or postgresql+psycopg:// (psycopg 3)"
+        )
+    if importlib.util.find_spec(module) is None:
+        # Found now rather than as an import error at the first connection.
+        raise DatabaseUrlError(
+            f"Database URL {mask_url(parsed)!r} names the driver {driver!r}, whose package "
+            f"({module}) is not installed here; write postgresql:// to use psycopg2"
+        )
+    return parsed.set(drivername=f"postgresql+{driver}")
 
 
 def mask_url(url: sa.URL | str) -> str:

@@ -262,9 +262,10 @@ def _literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool
     if not rows or not rows[0]:
         return statement.strip()
     try:
+        # psycopg2 (the bundled driver): every cursor renders its parameters (bytes).
         mogrify = getattr(cursor, "mogrify", None)
-        if mogrify is None:  # psycopg 3: only its client-side cursor renders parameters
-            import psycopg  # noqa: PLC0415 - the driver in use; psycopg2 has mogrify
+        if mogrify is None:  # psycopg 3, where installed: only its client-side cursor does
+            import psycopg  # noqa: PLC0415 - loaded already: it is the driver in use
 
             mogrify = psycopg.ClientCursor(cursor.connection).mogrify
         text = mogrify(statement, rows[0])

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import psycopg.errors
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -45,6 +44,7 @@ APPLICATION_NAME = "sample-app"
 CONNECT_TIMEOUT_SECONDS = 10
 EMAIL_MAX_LENGTH = 320  # the column's length
 DISPLAY_NAME_MAX_LENGTH = 200
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE, whichever driver reports it
 
 Response = dict[str, object]
 
@@ -134,11 +134,18 @@ def create_user(session: Session, request: Request) -> Response:
     try:
         session.commit()
     except sa.exc.IntegrityError as error:
-        if isinstance(error.orig, psycopg.errors.UniqueViolation):
+        if sqlstate(error) == UNIQUE_VIOLATION:
             return answer(409, {"message": "A user with this email exists already"})
         raise
     return answer(201, {"id": user.id, "email": user.email, "display_name": user.display_name,
                         "created_at": user.created_at.isoformat()})
+
+
+def sqlstate(error: sa.exc.DBAPIError) -> str | None:
+    """The SQLSTATE of the driver's error: ``pgcode`` in psycopg2, ``sqlstate`` in psycopg 3."""
+    original = error.orig
+    code = getattr(original, "pgcode", None) or getattr(original, "sqlstate", None)
+    return str(code) if code else None
 
 
 View = Callable[[Session, Request], Response]

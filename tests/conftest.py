@@ -23,6 +23,7 @@ from localdev.https_recorder import HttpsRecorder
 from localdev.moto_server import MotoServer
 from localdev.postgres import LocalPostgres, free_port
 from localdev.synthetic_history import write_history
+from migration_resource.dsn import DRIVER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,7 +33,7 @@ def server_url() -> Iterator[str]:
     """URL of a maintenance database on a running server (DATABASE_URL or our own)."""
     external = os.environ.get("DATABASE_URL")
     if external:
-        yield sa.make_url(external).set(drivername="postgresql+psycopg").render_as_string(
+        yield sa.make_url(external).set(drivername=DRIVER).render_as_string(
             hide_password=False
         )
         return

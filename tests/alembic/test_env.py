@@ -42,7 +42,7 @@ def engine(database_url: str) -> Iterator[sa.Engine]:
 
 def as_plain_postgresql_url(database_url: str) -> str:
     """The URL an operator would export: no driver in the scheme."""
-    return database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+    return database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
 
 
 def test_cli_upgrade_from_database_url_alone_then_check_finds_no_drift(

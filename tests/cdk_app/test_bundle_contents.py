@@ -124,7 +124,7 @@ def test_every_shared_object_is_stripped(dev: Synth) -> None:
     readelf = shutil.which("readelf")
     assert readelf, "readelf (binutils, beside strip) is needed to check the bundle"
     shared = [p for p in files(dev.bundle_dir("Migration")) if bundle_slim._is_elf(p)]
-    assert len(shared) > 10  # psycopg's, SQLAlchemy's, pglast's and the vendored libraries
+    assert len(shared) > 10  # psycopg2's, SQLAlchemy's, pglast's and the vendored libraries
     for path in shared:
         sections = subprocess.run([readelf, "-S", "--wide", str(path)], capture_output=True,
                                   text=True, check=True).stdout
@@ -187,12 +187,13 @@ PREAMBLE = textwrap.dedent("""
 """)
 
 MIGRATION_CHECK = PREAMBLE + textwrap.dedent("""
+    import importlib.util
     from migration_resource import handler
     at_import = loaded("alembic", "mako", "pglast", "migration_resource.gate")
     # the change gate parses with pglast's stripped parser
     from migration_resource import gate
     findings = gate.analyse({"r1": "ALTER TABLE users DROP COLUMN email"})
-    # a whole migration from the bundle: Alembic, Mako, env.py, psycopg, the gate
+    # a whole migration from the bundle: Alembic, Mako, env.py, psycopg2, the gate
     from migration_resource.engine import MigrationEngine
     engine = handler.build_engine(os.environ, None)
     try:
@@ -201,10 +202,18 @@ MIGRATION_CHECK = PREAMBLE + textwrap.dedent("""
     finally:
         engine.close()
     answer = handler.handler({"unexpected": True}, None)
-    report(at_import=at_import, rules=[f.rule for f in findings],
+    # psycopg 3 is not bundled: a URL naming it is a usage error, found before connecting
+    from migration_resource.dsn import DatabaseUrlError, normalize_url
+    try:
+        psycopg3_url = str(normalize_url("postgresql+psycopg://app:Pa55-word@db/app"))
+    except DatabaseUrlError as error:
+        psycopg3_url = str(error)
+    report(psycopg3_url=psycopg3_url, at_import=at_import, rules=[f.rule for f in findings],
            applied=len(migrated.applied), state=status.classification.state.value,
            head=list(status.classification.current), answer_ok=answer["ok"],
-           psycopg=sys.modules["psycopg"].pq.__impl__,
+           driver=engine.database.dialect.driver,
+           libpq=sys.modules["psycopg2"].__libpq_version__,
+           psycopg3=importlib.util.find_spec("psycopg") is not None,
            scripts=str(engine.settings.script_location))
 """)
 
@@ -212,13 +221,18 @@ MIGRATION_CHECK = PREAMBLE + textwrap.dedent("""
 def test_migration_bundle_migrates_under_python_312(dev: Synth, database_url: str,
                                                     tmp_path: Path) -> None:
     bundle = dev.bundle_dir("Migration")
-    report = run_in_bundle(bundle, MIGRATION_CHECK, {"DATABASE_URL": database_url}, tmp_path)
+    plain_url = database_url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    report = run_in_bundle(bundle, MIGRATION_CHECK, {"DATABASE_URL": plain_url}, tmp_path)
     assert report["at_import"] == []  # Alembic, Mako and the gate load on first use
     assert report["rules"] == ["drop_column"]
     assert report["applied"] > 0 and report["state"] == "up_to_date"
     assert report["head"] == [DROP_USERS_NAME]
     assert report["answer_ok"] is False
-    assert report["psycopg"] == "binary"
+    # the plain postgresql:// URL selected psycopg2, with the libpq its wheel vendors
+    assert report["driver"] == "psycopg2" and report["libpq"] >= 150000
+    assert report["psycopg3"] is False
+    assert "whose package (psycopg) is not installed here" in report["psycopg3_url"]
+    assert "Pa55-word" not in report["psycopg3_url"]
     assert report["scripts"] == str(bundle / "migrations")
 
 
@@ -232,8 +246,10 @@ APP_CHECK = PREAMBLE + textwrap.dedent("""
         return handler.handler(event, None)
     tasks = request("GET", "/tasks")
     user = request("POST", "/users", json.dumps({"email": "a@example.com"}))
+    again = request("POST", "/users", json.dumps({"email": "a@example.com"}))
     report(at_import=at_import, tasks=tasks["statusCode"], user=user["statusCode"],
-           missing=[name for name in ("crhelper", "pglast")
+           again=again["statusCode"], driver=handler.database(os.environ).driver,
+           missing=[name for name in ("crhelper", "pglast", "psycopg")
                     if importlib.util.find_spec(name) is None],
            gate_loaded="migration_resource.gate" in sys.modules)
 """)
@@ -248,8 +264,10 @@ def test_auto_migrating_application_bundle_migrates_and_serves(
     report = run_in_bundle(dev.bundle_dir("SampleApp"), APP_CHECK, env, tmp_path)
     # THEN it migrated through the gate and served; crhelper is not in the bundle
     assert report["at_import"] == []
-    assert (report["tasks"], report["user"]) == (200, 201)
-    assert report["missing"] == ["crhelper"]
+    # (a second POST of the same email: 409, from the SQLSTATE psycopg2 reports)
+    assert (report["tasks"], report["user"], report["again"]) == (200, 201, 409)
+    assert report["driver"] == "psycopg2"
+    assert report["missing"] == ["crhelper", "psycopg"]
     assert report["gate_loaded"] is True
 
 
@@ -268,6 +286,7 @@ def test_check_only_application_bundle_serves_without_the_gate(
     report = run_in_bundle(prod.bundle_dir("SampleApp"), APP_CHECK, env, tmp_path)
     # THEN it checked and served, with neither crhelper nor pglast in its bundle
     assert report["at_import"] == []
-    assert (report["tasks"], report["user"]) == (200, 201)
-    assert report["missing"] == ["crhelper", "pglast"]
+    assert (report["tasks"], report["user"], report["again"]) == (200, 201, 409)
+    assert report["driver"] == "psycopg2"
+    assert report["missing"] == ["crhelper", "pglast", "psycopg"]
     assert report["gate_loaded"] is False

@@ -26,7 +26,9 @@ def test_layout_packages_and_migrations_not_named_alembic(dev: Synth) -> None:
     assert (bundle / "alembic" / "command.py").is_file()
     assert not (bundle / "alembic" / "env.py").exists()
     # binary wheels for the Lambda's platform, and no bytecode or test folders of ours
-    assert any(bundle.glob("psycopg_binary*/**/*cpython-312-x86_64-linux-gnu.so"))
+    assert any(bundle.glob("psycopg2/_psycopg.cpython-312-x86_64-linux-gnu.so"))
+    assert any(bundle.glob("psycopg2_binary.libs/libpq*.so*"))  # psycopg2-binary's own libpq
+    assert not (bundle / "psycopg").exists()  # psycopg 3 is a dev requirement only
     assert not list(bundle.glob("**/__pycache__"))
     assert not (bundle / "tests").exists() and not (bundle / ".venv").exists()
 

@@ -408,7 +408,7 @@ def test_a_failing_revision_raises_and_leaves_no_scratch_schema(
     assert raised.value.replayed == (ids[0], ids[1])
     assert str(raised.value).startswith(
         f"replaying revision {ids[2]} into a scratch schema failed, so the baseline cannot be "
-        "verified: (psycopg.errors.DivisionByZero) division by zero"
+        "verified: (psycopg2.errors.DivisionByZero) division by zero"
     )
     # AND the replay's inserts landed in the scratch schema, never in the live table
     with db.connect() as conn:

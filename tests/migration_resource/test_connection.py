@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -20,7 +22,9 @@ from migration_resource.connection import (
     database_url_from_environment,
     url_from_secret,
 )
-from migration_resource.settings import SettingsError
+from migration_resource.dsn import DatabaseUrlError, normalize_url
+from migration_resource.engine import DatabaseUnavailable, MigrationEngine
+from migration_resource.settings import EngineSettings, SettingsError
 from tests.conftest import Aws
 from tests.migration_resource.support import SAMPLE_SCRIPTS
 
@@ -67,8 +71,8 @@ def test_secret_gives_a_url_that_connects(aws: Aws, database_url: str) -> None:
         Name="appdb-credentials", SecretString=json.dumps(secret))["ARN"]
     # WHEN the URL is read from the environment the Lambda has
     url = database_url_from_environment({"DATABASE_SECRET_ARN": arn})
-    # THEN it pins psycopg 3, keeps the odd password intact and connects
-    assert url.drivername == "postgresql+psycopg"
+    # THEN it uses psycopg2, keeps the odd password intact and connects
+    assert url.drivername == "postgresql+psycopg2"
     assert url.password == secret["password"]
     assert "sslmode" not in url.query  # loopback: the local server has no certificate
     engine = sa.create_engine(url, poolclass=sa.NullPool)
@@ -120,7 +124,7 @@ def test_remote_hosts_require_tls_and_defaults_fill_gaps() -> None:
 
 def test_database_url_is_normalised() -> None:
     url = database_url_from_environment({"DATABASE_URL": " postgres://app:pw@db:5433/appdb "})
-    assert url.drivername == "postgresql+psycopg"
+    assert url.drivername == "postgresql+psycopg2"
     assert (url.host, url.port, url.database) == ("db", 5433, "appdb")
 
 
@@ -211,3 +215,85 @@ def test_a_rotated_secret_is_read_again_after_the_password_is_refused(
     engine = build_engine(env, metrics)
     assert engine.status().classification.state == "empty"
     assert engine.settings.database_url.password == "second-password"
+
+
+# Every URL scheme DATABASE_URL accepts, and the driver each selects: psycopg2 (the bundled
+# driver) unless psycopg 3 is named, which works where it is installed (the dev requirements).
+ACCEPTED_SCHEMES = {
+    "postgresql": "psycopg2",
+    "postgres": "psycopg2",
+    "postgresql+psycopg2": "psycopg2",
+    "postgresql+psycopg": "psycopg",
+}
+WRONG_PASSWORD = "Wr0ng-" + ODD_PASSWORD
+
+
+@pytest.mark.parametrize("scheme", list(ACCEPTED_SCHEMES))
+def test_every_accepted_url_form_connects_with_its_driver_and_hides_a_refused_password(
+    scheme: str, database_url: str, password_role: tuple[str, str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    driver = ACCEPTED_SCHEMES[scheme]
+    role, password = password_role  # a role whose password the server checks
+    server = sa.make_url(database_url)
+
+    def url_with(secret: str) -> str:
+        return (f"{scheme}://{role}:{quote(secret, safe='')}@{server.host}:{server.port}/"
+                f"{server.database}")
+
+    # GIVEN DATABASE_URL in this form, with the right password
+    url = database_url_from_environment({"DATABASE_URL": url_with(password)})
+    # THEN it selects its driver, and the engine connects through it
+    assert url.drivername == f"postgresql+{driver}"
+    engine = MigrationEngine(EngineSettings(database_url=url, script_location=SAMPLE_SCRIPTS))
+    try:
+        assert engine.status().classification.state == "empty"
+        assert engine.database.dialect.driver == driver
+        with engine.database.connect() as conn:
+            assert conn.exec_driver_sql("SELECT current_user").scalar() == role
+    finally:
+        engine.close()
+    # WHEN the same form carries a password the server refuses
+    refused = MigrationEngine(
+        EngineSettings(database_url=database_url_from_environment(
+            {"DATABASE_URL": url_with(WRONG_PASSWORD)}), script_location=SAMPLE_SCRIPTS,
+            connect_attempts=1),
+        sleep=lambda _: None)
+    with pytest.raises(DatabaseUnavailable) as failure:
+        refused.status()
+    refused.close()
+    # THEN the failure names the problem, and the password is in no message, cause or log
+    assert "password authentication failed" in full_text(failure.value)
+    for text in (full_text(failure.value), repr(refused.settings),
+                 *(record.getMessage() for record in caplog.records)):
+        assert WRONG_PASSWORD not in text and quote(WRONG_PASSWORD, safe="") not in text
+        assert password not in text
+
+
+@pytest.mark.parametrize("text, message", [
+    (f"postgresql+asyncpg://app:{quote(ODD_PASSWORD, safe='')}@127.0.0.1/appdb",
+     "names the driver 'asyncpg', which is not supported"),
+    (f"postgresql+pg8000://app:{quote(ODD_PASSWORD, safe='')}@127.0.0.1/appdb",
+     "names the driver 'pg8000', which is not supported"),
+    # libpq's key=value form is not a URL: refused, naming the form expected
+    ("host=127.0.0.1 port=5432 user=app password=Pa55-word dbname=appdb",
+     "is not a valid PostgreSQL URL; expected postgresql://"),
+])
+def test_other_drivers_and_forms_are_usage_errors_without_the_password(
+    text: str, message: str,
+) -> None:
+    with pytest.raises(DatabaseUrlError, match=message) as refused:
+        database_url_from_environment({"DATABASE_URL": text})
+    shown = full_text(refused.value)
+    assert ODD_PASSWORD not in shown and quote(ODD_PASSWORD, safe="") not in shown
+    assert "Pa55-word" not in shown
+    assert "***" in str(refused.value)
+
+
+def test_explicit_drivers_are_kept_and_the_url_round_trips() -> None:
+    for scheme, driver in ACCEPTED_SCHEMES.items():
+        url = normalize_url(f"{scheme}://app:{quote(ODD_PASSWORD, safe='')}@db:5433/appdb")
+        assert url.drivername == f"postgresql+{driver}" and url.password == ODD_PASSWORD
+        # EngineSettings is given the URL as text by the handler: the same URL comes back
+        assert normalize_url(url.render_as_string(hide_password=False)) == url

@@ -19,6 +19,9 @@ URL = f"postgresql://migrator:{PASSWORD}@127.0.0.1:9/appdb"
 
 def test_urls_are_masked() -> None:
     assert PASSWORD not in mask_url(normalize_url(URL))
+    for scheme in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        url = URL.replace("postgresql://", f"{scheme}://", 1)
+        assert PASSWORD not in mask_url(normalize_url(url)) and PASSWORD not in mask_text(url)
     assert mask_text(f"could not use {URL}") == "could not use postgresql://migrator:***@127.0.0.1:9/appdb"
     assert mask_text(f"host=db password={PASSWORD} user=x") == "host=db password=*** user=x"
     assert mask_text(f"token {PASSWORD}", (PASSWORD,)) == "token ***"
@@ -64,6 +67,8 @@ URL_FORMS = {
     "scheme": f"postgresql://migrator:{PASSWORD}@127.0.0.1:9/appdb",
     "heroku scheme": f"postgres://migrator:{PASSWORD}@127.0.0.1:9/appdb",
     "psycopg2 driver": f"postgresql+psycopg2://migrator:{PASSWORD}@127.0.0.1:9/appdb",
+    "psycopg 3 driver": f"postgresql+psycopg://migrator:{PASSWORD}@127.0.0.1:9/appdb",
+    "heroku scheme, psycopg 3": f"postgres+psycopg://migrator:{PASSWORD}@127.0.0.1:9/appdb",
     "query parameter": f"postgresql://migrator@127.0.0.1:9/appdb?password={PASSWORD}",
     "ipv6 in brackets": f"postgresql://migrator:{PASSWORD}@[::1]:9/appdb",
     "no scheme": f"migrator:{PASSWORD}@127.0.0.1:5432/appdb",
@@ -71,8 +76,10 @@ URL_FORMS = {
     "ipv6 without brackets": f"postgresql://migrator:{PASSWORD}@::1:5432/appdb",
     "conninfo": f"host=127.0.0.1 port=9 user=migrator password={PASSWORD} dbname=appdb",
     "an @ in the password": "postgresql://migrator:s3cr3t@Pa55word@127.0.0.1:9/appdb",
+    "unsupported driver": f"postgresql+asyncpg://migrator:{PASSWORD}@127.0.0.1:9/appdb",
 }
-MALFORMED = {"no scheme", "bad port", "ipv6 without brackets", "conninfo", "an @ in the password"}
+MALFORMED = {"no scheme", "bad port", "ipv6 without brackets", "conninfo", "an @ in the password",
+             "unsupported driver"}
 
 
 @pytest.mark.parametrize("form", list(URL_FORMS))
@@ -91,7 +98,7 @@ def test_a_password_in_any_url_form_never_reaches_the_cli_output(
         # a usage error: the URL is named (masked) with the form expected
         assert result.returncode == 2, output
         assert ("is not a valid PostgreSQL URL" in output or "is not PostgreSQL" in output
-                or "has an @ that is not encoded" in output)
+                or "has an @ that is not encoded" in output or "is not supported" in output)
     else:
         assert result.returncode == 1, output
         assert "Cannot connect to the database" in output

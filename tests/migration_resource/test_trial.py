@@ -90,23 +90,32 @@ def applied_by_alembic(db: sa.Engine, folder: Path, target: str) -> None:
         conn.commit()
 
 
+# psycopg2, the bundled driver; psycopg 3 where installed (an explicit postgresql+psycopg://):
+# each renders the captured statements' parameters its own way (cursor.mogrify, ClientCursor).
+@pytest.mark.parametrize("driver", ["psycopg2", "psycopg"])
 def test_a_data_migration_that_reads_rows_is_captured_and_nothing_changes(
-    db: sa.Engine, tmp_path: Path
+    database_url: str, tmp_path: Path, driver: str
 ) -> None:
-    # GIVEN a database at r1 (roles with two rows) and r2 reading a row to update the others
-    ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN)
-    applied_by_alembic(db, tmp_path / "h", ids[0])
-    before = fingerprint(db)
-    # WHEN the trial runs r2
-    result = run_trial(db, tmp_path / "h", ids[1:])
-    # THEN it saw the read, the DDL and the update with its parameter as a literal
-    assert result.failure is None  # type: ignore[attr-defined]
-    sql = result.sql("r2")  # type: ignore[attr-defined]
-    assert "SELECT id FROM roles WHERE name = 'admin';" in sql
-    assert "ALTER TABLE roles ADD COLUMN is_admin BOOLEAN;" in sql
-    assert "UPDATE roles SET is_admin = (id = 1) WHERE is_admin IS NULL;" in sql
-    # AND the live database is exactly as it was
-    assert fingerprint(db) == before
+    db = sa.create_engine(sa.make_url(database_url).set(drivername=f"postgresql+{driver}"),
+                          poolclass=sa.NullPool)
+    assert db.dialect.driver == driver
+    try:
+        # GIVEN a database at r1 (roles with two rows) and r2 reading a row to update the others
+        ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN)
+        applied_by_alembic(db, tmp_path / "h", ids[0])
+        before = fingerprint(db)
+        # WHEN the trial runs r2
+        result = run_trial(db, tmp_path / "h", ids[1:])
+        # THEN it saw the read, the DDL and the update with its parameter as a literal
+        assert result.failure is None  # type: ignore[attr-defined]
+        sql = result.sql("r2")  # type: ignore[attr-defined]
+        assert "SELECT id FROM roles WHERE name = 'admin';" in sql
+        assert "ALTER TABLE roles ADD COLUMN is_admin BOOLEAN;" in sql
+        assert "UPDATE roles SET is_admin = (id = 1) WHERE is_admin IS NULL;" in sql
+        # AND the live database is exactly as it was
+        assert fingerprint(db) == before
+    finally:
+        db.dispose()
 
 
 @pytest.mark.parametrize(

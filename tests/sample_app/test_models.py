@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import psycopg.errors
+import psycopg2.errors
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -55,7 +55,7 @@ def test_foreign_key_is_enforced(session: Session) -> None:
 
     with pytest.raises(sa.exc.IntegrityError) as excinfo:
         session.flush()
-    assert isinstance(excinfo.value.orig, psycopg.errors.ForeignKeyViolation)
+    assert isinstance(excinfo.value.orig, psycopg2.errors.ForeignKeyViolation)
 
 
 def test_task_status_check_constraint_is_enforced(session: Session) -> None:
@@ -64,7 +64,7 @@ def test_task_status_check_constraint_is_enforced(session: Session) -> None:
 
     with pytest.raises(sa.exc.IntegrityError) as excinfo:
         session.flush()
-    assert isinstance(excinfo.value.orig, psycopg.errors.CheckViolation)
+    assert isinstance(excinfo.value.orig, psycopg2.errors.CheckViolation)
     assert excinfo.value.orig.diag.constraint_name == "ck_tasks_status_valid"
 
 
@@ -73,7 +73,7 @@ def test_user_email_is_unique(session: Session) -> None:
 
     with pytest.raises(sa.exc.IntegrityError) as excinfo:
         add_user(session)
-    assert isinstance(excinfo.value.orig, psycopg.errors.UniqueViolation)
+    assert isinstance(excinfo.value.orig, psycopg2.errors.UniqueViolation)
     assert excinfo.value.orig.diag.constraint_name == "uq_users_email"
 
 
