@@ -13,7 +13,9 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE := 1
 
 test: lint unit ## lint, type-check and run the whole suite against a real PostgreSQL
 
-$(STAMP): requirements.txt requirements-dev.txt
+# Reinstalled when any requirements file changes, the engine's own included (requirements.txt
+# includes it with -r).
+$(STAMP): requirements.txt requirements-dev.txt migration_resource/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
 	touch $(STAMP)
