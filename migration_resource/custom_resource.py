@@ -1,18 +1,13 @@
 """`Custom::DatabaseMigration`: what CloudFormation's Create/Update/Delete mean for the database.
 
-Built on crhelper, configured for this product: it does not re-level the root logger, never
-sleeps on Delete, sends its response with a bounded sender (crhelper's retries forever),
-keeps every response under CloudFormation's 4 KB and builds crhelper's polling clients only
-when it polls.
-
-A Create/Update classifies the database. Nothing to do (`up_to_date`, `ahead`) or nothing
-to lose (`empty`) answers at once. When migrations are pending, the engine's change gate
-decides first (a refused deploy takes no snapshot), then the snapshot is started and
-crhelper's polling (a scheduled re-invocation every minute) takes over: each poll checks the
-snapshot and, once it is `available`, migrates. Polling is what lets a large snapshot or a
+The engine plans the deploy (`MigrationEngine.plan_deploy`: classify, refuse an inconsistent
+database, judge the changes at the gate, decide whether a snapshot comes first) and this
+adapter carries the plan out: nothing to do answers at once; otherwise the snapshot is
+started and crhelper's polling (a re-invocation every minute, `crhelper_lifecycle`) waits for
+it, then `MigrationEngine.apply_deploy` migrates. Polling is what lets a large snapshot or a
 long migration outlast one Lambda run; the custom resource's ServiceTimeout bounds the whole.
-The poll input is fixed when polling starts, so everything a poll needs is derived again
-from the database and RDS, or was decided up front (the snapshot id, the start time).
+The poll input is fixed when polling starts, so the plan, the snapshot id and the start time
+travel in it (crhelper's `CrHelperData`) to every later run.
 
 With `MigrateOnDeploy` false (stage setting `migrateOnDeploy`) a Create/Update only
 classifies, read-only, and answers SUCCESS: no snapshot, no change, never a failure.
@@ -20,30 +15,21 @@ classifies, read-only, and answers SUCCESS: no snapshot, no change, never a fail
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import crhelper
-
-from migration_resource import delivery
 from migration_resource.audit import RunContext
-from migration_resource.classification import Classification, describe_revisions
-from migration_resource.deploy_event import (
-    MigrationProperties,
-    stack_name,
-)
+from migration_resource.classification import describe_revisions
+from migration_resource.commands.deploy import DeployPlan, DeployRequest
+from migration_resource.crhelper_lifecycle import CrHelperLifecycle
+from migration_resource.deploy_event import MigrationProperties, stack_name
 from migration_resource.dsn import mask_text
 from migration_resource.engine import MigrationEngine
 from migration_resource.outcomes import EngineError, Outcome
-from migration_resource.reasons import short_reason
 from migration_resource.snapshots import (
     SnapshotError,
     database_status,
@@ -51,7 +37,6 @@ from migration_resource.snapshots import (
     snapshot_status,
     start_snapshot,
 )
-from migration_resource.states import DatabaseState
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +52,12 @@ ROLLBACK_STATUSES = frozenset({
 # timer answers for us.
 TIME_MARGIN_SECONDS = 20
 POLLING_INTERVAL_MINUTES = 1
-# The poll input is the event crhelper stored when polling began: keys we add there.
-SNAPSHOT_KEY, STARTED_KEY = "SnapshotId", "StartedAt"
+# What the runs of one request carry to its polls (crhelper's CrHelperData).
+PLAN_KEY, SNAPSHOT_KEY, STARTED_KEY = "DeployPlan", "SnapshotId", "StartedAt"
+RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
+# The State answered when migrations on deploy are disabled and the database cannot be read.
+UNKNOWN_STATE = "unknown"
+ERROR_TEXT_LIMIT = 300
 
 
 class LambdaContext(Protocol):
@@ -84,6 +73,9 @@ class MetricsHooks(Protocol):
     def snapshot(self, seconds: float) -> None: ...
 
 
+Run = Callable[[Mapping[str, Any], "LambdaContext"], "str | None"]
+
+
 @dataclass
 class Services:
     """Everything with a side effect, built by the handler (and by tests)."""
@@ -96,163 +88,34 @@ class Services:
     ssl_verify: bool | str | None = None
 
 
-# crhelper's partial annotations do not cover the attributes and hooks we override.
-_CfnResource: Any = crhelper.CfnResource
-# crhelper's own switch (for `sam local`) that skips building its clients at construction.
-_CRHELPER_LOCAL = "AWS_SAM_LOCAL"
+class MigrationResource(CrHelperLifecycle):
+    """The deploy's runs: plan in the first, then snapshot and apply, in as many as it takes."""
 
-
-@contextmanager
-def _crhelper_clients_deferred() -> Iterator[str | None]:
-    """crhelper's constructor builds lambda, events and logs clients, about 100 ms of a cold
-    start (botocore loads each service model), that only polling uses (logs: never). Its local
-    switch skips them; MigrationResource builds each on first use instead. Yields the
-    switch's own value, so a real `sam local` run keeps crhelper's local behaviour."""
-    original = os.environ.get(_CRHELPER_LOCAL)
-    os.environ[_CRHELPER_LOCAL] = "true"
-    try:
-        yield original
-    finally:
-        if original is None:
-            os.environ.pop(_CRHELPER_LOCAL, None)
-        else:
-            os.environ[_CRHELPER_LOCAL] = original
-
-
-class MigrationResource(_CfnResource):  # type: ignore[misc]
-    """crhelper's lifecycle with this product's settings and handlers."""
+    response_keys = RESPONSE_DATA_KEYS
+    timeout_reason = ("the migration Lambda ran out of time. Revisions that finished are "
+                      "committed and recorded in migration_audit; raise the Lambda timeout and "
+                      "deploy again")
 
     def __init__(self, services: Services) -> None:
-        root = logging.getLogger()
-        level, handlers = root.level, list(root.handlers)
-        with _crhelper_clients_deferred() as local:
-            super().__init__(json_logging=False, log_level="INFO", boto_level="WARNING",
-                             polling_interval=POLLING_INTERVAL_MINUTES, sleep_on_delete=0,
-                             ssl_verify=services.ssl_verify)
-        self._sam_local = local  # polling works as crhelper would have it
-        # crhelper re-levels the root logger at construction; give the Lambda's back.
-        root.setLevel(level)
-        root.handlers[:] = handlers
+        super().__init__(polling_interval_minutes=POLLING_INTERVAL_MINUTES,
+                         ssl_verify=services.ssl_verify)
         self.services = services
-        self._answer_now = False
-        # One answer per request: crhelper's timer thread and the main thread may both try
-        # in the last half second; the first one wins.
-        self._answer_lock = threading.Lock()
-        self._answered_request: str | None = None
-        # A poll that found its request already over: remove the rule, answer nothing.
-        self._stop_polling_silently = False
-        self.create(self._create_or_update)
-        self.update(self._create_or_update)
+        self.create(self._counting_failures(self._first_run))
+        self.update(self._counting_failures(self._first_run))
         self.delete(self._delete)
-        self.poll_create(self._poll)
-        self.poll_update(self._poll)
+        self.poll_create(self._counting_failures(self._next_run))
+        self.poll_update(self._counting_failures(self._next_run))
 
-    # crhelper's polling clients, built on first use (see _crhelper_clients_deferred).
-    @functools.cached_property
-    def _lambda_client(self) -> Any:
-        return self._crhelper_client("lambda")
-
-    @functools.cached_property
-    def _events_client(self) -> Any:
-        return self._crhelper_client("events")
-
-    @functools.cached_property
-    def _logs_client(self) -> Any:
-        return self._crhelper_client("logs")
-
-    def _crhelper_client(self, name: str) -> Any:
-        import boto3  # noqa: PLC0415 - crhelper imported it already
-
-        return boto3.client(name, region_name=self._region, verify=self._ssl_verify)
-
-    # -- crhelper hooks ----------------------------------------------------------------
-    def _log_setup(self, event: Any, context: Any) -> None:
-        """Logging is configured by the handler; crhelper must not touch it per event."""
-
-    def _polling_init(self, event: Any) -> None:
-        # crhelper starts polling after every Create/Update; we answer at once when the
-        # first run already finished (no snapshot to wait for, no time problem).
-        if "CrHelperPoll" not in event and self._answer_now:
-            self._send_response = True
-            return
-        if self._stop_polling_silently:
-            self._stop_polling_silently = False
-            self._remove_polling()
-            self._send_response = False
-            return
-        super()._polling_init(event)
-
-    def _remove_polling(self) -> None:
-        """crhelper's clean-up of its poll rule; after a success, a failure to clean up is a
-        warning (the rule's next firing finds the request answered and stops), never the
-        answer."""
-        try:
-            super()._remove_polling()
-        except Exception as error:  # boto3's errors: the answer matters more
-            logger.warning("Could not remove the poll rule (%s); its next firing will find the "
-                           "request answered and stop", mask_text(str(error))[:200])
-
-    def _timeout(self) -> None:
-        logger.error("The migration Lambda is about to time out; answering FAILED")
-        self._send(
-            "FAILED",
-            "timeout: the migration Lambda ran out of time. Revisions that finished are "
-            "committed and recorded in migration_audit; raise the Lambda timeout and deploy "
-            "again",
-        )
-
-    def _send(self, status: str | None = None, reason: str = "", send_response: Any = None) -> None:
-        """crhelper's response, fitted to 4 KB and sent with bounded retries, once a request."""
-        with self._answer_lock:
-            request = str(self.RequestId)
-            if self._answered_request == request:
-                logger.warning("Request %s was answered already; not answering %s again",
-                               request, status or self.Status)
-                return
-            self._answered_request = request
-        body = {
-            "Status": status or self.Status,
-            "PhysicalResourceId": str(self.PhysicalResourceId or self._event.get(
-                "PhysicalResourceId") or self._physical_id()),
-            "StackId": self.StackId,
-            "RequestId": self.RequestId,
-            "LogicalResourceId": self.LogicalResourceId,
-            "Reason": short_reason(reason if status else str(self.Reason)),
-            "Data": {k: str(v) for k, v in self.Data.items() if k in RESPONSE_DATA_KEYS},
-            "NoEcho": False,
-        }
-        logger.info("Answering CloudFormation: %s %s", body["Status"], body["Reason"])
-        if not self._response_url:
-            logger.error("The event has no ResponseURL; CloudFormation cannot be answered")
-            return
-        delivery.send_response(self._response_url, delivery.fit_response(body),
-                               ssl_verify=self.services.ssl_verify)
-
-    # -- lifecycle -------------------------------------------------------------------------
-    def _create_or_update(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
-        self._answer_now = False
-        return self._counting_failures(self._first_run, event, context)
-
-    def _poll(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
-        return self._counting_failures(self._next_run, event, context)
-
-    def _counting_failures(
-        self, run: Callable[[Mapping[str, Any], LambdaContext], str | None],
-        event: Mapping[str, Any], context: LambdaContext,
-    ) -> str | None:
-        try:
-            return run(event, context)
-        except Exception:
-            # crhelper turns the exception into the FAILED answer; the alarm needs the count.
-            self.services.metrics.failure()
-            raise
-
+    # -- runs ------------------------------------------------------------------------------
     def _first_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
-        # A rollback must complete whatever its old properties say and whatever the database
-        # does, so whatever fails first asks whether this is one. A database with nothing to
-        # change gets the same answer either way: the stack's status (and the AWS SDK, a
-        # sixth of a cold start) is read only when the deploy would change something.
-        own_id = str(event.get("PhysicalResourceId") or self._physical_id())
+        """Plan, answer what changes nothing, and start carrying out the rest."""
+        self.keep_polling()
+        own_id = self.own_physical_id(event)
+        # A rollback must complete whatever its old properties say and whatever the
+        # database does, so whatever fails first asks whether this is one. A database with
+        # nothing to change gets the same answer either way: the stack's status (and the
+        # AWS SDK, a sixth of a cold start) is read only when the deploy would change
+        # something.
         try:
             properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
             if not properties.migrate_on_deploy:
@@ -264,91 +127,43 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                 return own_id
             raise
         try:
-            return self._deploy(engine, properties, event, context, own_id)
+            try:
+                planned = engine.plan_deploy(deploy_request(properties),
+                                             context=_deploy_context(event))
+            except Exception:
+                if self._rollback_answered(event):
+                    return own_id
+                raise
+            if not planned.plan.changes:
+                self._answer(planned.status)
+                return own_id
+            if self._rollback_answered(event):
+                return own_id
+            self.Data[PLAN_KEY] = planned.plan.to_json()
+            self.Data[STARTED_KEY] = str(int(self.services.clock()))
+            self.Data[SNAPSHOT_KEY] = self._snapshot_name(event, planned.plan)
+            return self._carry_out(engine, properties, planned.plan, event, context,
+                                   may_poll=True)
         finally:
             engine.close()
 
-    def _deploy(
-        self, engine: MigrationEngine, properties: MigrationProperties,
-        event: Mapping[str, Any], context: LambdaContext, own_id: str,
-    ) -> str | None:
-        try:
-            status = self._classify(engine, properties)
-        except Exception:
-            if self._rollback_answered(event):
-                return own_id
-            raise
-        before = status.classification
-        if before.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD) and not (
-            before.needs_bookkeeping
-        ):
-            self._answer(event, status)
-            return own_id
-        if self._rollback_answered(event):
-            return own_id
-        return self._change(engine, properties, event, context, status)
-
-    def _change(
-        self, engine: MigrationEngine, properties: MigrationProperties,
-        event: Mapping[str, Any], context: LambdaContext, status: Outcome,
-    ) -> str | None:
-        """Snapshot (after the gate), then migrate, when the run has the time; else poll."""
-        before = status.classification
-        self.Data[STARTED_KEY] = str(int(self.services.clock()))
-        if self._snapshot_needed(properties, before):
-            # A deploy the change gate refuses must not cost a snapshot: decide first.
-            engine.check_gate(before, allow_destructive=properties.allow_destructive,
-                              context=_deploy_context(event))
-            assert properties.snapshot_target is not None
-            snapshot_id = snapshot_identifier(
-                stack_name(event), before.target[0] if before.target else "head",
-                datetime.fromtimestamp(self.services.clock(), UTC),
-            )
-            self.Data[SNAPSHOT_KEY] = snapshot_id
-            if not self._advance_snapshot(properties, snapshot_id,
-                                          float(self.Data[STARTED_KEY])):
-                return None  # crhelper polls until the snapshot is available
-        else:
-            self.Data[SNAPSHOT_KEY] = ""
-        if not self._enough_time(engine, context, before):
-            return None  # a poll starts with a whole Lambda run
-        return self._migrate(engine, properties, event, status)
-
     def _next_run(self, event: Mapping[str, Any], context: LambdaContext) -> str | None:
+        """A poll: the plan, snapshot id and start time come from the first run."""
         over = self._request_over(event)
         if over is not None:
             # Answered already (crhelper's timer, an earlier poll), or the stack moved on:
             # touching the database now would act for a request CloudFormation closed.
-            logger.warning("Poll for request %s: %s; stopping without touching the database",
-                           event.get("RequestId"), over)
-            self._stop_polling_silently = True
+            logger.warning("Poll for request %s: %s; stopping without touching the "
+                           "database", event.get("RequestId"), over)
+            self.stop_polling_silently()
             return None
         properties = MigrationProperties.parse(event.get("ResourceProperties", {}))
-        data = event.get("CrHelperData", {})
-        snapshot_id = str(data.get(SNAPSHOT_KEY, ""))
-        started = float(data.get(STARTED_KEY, self.services.clock()))
-        service_timeout = float(event.get("ResourceProperties", {}).get("ServiceTimeout", 3600))
-        if self.services.clock() - started > service_timeout:
-            raise EngineError(
-                f"timeout: the deploy has waited {int(self.services.clock() - started)} s "
-                f"(ServiceTimeout {int(service_timeout)} s); nothing more was changed. Check "
-                f"snapshot {snapshot_id or '(none)'} and deploy again"
-            )
-        if snapshot_id and not self._advance_snapshot(properties, snapshot_id, started):
-            return None
+        plan = DeployPlan.from_json(str(self.Data.get(PLAN_KEY, "")))
+        self._check_service_timeout(event)
         engine = self.services.engine_factory(properties)
         try:
-            status = self._classify(engine, properties)
-            before = status.classification
-            if not self._enough_time(engine, context, before):
-                left = context.get_remaining_time_in_millis() / 1000
-                raise EngineError(
-                    f"timeout: this Lambda run has {left:.0f} s, and a migration may need "
-                    f"MIGRATION_TIMEOUT ({engine.settings.migration_timeout_seconds} s) plus "
-                    f"{TIME_MARGIN_SECONDS} s; nothing was changed. Raise the Lambda timeout "
-                    "above MIGRATION_TIMEOUT and deploy again"
-                )
-            return self._migrate(engine, properties, event, status)
+            return self._carry_out(engine, properties, plan, event, context,
+                                   may_poll=False)
         finally:
             engine.close()
 
@@ -356,8 +171,38 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         # The schema and its data belong to the application; removing this resource (or
         # the stack) must never drop or downgrade anything.
         logger.info("Delete: the database is left as it is")
-        self._answer_now = True
-        return str(event.get("PhysicalResourceId") or self._physical_id())
+        self.answer_now()
+        return self.own_physical_id(event)
+
+    def _carry_out(
+        self, engine: MigrationEngine, properties: MigrationProperties, plan: DeployPlan,
+        event: Mapping[str, Any], context: LambdaContext, *, may_poll: bool,
+    ) -> str | None:
+        """The plan's next steps: the snapshot (if it needs one), then the apply, when this
+        run has the time; None keeps crhelper polling."""
+        snapshot_id = str(self.Data.get(SNAPSHOT_KEY) or "")
+        if plan.snapshot and not self._snapshot_available(properties, snapshot_id):
+            return None
+        if plan.migrates and not self._enough_time(engine, context):
+            if may_poll:
+                return None  # a poll starts with a whole Lambda run
+            left = context.get_remaining_time_in_millis() / 1000
+            raise EngineError(
+                f"timeout: this Lambda run has {left:.0f} s, and a migration may need "
+                f"MIGRATION_TIMEOUT ({engine.settings.migration_timeout_seconds} s) plus "
+                f"{TIME_MARGIN_SECONDS} s; nothing was changed. Raise the Lambda timeout "
+                "above MIGRATION_TIMEOUT and deploy again"
+            )
+        engine.time_left = lambda: context.get_remaining_time_in_millis() / 1000
+        outcome = engine.apply_deploy(deploy_request(properties), plan,
+                                      context=_deploy_context(event, snapshot_id or None))
+        if not outcome.complete:
+            # Committed revisions stay; crhelper's next poll (a whole Lambda run) goes on.
+            logger.info("%s", outcome.message)
+            self.keep_polling()
+            return None
+        self._answer(outcome)
+        return self.own_physical_id(event)
 
     def _report_without_migrating(self, properties: MigrationProperties) -> None:
         """migrateOnDeploy false: classify read-only and answer SUCCESS, whatever happens.
@@ -366,7 +211,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         must never block the deploy: a database that cannot be reached or classified is
         reported as `unknown` with a warning, not as a failure.
         """
-        self._answer_now = True
+        self.answer_now()
         self.Data.update(Applied="0", SnapshotId="")
         try:
             engine = self.services.engine_factory(properties)
@@ -391,13 +236,32 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                          ToRevision=revision)
 
     # -- steps -------------------------------------------------------------------------------
-    def _enough_time(
-        self, engine: MigrationEngine, context: LambdaContext, before: Classification
-    ) -> bool:
-        """Start a migration only with time for one statement's MIGRATION_TIMEOUT and a margin."""
-        if not (before.needs_changes
-                or before.state is DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY):
-            return True
+    def _counting_failures(self, run: Run) -> Run:
+        def counted(event: Mapping[str, Any], context: LambdaContext) -> str | None:
+            try:
+                return run(event, context)
+            except Exception:
+                # crhelper turns the exception into the FAILED answer; the alarm needs the
+                # count.
+                self.services.metrics.failure()
+                raise
+
+        return counted
+
+    def _answer(self, outcome: Outcome) -> None:
+        self.services.metrics.outcome(outcome)
+        self.Data.update(
+            State=outcome.classification.state.value,
+            FromRevision=describe_revisions(outcome.classification.current),
+            ToRevision=describe_revisions(outcome.final),
+            Applied=str(len(outcome.applied)),
+            SnapshotId=str(self.Data.get(SNAPSHOT_KEY) or ""),
+        )
+        self.answer_now()
+
+    def _enough_time(self, engine: MigrationEngine, context: LambdaContext) -> bool:
+        """Start a migration only with time for a revision's MIGRATION_TIMEOUT and a margin
+        (the apply also stops between revisions when the next one may not fit)."""
         needed = engine.settings.migration_timeout_seconds + TIME_MARGIN_SECONDS
         left = context.get_remaining_time_in_millis() / 1000
         if left < needed:
@@ -405,63 +269,37 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                            left, needed)
         return left >= needed
 
-    def _migrate(
-        self, engine: MigrationEngine, properties: MigrationProperties,
-        event: Mapping[str, Any], status: Outcome,
-    ) -> str | None:
-        classification = status.classification
-        if classification.state in (DatabaseState.UP_TO_DATE, DatabaseState.AHEAD) and not (
-            classification.needs_bookkeeping
-        ):
-            # Nothing to do: answer from the classification already made (one query on the
-            # deploy's fast path) rather than classify again.
-            self._answer(event, status)
-            return str(event.get("PhysicalResourceId") or self._physical_id())
-        engine.time_left = lambda: self._context.get_remaining_time_in_millis() / 1000
-        outcome = engine.migrate(
-            properties.target_revision,
-            target_heads=properties.target_heads,
-            history_digest=properties.history_digest,
-            fix_history=True,
-            allow_destructive=properties.allow_destructive,
-            context=_deploy_context(event, self.Data.get(SNAPSHOT_KEY) or
-                                    event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or None),
-        )
-        if not outcome.complete:
-            # Committed revisions stay; crhelper's next poll (a whole Lambda run) goes on.
-            logger.info("%s", outcome.message)
-            return None
-        self._answer(event, outcome)
-        return str(event.get("PhysicalResourceId") or self._physical_id())
+    def _check_service_timeout(self, event: Mapping[str, Any]) -> None:
+        started = float(self.Data.get(STARTED_KEY) or self.services.clock())
+        service_timeout = float(event.get("ResourceProperties", {}).get("ServiceTimeout", 3600))
+        waited = self.services.clock() - started
+        if waited > service_timeout:
+            raise EngineError(
+                f"timeout: the deploy has waited {int(waited)} s (ServiceTimeout "
+                f"{int(service_timeout)} s); nothing more was changed. Check snapshot "
+                f"{self.Data.get(SNAPSHOT_KEY) or '(none)'} and deploy again"
+            )
 
-    def _answer(self, event: Mapping[str, Any], outcome: Outcome) -> None:
-        self.services.metrics.outcome(outcome)
-        self.Data.update(
-            State=outcome.classification.state.value,
-            FromRevision=describe_revisions(outcome.classification.current),
-            ToRevision=describe_revisions(outcome.final),
-            Applied=str(len(outcome.applied)),
-            SnapshotId=str(self.Data.get(SNAPSHOT_KEY) or
-                           event.get("CrHelperData", {}).get(SNAPSHOT_KEY) or ""),
-        )
-        self._answer_now = True
+    def _snapshot_name(self, event: Mapping[str, Any], plan: DeployPlan) -> str:
+        if not plan.snapshot:
+            return ""
+        return snapshot_identifier(stack_name(event), plan.to_revision.split(",")[0].strip(),
+                                   datetime.fromtimestamp(self.services.clock(), UTC))
 
-    def _advance_snapshot(
-        self, properties: MigrationProperties, snapshot_id: str, started: float | None = None
-    ) -> bool:
+    def _snapshot_available(self, properties: MigrationProperties, snapshot_id: str) -> bool:
         """Start the snapshot once the database is available; True once it is available.
 
         A failed or refused snapshot stops the deploy before any migration runs.
         """
         try:
-            return self._snapshot_step(properties, snapshot_id, started)
+            return self._snapshot_step(properties, snapshot_id)
         except SnapshotError as error:
             raise EngineError(f"pending_migrations: {error}") from None
 
-    def _snapshot_step(
-        self, properties: MigrationProperties, snapshot_id: str, started: float | None
-    ) -> bool:
-        assert properties.snapshot_target is not None
+    def _snapshot_step(self, properties: MigrationProperties, snapshot_id: str) -> bool:
+        if properties.snapshot_target is None or not snapshot_id:
+            raise SnapshotError("the deploy plan needs a snapshot but names no database to "
+                                "snapshot; nothing was changed. Deploy again")
         rds = self.services.rds()
         target = properties.snapshot_target
         status = snapshot_status(rds, target, snapshot_id)
@@ -477,8 +315,9 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
                         target.identifier)
             status = snapshot_status(rds, target, snapshot_id)
         if status == "available":
-            if started is not None:
-                self.services.metrics.snapshot(self.services.clock() - started)
+            started = self.Data.get(STARTED_KEY)
+            if started:
+                self.services.metrics.snapshot(self.services.clock() - float(started))
             logger.info("Snapshot %s is available", snapshot_id)
             return True
         if status in ("creating", "pending", "backing-up", None):
@@ -489,22 +328,6 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             "the RDS console and deploy again"
         )
 
-    def _snapshot_needed(self, properties: MigrationProperties, before: Classification) -> bool:
-        # An empty database has nothing to lose, and a no-change deploy nothing to protect.
-        return properties.snapshot_before_migrate and before.state in (
-            DatabaseState.PENDING_MIGRATIONS, DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY,
-        )
-
-    def _classify(self, engine: MigrationEngine, properties: MigrationProperties) -> Outcome:
-        """The deploy's classification (one query when nothing changed); refuses inconsistent."""
-        status = engine.status(properties.target_revision,
-                               target_heads=properties.target_heads,
-                               history_digest=properties.history_digest,
-                               with_history=False)
-        # The engine words the refusal: its cause's own next step, then the runbook anchor.
-        engine.refuse_if_inconsistent(status.classification)
-        return status
-
     def _rollback_answered(self, event: Mapping[str, Any]) -> bool:
         """True (and the answer set) when this Update is a stack rollback's."""
         if not self._in_rollback(event):
@@ -512,7 +335,7 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
         logger.info("Stack rollback in progress: the database is left as it is")
         self.Data.update(State="rollback", FromRevision="", ToRevision="", Applied="0",
                          SnapshotId="")
-        self._answer_now = True
+        self.answer_now()
         return True
 
     def _in_rollback(self, event: Mapping[str, Any]) -> bool:
@@ -547,16 +370,14 @@ class MigrationResource(_CfnResource):  # type: ignore[misc]
             return None
         return f"the resource is {status or 'gone'}"
 
-    def _physical_id(self) -> str:
-        """Stable across updates: a new id would make CloudFormation delete the old one."""
-        stack = stack_name(self._event) if self._event else "stack"
-        return f"{stack}-{self._event.get('LogicalResourceId', 'DatabaseMigration')}"
 
-
-RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
-# The State answered when migrations on deploy are disabled and the database cannot be read.
-UNKNOWN_STATE = "unknown"
-ERROR_TEXT_LIMIT = 300
+def deploy_request(properties: MigrationProperties) -> DeployRequest:
+    return DeployRequest(
+        target=properties.target_revision, target_heads=properties.target_heads,
+        history_digest=properties.history_digest,
+        allow_destructive=properties.allow_destructive,
+        snapshot_before_migrate=properties.snapshot_before_migrate,
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -569,5 +390,3 @@ def _deploy_context(event: Mapping[str, Any], snapshot_id: str | None = None) ->
     """Who acts, for the audit trail: this deploy's request."""
     return RunContext(actor="deploy", request_id=str(event.get("RequestId", "")),
                       snapshot_id=snapshot_id)
-
-

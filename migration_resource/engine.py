@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from migration_resource.audit import RunContext
 from migration_resource.classification import Classification
-from migration_resource.commands import inspect, migrate
+from migration_resource.commands import deploy, inspect, migrate
+from migration_resource.commands.deploy import DeployPlan, DeployRequest, PlannedDeploy
 from migration_resource.core import RUNBOOK, EngineCore, create_database_engine
 from migration_resource.outcomes import (
     ConfirmationRequired,
@@ -26,11 +27,14 @@ __all__ = [
     "RUNBOOK",
     "ConfirmationRequired",
     "DatabaseUnavailable",
+    "DeployPlan",
+    "DeployRequest",
     "EngineError",
     "MigrationEngine",
     "MigrationFailed",
     "MigrationRefused",
     "Outcome",
+    "PlannedDeploy",
     "RunContext",
     "UsageError",
     "create_database_engine",
@@ -86,6 +90,16 @@ class MigrationEngine(EngineCore):
             context=context,
         )
 
+    def plan_deploy(
+        self, request: DeployRequest, *, context: RunContext | None = None
+    ) -> PlannedDeploy:
+        return deploy.plan_deploy(self, request, context=context)
+
+    def apply_deploy(
+        self, request: DeployRequest, plan: DeployPlan, *, context: RunContext | None = None
+    ) -> Outcome:
+        return deploy.apply_deploy(self, request, plan, context=context)
+
     def check_gate(
         self,
         classification: Classification,
@@ -95,9 +109,6 @@ class MigrationEngine(EngineCore):
     ) -> None:
         migrate.check_gate(self, classification, allow_destructive=allow_destructive,
                            context=context)
-
-    def refuse_if_inconsistent(self, classification: Classification) -> None:
-        migrate.refuse_if_inconsistent(self, classification)
 
     def downgrade(
         self, target: str, *, confirm: bool, context: RunContext | None = None

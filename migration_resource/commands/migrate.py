@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from migration_resource.audit import RunContext
@@ -33,11 +34,13 @@ def migrate(
     baseline: str | None = None,
     allow_destructive: bool = False,
     context: RunContext | None = None,
+    check_locked: Callable[[Classification], None] | None = None,
 ) -> Outcome:
     """Bring the database up to `target`. Never downgrades; refuses unsafe states.
 
     `fix_history` establishes a missing history by the verified baseline first;
-    `baseline` stamps a revision the operator vouches for (confirmed in production).
+    `baseline` stamps a revision the operator vouches for (confirmed in production);
+    `check_locked` may refuse the state found under the lock (a deploy's plan does).
     """
     from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
     from migration_resource.history_fix import (  # noqa: PLC0415
@@ -68,6 +71,8 @@ def migrate(
         core.audit_trail(context) as trail,
     ):
         now = core.prepare_locked(connection, trail, resolved)
+        if check_locked is not None:
+            check_locked(now)
         if baseline is not None:
             now = stamp_explicit(core, connection, trail, now,
                                  stamped=core.resolve(baseline), resolved=resolved)

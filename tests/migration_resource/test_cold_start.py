@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from migration_resource import custom_resource
+from migration_resource import crhelper_lifecycle
 from migration_resource.custom_resource import MigrationResource, Services
 from tests.alembic.support import REPO_ROOT
 
@@ -92,4 +92,4 @@ def test_a_real_sam_local_run_keeps_crhelpers_local_behaviour(
     resource = MigrationResource(services())
     assert resource._sam_local == "true"
     assert os.environ["AWS_SAM_LOCAL"] == "true"
-    assert custom_resource._CRHELPER_LOCAL == "AWS_SAM_LOCAL"
+    assert crhelper_lifecycle._CRHELPER_LOCAL == "AWS_SAM_LOCAL"

@@ -22,7 +22,13 @@ import sqlalchemy as sa
 from localdev.aws_records import ensure_database_record, ensure_function_record
 from migration_resource import handler as handler_module
 from migration_resource.handler import handler
-from tests.alembic.support import ADD_DISPLAY_NAME, CHECK_TASK_STATUS, DROP_USERS_NAME, HEAD
+from tests.alembic.support import (
+    ADD_DISPLAY_NAME,
+    CHECK_TASK_STATUS,
+    DROP_USERS_NAME,
+    HEAD,
+    upgrade,
+)
 from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations, version_rows
 
 FUNCTION = "migration-function"
@@ -511,6 +517,58 @@ def test_work_that_does_not_fit_one_run_continues_in_crhelpers_polls(
     assert answer["Data"]["SnapshotId"].startswith("premigrate-")
     assert version_rows(db) == [HEAD]
     assert deploy.scheduled_polls() == []
+
+
+def test_the_first_runs_plan_is_what_its_polls_carry_out(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    # GIVEN a first run that plans, starts the snapshot, and has no time left to migrate
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    handler(deploy.event("Update"), LambdaContext(remaining_ms=60_000))
+    (poll,) = deploy.scheduled_polls()
+    # THEN the poll carries the plan: the decisions are made once, in the first run
+    plan = json.loads(poll["CrHelperData"]["DeployPlan"])
+    assert plan["action"] == "migrate" and plan["snapshot"] is True
+    assert plan["state"] == "pending_migrations" and plan["to_revision"] == HEAD
+    assert plan["pending"][-1] == HEAD and ADD_DISPLAY_NAME not in plan["pending"]
+    assert poll["CrHelperData"]["SnapshotId"].startswith("premigrate-")
+
+
+def test_a_database_planned_empty_that_has_data_by_the_poll_is_refused(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    # GIVEN a Create planned on an empty database (no snapshot needed), left to a poll
+    handler(deploy.event("Create"), LambdaContext(remaining_ms=60_000))
+    (poll,) = deploy.scheduled_polls()
+    assert json.loads(poll["CrHelperData"]["DeployPlan"])["snapshot"] is False
+    # WHEN someone migrates it part of the way before the poll runs
+    with db.begin() as connection:
+        upgrade(connection, ADD_DISPLAY_NAME)
+    before = len(deploy.recorder.requests)
+    handler(poll, LambdaContext())
+    # THEN the poll refuses to migrate the data without its snapshot, and changes nothing
+    answer = deploy.recorder.requests[before].body
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(
+        "pending_migrations: the database was empty when this deploy planned")
+    assert "Deploy again" in answer["Reason"]
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
+    assert snapshots(deploy) == [] and deploy.scheduled_polls() == []
+
+
+def test_a_poll_whose_plan_cannot_be_read_fails_and_changes_nothing(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    deploy.send(deploy.event("Create", properties={"TargetRevision": ADD_DISPLAY_NAME}))
+    handler(deploy.event("Update"), LambdaContext(remaining_ms=60_000))
+    (poll,) = deploy.scheduled_polls()
+    poll["CrHelperData"]["DeployPlan"] = "{not json"
+    before = len(deploy.recorder.requests)
+    handler(poll, LambdaContext())
+    answer = deploy.recorder.requests[before].body
+    assert answer["Status"] == "FAILED"
+    assert "deploy plan this run carries cannot be read" in answer["Reason"]
+    assert version_rows(db) == [ADD_DISPLAY_NAME]
 
 
 @dataclass
