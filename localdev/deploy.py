@@ -24,15 +24,14 @@ Decisions:
   while the stack is UPDATE_ROLLBACK_IN_PROGRESS (a Delete during ROLLBACK_IN_PROGRESS for a
   failed Create), the status being what DescribeStacks answers the function.
 - The bundle is built for the Lambda runtime (CPython 3.12, manylinux wheels), so it runs under
-  a Python 3.12 (LAMBDA_PYTHON, else the one this machine is known to have), with the pinned
-  boto3 installed beside it as the Lambda runtime provides it.
+  a Python 3.12 (LAMBDA_PYTHON, else one on PATH, in pyenv or in uv: localdev.lambda_python),
+  with the pinned boto3 installed beside it as the Lambda runtime provides it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -51,6 +50,7 @@ from botocore.exceptions import ClientError
 from localdev.aws_records import ensure_database_record, ensure_function_record
 from localdev.https_recorder import HttpsRecorder
 from localdev.lambda_invoke import ACCOUNT_ID
+from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from localdev.local_aws import (
     DEFAULT_PORT,
     FunctionRecord,
@@ -76,7 +76,6 @@ FUNCTION_OUTPUT = "MigrationFunctionName"
 # Enough for the handler's snapshot waits; each poll is one invocation.
 MAX_POLLS = 60
 POLL_PAUSE_SECONDS = 0.5
-KNOWN_PYTHON_312 = Path("/root/.pyenv/versions/3.12.1/bin/python3.12")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 
 
@@ -181,10 +180,10 @@ def destroy(env: LocalEnvironment) -> int:
 
 def lambda_runtime(env: LocalEnvironment) -> tuple[str, Path]:
     """A Python 3.12 and a folder with the pinned boto3, as the Lambda runtime has them."""
-    python = env.python or os.environ.get("LAMBDA_PYTHON") or (
-        str(KNOWN_PYTHON_312) if KNOWN_PYTHON_312.exists() else shutil.which("python3.12") or "")
-    if not python:
-        raise DeployError("no Python 3.12 found for the Lambda bundle; set LAMBDA_PYTHON")
+    try:
+        python = env.python or find_lambda_python()
+    except LambdaPythonMissing as error:
+        raise DeployError(str(error)) from None
     pin = next(line for line in (REPO_ROOT / "requirements.txt").read_text().splitlines()
                if line.startswith("boto3=="))
     target = env.runtime_dir / pin.replace("==", "-")

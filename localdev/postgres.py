@@ -94,6 +94,12 @@ class LocalPostgres:
     def _prepare_data_dir(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if _running_as_root():
+            blocked = folder_closed_to_others(self.data_dir.parent)
+            if blocked is not None:
+                raise PostgresUnavailable(
+                    f"PostgreSQL runs as the postgres user (we are root) and cannot enter "
+                    f"{blocked} (mode {blocked.stat().st_mode & 0o777:04o}): put the checkout "
+                    f"where that user can reach it (e.g. under /srv), or `chmod o+x {blocked}`")
             shutil.chown(self.data_dir, user="postgres", group="postgres")
         if (self.data_dir / "PG_VERSION").exists():
             return
@@ -115,6 +121,15 @@ class LocalPostgres:
                 f"{argv[0]} failed ({result.returncode}): {result.stderr.strip()}\n{tail}"
             )
         return result
+
+
+def folder_closed_to_others(folder: Path) -> Path | None:
+    """The first folder on the way to `folder` (itself included) that other users cannot
+    enter, or None: the postgres user must pass through each to reach its data."""
+    for one in [*reversed(folder.resolve().parents), folder.resolve()]:
+        if one.exists() and not one.stat().st_mode & 0o001:
+            return one
+    return None
 
 
 def _running_as_root() -> bool:
