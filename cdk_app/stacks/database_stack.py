@@ -9,13 +9,13 @@ from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from cdk_app.config import LOG_RETENTION_DAYS, StageSettings
+from cdk_app.config import LOG_RETENTION_DAYS, NewDatabase, StageSettings
 from cdk_app.constructs.database import Database, DatabaseOptions
 from cdk_app.constructs.network import Network
 
 
-def removal_policy(settings: StageSettings) -> RemovalPolicy:
-    return RemovalPolicy.SNAPSHOT if settings.removal_policy == "snapshot" \
+def removal_policy(database: NewDatabase) -> RemovalPolicy:
+    return RemovalPolicy.SNAPSHOT if database.removal_policy == "snapshot" \
         else RemovalPolicy.DESTROY
 
 
@@ -32,12 +32,19 @@ def log_retention(settings: StageSettings) -> logs.RetentionDays:
 
 
 class DatabaseStack(Stack):
+    """Only for a stage that creates its database (`settings.new_database`); a stage with
+    `existingDatabase` has no database stack at all."""
+
     def __init__(self, scope: Construct, id_: str, *, settings: StageSettings,
                  **kwargs: Any) -> None:
         super().__init__(scope, id_, **kwargs)
-        policy = removal_policy(settings)
+        database = settings.new_database
+        if database is None:
+            raise ValueError(f"stage {settings.name} names an existing database: it has no "
+                             "database stack")
+        policy = removal_policy(database)
         self.network = Network(
-            self, "Network", nat_gateway=settings.egress == "nat-gateway",
+            self, "Network", nat_gateway=database.egress == "nat-gateway",
             log_retention=log_retention(settings),
             removal_policy=RemovalPolicy.DESTROY if policy is RemovalPolicy.DESTROY
             else RemovalPolicy.RETAIN)
@@ -46,14 +53,14 @@ class DatabaseStack(Stack):
             clients=[self.network.functions_security_group],
             identifier=f"{id_}".lower(),
             options=DatabaseOptions(
-                kind=settings.database_kind,
-                engine_version=settings.engine_version,
-                instance_class=settings.instance_class,
-                allocated_storage_gb=settings.allocated_storage_gb,
-                multi_az=settings.multi_az,
-                deletion_protection=settings.deletion_protection,
+                kind=database.kind,
+                engine_version=database.engine_version,
+                instance_class=database.instance_class,
+                allocated_storage_gb=database.allocated_storage_gb,
+                multi_az=database.multi_az,
+                deletion_protection=database.deletion_protection,
                 removal_policy=policy,
-                backup_retention=Duration.days(settings.backup_retention_days),
+                backup_retention=Duration.days(database.backup_retention_days),
                 log_retention=log_retention(settings),
             ))
         CfnOutput(self, "DatabaseEndpoint", value=self.database.endpoint_address,

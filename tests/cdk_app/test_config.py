@@ -84,17 +84,24 @@ def test_lock_settings_default_when_a_stage_predates_them() -> None:
 def test_every_setting_of_both_stages(tmp_path) -> None:
     dev = load_stage_settings(CONTEXT, "dev")
     prod = load_stage_settings(CONTEXT, "prod")
-    assert (dev.database_kind, dev.engine_version, dev.engine_major) == ("instance", "17.6", 17)
-    assert (dev.instance_class, dev.instance_type) == ("db.t4g.micro", "t4g.micro")
-    assert (dev.egress, prod.egress) == ("vpc-endpoints", "vpc-endpoints")
-    assert not dev.deletion_protection and dev.removal_policy == "destroy"
-    assert prod.deletion_protection and prod.removal_policy == "snapshot" and prod.multi_az
+    assert dev.new_database is not None and prod.new_database is not None
+    assert dev.existing_database is None
+    dev_db, prod_db = dev.new_database, prod.new_database
+    assert (dev_db.kind, dev_db.engine_version, dev_db.engine_major) == ("instance", "17.6", 17)
+    assert (dev_db.instance_class, dev_db.instance_type) == ("db.t4g.micro", "t4g.micro")
+    assert (dev_db.egress, prod_db.egress) == ("vpc-endpoints", "vpc-endpoints")
+    assert not dev_db.deletion_protection and dev_db.removal_policy == "destroy"
+    assert prod_db.deletion_protection and prod_db.removal_policy == "snapshot"
+    assert prod_db.multi_az
     assert prod.production and not dev.production
     assert dev.auto_migrate and not prod.auto_migrate
     assert dev.migrate_on_deploy and prod.migrate_on_deploy
     assert dev.alarm_email is None
     assert prod.migration_function_timeout_seconds >= prod.migration_timeout_seconds + 30
     assert prod.service_timeout_seconds == 3600
+    # the repository's own migrations; its models' naming convention (composition.py)
+    assert (dev.migrations_path, dev.naming_convention) == ("alembic", None)
+    assert dev.migrations(REPO_ROOT) == REPO_ROOT / "alembic"
 
 
 def test_alarm_email_is_optional_and_account_region_can_come_from_the_cli() -> None:
@@ -151,3 +158,94 @@ def test_a_bad_setting_fails_synth_naming_it(key: str, value: object, message: s
     # THEN it fails before building anything, and the message names the setting
     assert bad.returncode != 0
     assert f"ConfigError: {message}" in bad.stderr
+
+
+def existing_context(**changes: Any) -> dict[str, Any]:
+    context = json.loads(json.dumps(CONTEXT))
+    context["stages"]["existing"]["existingDatabase"].update(changes)
+    return context
+
+
+def test_the_existing_database_stage_loads_without_database_settings() -> None:
+    settings = load_stage_settings(CONTEXT, "existing")
+    assert settings.new_database is None
+    existing = settings.existing_database
+    assert existing is not None
+    assert (existing.kind, existing.identifier, existing.port) == ("instance", "orders-db", 5432)
+    assert existing.secret_arn.startswith("arn:aws:secretsmanager:eu-west-1:")
+    assert existing.subnet_ids == ("subnet-0a1b2c3d4e5f60011", "subnet-0a1b2c3d4e5f60012")
+    assert (existing.vpc_id, existing.security_group_id) == (
+        "vpc-0a1b2c3d4e5f67890", "sg-0a1b2c3d4e5f67890")
+    assert not existing.cluster
+    context = existing_context(kind="cluster")
+    del context["stages"]["existing"]["existingDatabase"]["port"]
+    cluster = load_stage_settings(context, "existing").existing_database
+    assert cluster is not None and cluster.cluster and cluster.port == 5432
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"kind": "aurora"}, r"stages.existing.existingDatabase.kind must be one of instance, "
+                         r"cluster, got 'aurora'"),
+    ({"identifier": "1-db"}, "stages.existing.existingDatabase.identifier must look like"),
+    ({"endpoint": "not a host"}, "stages.existing.existingDatabase.endpoint must look like"),
+    ({"port": 80}, r"stages.existing.existingDatabase.port must be 1150..65535"),
+    ({"secretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:orders-db"},
+     "stages.existing.existingDatabase.secretArn must look like .*the complete ARN"),
+    ({"secretArn": "arn:aws:secretsmanager:us-east-1:123456789012:secret:orders-db-Ab12Cd"},
+     "stages.existing.existingDatabase.secretArn must be in the stage's region 'eu-west-1'"),
+    ({"vpcId": "vpc-1"}, "stages.existing.existingDatabase.vpcId must look like vpc-"),
+    ({"subnetIds": []}, "stages.existing.existingDatabase.subnetIds must name at least one"),
+    ({"subnetIds": "subnet-0a1b2c3d4e5f60011"},
+     "stages.existing.existingDatabase.subnetIds must be list, got str"),
+    ({"subnetIds": ["subnet-1"]}, "stages.existing.existingDatabase.subnetIds must hold"),
+    ({"subnetIds": ["subnet-0a1b2c3d4e5f60011"] * 2}, "subnetIds names a subnet twice"),
+    ({"securityGroupId": "sg-x"}, "stages.existing.existingDatabase.securityGroupId must"),
+    ({"securityGroup": "sg-0a1b2c3d4e5f67890"},
+     "stages.existing.existingDatabase has unknown keys securityGroup"),
+])
+def test_a_bad_existing_database_setting_is_named(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_stage_settings(existing_context(**change), "existing")
+
+
+def test_an_existing_database_refuses_the_settings_of_a_new_one() -> None:
+    # GIVEN an existing-database stage that also says how to create a database
+    context = json.loads(json.dumps(CONTEXT))
+    context["stages"]["existing"]["instanceClass"] = "db.t4g.micro"
+    # THEN nobody is led to believe it changes their database
+    with pytest.raises(ConfigError, match=r"stages\.existing\.instanceClass describes a "
+                                          r"database this app creates"):
+        load_stage_settings(context, "existing")
+    context["stages"]["existing"]["existingDatabase"] = "orders-db"
+    del context["stages"]["existing"]["instanceClass"]
+    with pytest.raises(ConfigError, match="existingDatabase must be an object, got str"):
+        load_stage_settings(context, "existing")
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"migrationsPath": "/srv/migrations"}, "stages.prod.migrationsPath must be a folder "
+                                            "relative to cdk.json's"),
+    ({"migrationsPath": ""}, "stages.prod.migrationsPath must be a folder"),
+    ({"migrationsPath": 3}, "stages.prod.migrationsPath must be str"),
+    ({"namingConvention": ["pk"]}, "stages.prod.namingConvention must be an object"),
+    ({"namingConvention": {}}, "stages.prod.namingConvention must be an object"),
+    ({"namingConvention": {"pk": 1}}, "stages.prod.namingConvention must map names to"),
+])
+def test_a_bad_migrations_setting_is_named(change: dict[str, Any], message: str) -> None:
+    context = json.loads(json.dumps(CONTEXT))
+    context["stages"]["prod"].update(change)
+    with pytest.raises(ConfigError, match=message):
+        load_stage_settings(context, "prod")
+
+
+def test_migrations_path_and_naming_convention_are_read() -> None:
+    context = json.loads(json.dumps(CONTEXT))
+    for key in ("migrationsPath", "namingConvention"):
+        context["stages"]["prod"].pop(key)
+    prod = load_stage_settings(context, "prod")  # a stage written before the settings
+    assert (prod.migrations_path, prod.naming_convention) == ("alembic", None)
+    context["stages"]["prod"].update(migrationsPath="services/orders/migrations",
+                                     namingConvention={"pk": "pk_%(table_name)s"})
+    prod = load_stage_settings(context, "prod")
+    assert prod.migrations(REPO_ROOT) == REPO_ROOT / "services" / "orders" / "migrations"
+    assert dict(prod.naming_convention or {}) == {"pk": "pk_%(table_name)s"}
