@@ -58,6 +58,7 @@ from alembic import command
 from alembic.config import Config
 from report import publish  # benchmarks/report.py, beside this script
 
+from localdev.history_env import NAMING_CONVENTION
 from localdev.postgres import database_server, find_bin_dir
 from localdev.team_history import DEFAULT_COUNT, TeamHistory, write_team_history
 from migration_resource.audit import AUDIT_TABLE
@@ -212,7 +213,10 @@ def plain_upgrade(history: TeamHistory, url: sa.URL, target: str) -> str:
 
 
 def engine_settings(history: TeamHistory, url: sa.URL) -> EngineSettings:
-    return EngineSettings(database_url=url, script_location=history.folder)
+    """The engine runs its own Alembic environment: the history's env.py is not run, and the
+    naming convention its revisions rely on is a setting."""
+    return EngineSettings(database_url=url, script_location=history.folder,
+                          naming_convention=NAMING_CONVENTION)
 
 
 def engine_dry_run(history: TeamHistory, url: sa.URL, pending: int) -> str:

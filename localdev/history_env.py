@@ -1,11 +1,17 @@
-"""The Alembic environment of the team-style test and benchmark histories.
+"""The team's own Alembic environment of the team-style test and benchmark histories.
 
 Real projects' histories (Flask-Migrate apps, services with seed data, merges) come with an
 env.py that hands Alembic a MetaData carrying the naming convention their revisions rely on
-(`op.create_foreign_key(None, ...)` and `op.f()` names come from it). This one does what such
-an env.py does, and honours the engine's contract: a connection passed in
-``config.attributes["connection"]`` is used as is (never committed or closed here), and
-``config.attributes["on_version_apply"]`` is Alembic's per-revision callback.
+(`op.create_foreign_key(None, ...)` and `op.f()` names come from it). The env.py written here
+does what such an env.py does: plain Alembic runs it (the tests prove each history right with
+it, as the team ran it before the engine). The migration engine never runs it: it brings its
+own environment and takes the convention as a setting (MIGRATION_NAMING_CONVENTION, or
+`EngineSettings.naming_convention` = NAMING_CONVENTION below), so the file only stands there
+as it does in a team's repository.
+
+Offline it needs only the PostgreSQL dialect (no driver); online it uses a connection passed
+in ``config.attributes["connection"]`` as is (never committed or closed here), or an Engine
+there, or DATABASE_URL.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ target_metadata = sa.MetaData(naming_convention={NAMING_CONVENTION!r})
 def run() -> None:
     callbacks = config.attributes.get("on_version_apply")
     if context.is_offline_mode():
-        context.configure(url="postgresql+psycopg://", literal_binds=True,
+        context.configure(dialect_name="postgresql", literal_binds=True,
                           target_metadata=target_metadata, transaction_per_migration=True,
                           on_version_apply=callbacks)
         with context.begin_transaction():
@@ -67,6 +73,9 @@ run()
 
 def write_script_directory(folder: Path, *, versions_from: Path | None = None) -> Path:
     """Make `folder` an Alembic script directory with this env.py; returns `folder`.
+
+    The engine takes `folder` as its migrations folder (its revisions are in versions/; the
+    env.py is not run), with NAMING_CONVENTION as its naming-convention setting.
 
     With `versions_from`, its revision files are copied into `folder/versions` (a copy, so a
     test may add or edit revisions without touching the original).

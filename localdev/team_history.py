@@ -5,7 +5,9 @@ and the engine must cope with what they really do. This one writes, in the style
 autogenerate output as teams edit it (Flask-Migrate's `batch_alter_table` included):
 
 - tables created with constraint names from the naming convention, either spelled with
-  `op.f(...)` or left `None` for the convention to fill in (`localdev.history_env`);
+  `op.f(...)` or left `None` for the convention to fill in (`localdev.history_env`: the
+  folder's own env.py carries it for plain Alembic; the engine, which does not run that
+  file, takes `history_env.NAMING_CONVENTION` as its naming-convention setting);
 - nullable columns, indexes and foreign keys added over time;
 - `CREATE INDEX CONCURRENTLY` inside `autocommit_block()` (about 19 per 264 revisions);
 - data migrations that READ rows (`op.get_bind().execute(...).fetchone()`, loops over

@@ -87,7 +87,7 @@ def run_steps(
     while True:
         sa.event.listen(connection, "before_cursor_execute", run.before_statement)
         try:
-            run_online(connection, core.settings.script_location,
+            run_online(connection, core.settings,
                        "base" if target == "base" else target, direction=direction,
                        on_step=run.on_step, script=core.catalogue.script)
             break

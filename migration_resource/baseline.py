@@ -113,6 +113,8 @@ from migration_resource.inspection import PRODUCT_TABLES
 if TYPE_CHECKING:
     from pglast import ast
 
+    from migration_resource.settings import EngineSettings
+
 logger = logging.getLogger(__name__)
 
 SCRATCH_PREFIX = "migration_scratch_"
@@ -203,7 +205,7 @@ class BaselineResult:
 
 def find_baseline(
     database: sa.Engine,
-    script_location: Path,
+    scripts: EngineSettings | Path,
     candidates: Sequence[str],
     *,
     schema: str = "public",
@@ -240,7 +242,7 @@ def find_baseline(
     )
     try:
         replay = _replay_and_compare(
-            database, script_location, candidates, live,
+            database, scripts, candidates, live,
             schema=schema, scratch=scratch, skipped=skipped, installed=installed,
             objects=objects, statement_timeout_seconds=statement_timeout_seconds,
         )
@@ -383,7 +385,7 @@ class _Replay:
 
 def _replay_and_compare(
     database: sa.Engine,
-    script_location: Path,
+    scripts: EngineSettings | Path,
     candidates: Sequence[str],
     live: _Schema,
     *,
@@ -418,7 +420,7 @@ def _replay_and_compare(
         stopped = False
         try:
             if candidates:
-                run_online(connection, script_location, candidates[-1], direction="upgrade",
+                run_online(connection, scripts, candidates[-1], direction="upgrade",
                            on_step=replay.after_revision)
         except _StopReplay:
             stopped = True
@@ -447,12 +449,13 @@ def _replay_and_compare(
         # its statements would have done, so it proves nothing either.
         raise _refusal_error(guard.refusal, _current_revision(candidates, replay), replay)
     if not stopped and len(replay.compared) < len(candidates):
-        # The callback is how we see each revision: an env.py that does not pass
-        # config.attributes["on_version_apply"] to context.configure hides them.
+        # The callback is how we see each revision: an environment that does not pass
+        # config.attributes["on_version_apply"] to context.configure hides them (the
+        # engine's own, migration_resource/alembic_env/env.py, passes it).
         raise BaselineError(
             f"only {len(replay.compared)} of {len(candidates)} replayed revisions were "
-            "reported back, so the baseline cannot be verified; env.py must pass "
-            "config.attributes['on_version_apply'] to context.configure",
+            "reported back, so the baseline cannot be verified; the Alembic environment "
+            "must pass config.attributes['on_version_apply'] to context.configure",
             revision=candidates[-1],
             replayed=tuple(replay.compared),
         )

@@ -118,7 +118,7 @@ class EngineCore:
     def catalogue(self) -> RevisionCatalogue:
         """Loaded on first use only: an up-to-date deploy never reads the scripts."""
         if self._catalogue is None:
-            self._catalogue = RevisionCatalogue.load(self.settings.script_location)
+            self._catalogue = RevisionCatalogue.load(self.settings)
         return self._catalogue
 
     @property

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from migration_resource.revisions import alembic_config
+from migration_resource.settings import EngineSettings
 
 if TYPE_CHECKING:
     # Alembic loads when a revision first runs or renders, not with this module (outcomes
@@ -103,7 +104,7 @@ class _StepTimer:
 
 def run_online(
     connection: sa.Connection,
-    script_location: Path,
+    scripts: EngineSettings | Path,
     target: str,
     *,
     direction: str,
@@ -113,10 +114,11 @@ def run_online(
     """Upgrade or downgrade on `connection`, one transaction per migration.
 
     The connection must not be inside a transaction: Alembic then opens one per revision,
-    so a failure leaves the database at the last revision that completed. `script` is the
-    loaded script directory, when the caller has one.
+    so a failure leaves the database at the last revision that completed. `scripts` are the
+    engine's settings (or a migrations folder); `script` is the loaded script directory, when
+    the caller has one.
     """
-    config = alembic_config(script_location)
+    config = alembic_config(scripts)
     timer = _StepTimer()
 
     def record(**kwargs: Any) -> None:
@@ -137,22 +139,23 @@ def run_online(
 
 
 def stamp_online(
-    connection: sa.Connection, script_location: Path, revision: str, *, purge: bool = False
+    connection: sa.Connection, scripts: EngineSettings | Path, revision: str, *,
+    purge: bool = False,
 ) -> None:
     """Write `revision` into alembic_version without running anything (a baseline)."""
     from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
 
-    config = alembic_config(script_location)
+    config = alembic_config(scripts)
     config.attributes["connection"] = connection
     command.stamp(config, revision, purge=purge)
 
 
-def offline_sql(script_location: Path, start: str, target: str) -> dict[str, str]:
+def offline_sql(scripts: EngineSettings | Path, start: str, target: str) -> dict[str, str]:
     """The SQL an upgrade from `start` to `target` would run, per revision, without a database.
 
     Raises what a revision's code raises when it cannot run without a database.
     """
-    rendered = render_offline(script_location, start, target)
+    rendered = render_offline(scripts, start, target)
     if rendered.error is not None:
         raise rendered.error
     return rendered.sql
@@ -165,7 +168,8 @@ class OfflineRendering:
 
 
 def render_offline(
-    script_location: Path, start: str, target: str, *, script: ScriptDirectory | None = None
+    scripts: EngineSettings | Path, start: str, target: str, *,
+    script: ScriptDirectory | None = None,
 ) -> OfflineRendering:
     """Render with Alembic's offline mode; stop, without raising, at a revision that cannot.
 
@@ -176,7 +180,7 @@ def render_offline(
     returns None; the revisions before it are still rendered.
     """
     buffer = io.StringIO()
-    config = alembic_config(script_location)
+    config = alembic_config(scripts)
     config.output_buffer = buffer
     marks: list[tuple[str, int]] = []
 

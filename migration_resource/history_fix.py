@@ -48,7 +48,7 @@ def search_baseline(core: EngineCore) -> BaselineResult:
     try:
         with alembic_quiet():
             result = find_baseline(
-                core.database, core.settings.script_location, catalogue.ordered,
+                core.database, core.settings, catalogue.ordered,
                 schema=core.settings.schema, ignored_tables=core.settings.ignored_tables,
                 statement_timeout_seconds=core.settings.migration_timeout_seconds,
             )
@@ -109,7 +109,7 @@ def verified_baseline(
         logger.warning(refusal)
         raise MigrationRefused(refusal, refused)
     logger.info("Verified baseline: %s", result.summary())
-    stamp_online(connection, core.settings.script_location, result.matched)
+    stamp_online(connection, core.settings, result.matched)
     _record_baseline(core, trail, result.matched, f"verified: {result.summary()}")
     return core.classify_locked(connection, resolved), report
 
@@ -120,7 +120,7 @@ def stamp_explicit(
 ) -> Classification:
     check_baseline_allowed(now, stamped)
     logger.warning("Stamping %s as the operator asked (not verified)", stamped)
-    stamp_online(connection, core.settings.script_location, stamped, purge=True)
+    stamp_online(connection, core.settings, stamped, purge=True)
     _record_baseline(core, trail, stamped, "explicit baseline by the operator (not verified)")
     return core.classify_locked(connection, resolved)
 

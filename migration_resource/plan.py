@@ -152,7 +152,7 @@ def _capture(
     with hold_lock():
         for _ in range(TRIAL_RETRIES + 1):
             trial = trial_run(
-                lambda: core.connect("trial"), settings.script_location, order, target,
+                lambda: core.connect("trial"), settings, order, target,
                 stamp=stamp,
                 skip=frozenset(skip), script=core.catalogue.script,
                 statement_timeout_seconds=settings.migration_timeout_seconds,
@@ -190,7 +190,7 @@ def _render_what_offline_can(
     seen: set[str] = set()
     begin = start[0] if start else "base"
     for _ in range(len(order) + 1):
-        rendering = render_offline(core.settings.script_location, begin, target,
+        rendering = render_offline(core.settings, begin, target,
                                    script=core.catalogue.script)
         for revision, sql in rendering.sql.items():
             if revision in planned and revision not in seen:

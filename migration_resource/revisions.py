@@ -7,11 +7,13 @@ only need to recognise an up-to-date database compare revision ids instead (see 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from migration_resource.checksums import code_checksum, file_checksum
+from migration_resource.settings import EngineSettings, versions_location
 
 if TYPE_CHECKING:
     # Alembic (and Mako, which it imports) load on the first catalogue or config, not with
@@ -25,6 +27,9 @@ _REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 # A branch label with a revision, as Alembic writes targets: `billing@head`, `billing@ab12`.
 _BRANCH_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}@(head|[A-Za-z0-9_]{1,32})$")
 MIN_PREFIX_LENGTH = 4
+# The engine's own Alembic environment (env.py, script.py.mako): every engine run uses it, and
+# never the team's env.py, which the team's migrations folder may still hold.
+ENGINE_ENVIRONMENT = Path(__file__).resolve().parent / "alembic_env"
 
 
 def to_tuple(value: Any, default: tuple[str, ...] = ()) -> tuple[Any, ...]:
@@ -59,17 +64,43 @@ def check_target_syntax(target: str) -> str:
     return cleaned
 
 
-def alembic_config(script_location: Path) -> Config:
-    """An Alembic Config built in code: no alembic.ini, so env.py leaves our logging alone."""
+def alembic_config(scripts: EngineSettings | Path) -> Config:
+    """The engine's Alembic Config, built in code from the settings (no alembic.ini).
+
+    `script_location` is the engine's own environment (ENGINE_ENVIRONMENT); the team's
+    revisions come in through `version_locations`, and what an environment legitimately
+    supplies comes from the settings, in `config.attributes`: `naming_convention`,
+    `target_metadata_path` (MIGRATION_METADATA) and `ignored_tables`. A bare Path is a
+    migrations folder with default settings (no naming convention, no MetaData).
+    """
     from alembic.config import Config  # noqa: PLC0415 - see the TYPE_CHECKING block
 
+    ignored: tuple[str, ...] = ()
+    if isinstance(scripts, Path):
+        folder, convention, metadata = scripts, None, None
+    else:
+        folder, convention, metadata = (
+            scripts.script_location, scripts.naming_convention, scripts.metadata)
+        ignored = scripts.ignored_tables
     config = Config()
-    config.set_main_option("script_location", str(script_location))
-    # env.py imports the application's models; make the project root importable.
     config.set_main_option("path_separator", "os")
-    config.set_main_option("prepend_sys_path", str(script_location.parent))
+    config.set_main_option("script_location", _ini_value(ENGINE_ENVIRONMENT))
+    config.set_main_option("version_locations", _ini_value(versions_location(folder)))
+    # Revision files, and MIGRATION_METADATA's module, may import the team's code from the
+    # project the migrations folder sits in (a Lambda bundle's root is on sys.path already).
+    project = folder.parent
+    if str(project) not in sys.path:
+        config.set_main_option("prepend_sys_path", _ini_value(project))
     config.attributes["configure_logger"] = False
+    config.attributes["naming_convention"] = dict(convention) if convention else None
+    config.attributes["target_metadata_path"] = metadata
+    config.attributes["ignored_tables"] = tuple(ignored)
     return config
+
+
+def _ini_value(path: Path) -> str:
+    # Config options go through ConfigParser's interpolation: a literal % is written %%.
+    return str(path).replace("%", "%%")
 
 
 @dataclass(frozen=True)
@@ -82,16 +113,20 @@ class RevisionCatalogue:
     known: frozenset[str]
 
     @classmethod
-    def load(cls, script_location: Path) -> RevisionCatalogue:
+    def load(cls, scripts: EngineSettings | Path) -> RevisionCatalogue:
+        """The revisions of a migrations folder (`scripts`: the settings naming it, or the
+        folder itself)."""
         from alembic.script import ScriptDirectory  # noqa: PLC0415 - see TYPE_CHECKING
 
+        location = versions_location(
+            scripts if isinstance(scripts, Path) else scripts.script_location)
         try:
-            script = ScriptDirectory.from_config(alembic_config(script_location))
+            script = ScriptDirectory.from_config(alembic_config(scripts))
             heads = tuple(script.get_heads())
             walked = [s.revision for s in script.walk_revisions("base", "heads")]
         except Exception as error:  # a revision file's own code runs on import
             raise ScriptsError(
-                f"The migration scripts in {script_location} cannot be loaded: "
+                f"The migration scripts in {location} cannot be loaded: "
                 f"{type(error).__name__}: {' '.join(str(error).split())[:300]}; fix the "
                 "revision file it names and deploy again (nothing was read or changed)"
             ) from None
@@ -102,7 +137,7 @@ class RevisionCatalogue:
                 "deploying"
             )
         if not heads:
-            raise ScriptsError(f"No migration revisions found in {script_location}/versions")
+            raise ScriptsError(f"No migration revisions found in {location}")
         ordered = tuple(reversed(walked))
         return cls(script=script, head=heads[0], ordered=ordered, known=frozenset(ordered))
 

@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
+    from migration_resource.settings import EngineSettings
+
 logger = logging.getLogger(__name__)
 
 GUARD_TABLE = "migration_trial_guard"
@@ -149,7 +151,7 @@ class _Recorder:
 
 def trial_run(
     connect: Callable[[], AbstractContextManager[sa.Connection]],
-    script_location: Path,
+    scripts: EngineSettings | Path,
     order: Sequence[str],
     target: str,
     *,
@@ -180,7 +182,7 @@ def trial_run(
             connection.exec_driver_sql(
                 f"SET LOCAL statement_timeout = '{int(statement_timeout_seconds)}s'")
             connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
-            config = alembic_config(script_location)
+            config = alembic_config(scripts)
             config.attributes["connection"] = connection
             if stamp is not None:
                 command.stamp(config, stamp, purge=True)

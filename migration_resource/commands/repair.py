@@ -102,7 +102,7 @@ def _resolve_failure(
         )
     trail.resolve([f.id for f in failures])
     if resolution == "applied":
-        stamp_online(connection, core.settings.script_location, revision)
+        stamp_online(connection, core.settings, revision)
         trail.record("repair", revision, "succeeded",
                      checksum=core.catalogue.checksum(revision),
                      detail="resolved as applied: completed by hand and stamped")

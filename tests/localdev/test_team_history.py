@@ -1,4 +1,5 @@
-"""The team-style history generator writes histories plain Alembic runs to head and back."""
+"""The team-style history generator writes histories plain Alembic runs to head and back, and
+the engine runs through its own environment, the naming convention as a setting."""
 
 from __future__ import annotations
 
@@ -10,7 +11,11 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from localdev.history_env import NAMING_CONVENTION
 from localdev.team_history import write_team_history
+from migration_resource.engine import MigrationEngine
+from migration_resource.settings import EngineSettings
+from tests.histories.support import schema_dump, scratch_database
 
 
 def test_plain_alembic_runs_a_team_history_up_to_head_and_down_to_base(
@@ -63,3 +68,37 @@ def test_plain_alembic_runs_a_team_history_up_to_head_and_down_to_base(
             "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all()
         assert tables == ["alembic_version"]
         assert connection.scalar(sa.text("SELECT to_regtype('order_status')")) is None
+
+
+def test_the_engine_runs_a_team_history_through_its_own_environment(
+    tmp_path: Path, server_url: str
+) -> None:
+    # GIVEN a team history whose env.py (carrying the convention) plain Alembic runs, and the
+    # same env.py made to fail: the engine must not need it
+    history = write_team_history(tmp_path / "history", 40, seed_rows=5)
+    dumps = []
+    with scratch_database(server_url) as url:
+        db = sa.create_engine(url, poolclass=sa.NullPool)
+        config = Config()
+        config.set_main_option("script_location", str(history.folder))
+        config.attributes["connection"] = db
+        command.upgrade(config, "head")
+        db.dispose()
+        dumps.append(schema_dump(url))
+    (history.folder / "env.py").write_text("raise RuntimeError('not the engine environment')\n")
+
+    # WHEN the engine migrates an empty database with the convention as a setting
+    with scratch_database(server_url) as url:
+        engine = MigrationEngine(EngineSettings(database_url=sa.make_url(url),
+                                                script_location=history.folder,
+                                                naming_convention=NAMING_CONVENTION))
+        try:
+            outcome = engine.migrate()
+        finally:
+            engine.close()
+        dumps.append(schema_dump(url))
+
+    # THEN it ran every revision and named every constraint as the team's env.py did
+    assert outcome.final == (history.head,)
+    assert len(outcome.applied) == len(history.ordered)
+    assert dumps[0] == dumps[1]

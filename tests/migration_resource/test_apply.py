@@ -121,17 +121,19 @@ def test_apply_from_every_intermediate_revision_keeps_all_rows(
 
 
 def test_a_run_loads_the_scripts_once_whatever_the_number_of_pending_revisions(
-    make_engine: Callable[..., MigrationEngine], synthetic: Synthetic, tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    make_engine: Callable[..., MigrationEngine], synthetic: Synthetic,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Each Alembic run imports every revision file: one run per revision would make a long
-    # first deploy quadratic. One offline run (the change gate) and one online run.
-    runs = tmp_path / "env_runs.log"
-    monkeypatch.setenv("SYNTHETIC_ENV_RUNS", str(runs))
+    # first deploy quadratic. One offline run (the change gate) and one online run of the
+    # engine's environment (which logs each run at DEBUG).
+    caplog.set_level(logging.DEBUG, logger="migration_resource.alembic_env")
     folder, _ = synthetic(12)
     outcome = make_engine(script_location=folder).migrate()
     assert len(outcome.applied) == 12
-    assert sorted(runs.read_text().split()) == ["offline", "online"]
+    runs = [r.message for r in caplog.records if r.name == "migration_resource.alembic_env"]
+    assert sorted(runs) == ["The engine's Alembic environment runs offline",
+                            "The engine's Alembic environment runs online"]
 
 
 def test_failure_half_way_leaves_the_last_good_revision(
