@@ -17,12 +17,16 @@ from tests.cdk_app.support import SHARED_OUTDIR, Synth, project_copy
 def test_layout_packages_and_migrations_not_named_alembic(dev: Synth) -> None:
     bundle = dev.bundle_dir()
     assert (bundle / "migration_resource" / "handler.py").is_file()
-    assert (bundle / "sample_app" / "models.py").is_file()
-    # the scripts are in migrations/; alembic/ is the library pip installed
-    assert (bundle / "migrations" / "env.py").is_file()
-    assert (bundle / "migrations" / "script.py.mako").is_file()
-    versions = sorted(p.name for p in (bundle / "migrations" / "versions").glob("*.py"))
-    assert versions == sorted(p.name for p in (REPO_ROOT / "alembic" / "versions").glob("*.py"))
+    # the engine's own Alembic environment; the sample application is not needed to migrate
+    assert (bundle / "migration_resource" / "alembic_env" / "env.py").is_file()
+    assert (bundle / "migration_resource" / "alembic_env" / "script.py.mako").is_file()
+    assert not (bundle / "sample_app").exists()
+    assert (dev.bundle_dir("SampleApp") / "sample_app" / "models.py").is_file()
+    # the revision files are in migrations/versions/; alembic/ is the library pip installed;
+    # the repository's alembic/env.py is not packed (the engine never runs it)
+    assert sorted(p.relative_to(bundle).as_posix()
+                  for p in (bundle / "migrations").rglob("*") if p.is_file()) == sorted(
+        f"migrations/versions/{p.name}" for p in (REPO_ROOT / "alembic" / "versions").glob("*.py"))
     assert (bundle / "alembic" / "command.py").is_file()
     assert not (bundle / "alembic" / "env.py").exists()
     # binary wheels for the Lambda's platform, and no bytecode or test folders of ours
@@ -39,8 +43,8 @@ def test_asset_hash_covers_sources_requirements_and_bundler(
     root = project_copy(tmp_path)
     before = bundling.bundle_fingerprint(root)
     assert bundling.bundle_fingerprint(root) == before  # stable: the cache can work
-    (root / "sample_app" / "models.py").write_text(
-        (root / "sample_app" / "models.py").read_text() + "\n# edited\n")
+    revision = next((root / "alembic" / "versions").glob("*.py"))
+    revision.write_text(revision.read_text() + "\n# edited\n")
     after_source = bundling.bundle_fingerprint(root)
     (root / bundling.REQUIREMENTS).write_text(
         (root / bundling.REQUIREMENTS).read_text() + "\n# edited\n")
@@ -52,6 +56,12 @@ def test_asset_hash_covers_sources_requirements_and_bundler(
     assert bundling.bundle_fingerprint(root) == after_requirements
     # each bundle its own hash; the application's ignores what it leaves out
     app = bundling.application_bundle(auto_migrate=False)
+    app_hash = bundling.bundle_fingerprint(root, app)
+    # the sample application is in the application's bundle only
+    (root / "sample_app" / "models.py").write_text(
+        (root / "sample_app" / "models.py").read_text() + "\n# edited\n")
+    assert bundling.bundle_fingerprint(root) == after_requirements
+    assert bundling.bundle_fingerprint(root, app) != app_hash
     app_hash = bundling.bundle_fingerprint(root, app)
     assert app_hash not in (after_requirements,
                             bundling.bundle_fingerprint(root, bundling.application_bundle(
@@ -87,9 +97,10 @@ def test_second_synth_reuses_the_bundles(dev: Synth) -> None:
 def test_docker_fallback_builds_the_same_layout_and_slims_it() -> None:
     migration = bundling.docker_command(bundling.MIGRATION_BUNDLE)[-1]
     application = bundling.docker_command(bundling.application_bundle(auto_migrate=False))[-1]
+    assert "cp -r migration_resource /asset-output/" in migration
+    assert "cp -r migration_resource sample_app /asset-output/" in application
     for command in (migration, application):
-        assert "cp -r migration_resource sample_app /asset-output/" in command
-        assert "/asset-output/migrations/versions" in command
+        assert "cp -r alembic/versions/. /asset-output/migrations/versions/" in command
         # the same rules, from the mounted project, inside the build image
         assert command.endswith("python cdk_app/bundle_slim.py /asset-output")
     assert "'crhelper==" in migration and "'pglast==" in migration

@@ -72,16 +72,18 @@ def test_changing_a_statement_changes_the_history_digest_too(tmp_path: Path) -> 
     ])
 
 
-def test_migrations_hash_covers_versions_env_and_engine_only(tmp_path: Path) -> None:
+def test_migrations_hash_covers_the_revisions_and_the_engine_only(tmp_path: Path) -> None:
     root = project_copy(tmp_path)
     seen = {migrations_hash(root)}
-    for path in (root / "alembic" / "env.py", root / "migration_resource" / "engine.py",
+    for path in (root / "migration_resource" / "engine.py",
+                 root / "migration_resource" / "alembic_env" / "env.py",
                  next((root / "alembic" / "versions").glob("*.py"))):
         path.write_text(path.read_text() + "\n# edit\n")
         seen.add(migrations_hash(root))
     assert len(seen) == 4
-    # the sample app's handler is not part of what a migration run does
-    handler = root / "sample_app" / "handler.py"
-    handler.write_text(handler.read_text() + "\n# edit\n")
-    assert migrations_hash(root) in seen
+    # neither the sample app's handler nor the folder's own env.py is part of what a
+    # migration run does (the engine runs its own environment)
+    for path in (root / "sample_app" / "handler.py", root / "alembic" / "env.py"):
+        path.write_text(path.read_text() + "\n# edit\n")
+        assert migrations_hash(root) in seen
     assert json.dumps(sorted(seen))  # hex strings
