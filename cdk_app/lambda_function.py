@@ -28,9 +28,20 @@ from migration_resource.metric_names import NAMESPACE
 
 @dataclass(frozen=True)
 class FunctionNetwork:
+    """Where a function runs: subnets of a VPC, with a security group that reaches the
+    database (and AWS's APIs)."""
+
     vpc: ec2.IVpc
     subnets: ec2.SubnetSelection
     security_group: ec2.ISecurityGroup
+
+    def selected_subnets(self) -> list[ec2.ISubnet]:
+        selection = self.subnets
+        return list(self.vpc.select_subnets(
+            availability_zones=selection.availability_zones, one_per_az=selection.one_per_az,
+            subnet_filters=selection.subnet_filters,
+            subnet_group_name=selection.subnet_group_name, subnets=selection.subnets,
+            subnet_type=selection.subnet_type).subnets)
 
 
 @dataclass(frozen=True)
@@ -59,9 +70,8 @@ def vpc_python_function(
     """The log group, role and function, in `scope`; `environment` adds to the shared variables."""
     log_group = logs.LogGroup(scope, "Logs", retention=log_retention,
                               removal_policy=log_removal_policy)
-    subnets = network.vpc.select_subnets(
-        subnet_group_name=network.subnets.subnet_group_name).subnets
-    role = vpc_lambda_role(scope, "Role", log_group=log_group, subnets=subnets,
+    role = vpc_lambda_role(scope, "Role", log_group=log_group,
+                           subnets=network.selected_subnets(),
                            security_group=network.security_group, description=role_description)
     function = lambda_.Function(
         scope, "Function",

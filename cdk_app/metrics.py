@@ -1,7 +1,9 @@
 """Metric definitions, apart from the alarms and the dashboard that use them.
 
 The names and the `Stage` dimension come from `migration_resource.metric_names`, the same
-constants the Lambdas emit with; the Lambda and database metrics come from their constructs.
+constants the Lambdas emit with; the Lambda metrics come from the function, the database's
+from AWS/RDS by the database's identifier (no reference to the database itself, so a
+database of another stack, or one this app does not own, is watched the same way).
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_lambda as lambda_
 
-from cdk_app.constructs.database import Database
 from migration_resource import metric_names as names
 
 PERIOD = Duration.minutes(5)
@@ -26,9 +27,21 @@ def migration_metric(name: str, stage_kind: str, statistic: str,
         statistic=statistic, unit=unit, period=PERIOD)
 
 
+def database_metric(name: str, *, cluster: bool, identifier: str,
+                    statistic: str = "Average") -> cloudwatch.Metric:
+    """An AWS/RDS metric of the DB instance or Aurora cluster `identifier`."""
+    dimension = "DBClusterIdentifier" if cluster else "DBInstanceIdentifier"
+    return cloudwatch.Metric(namespace="AWS/RDS", metric_name=name, statistic=statistic,
+                             dimensions_map={dimension: identifier}, period=PERIOD)
+
+
+def application_errors(function: lambda_.IFunction) -> cloudwatch.Metric:
+    return function.metric_errors(period=PERIOD, statistic="Sum")
+
+
 @dataclass(frozen=True)
 class MigrationMetrics:
-    """Every metric the alarms and the dashboard show, for one stage."""
+    """Every metric the alarms and the dashboard show, for one stage and database."""
 
     duration_seconds: cloudwatch.Metric
     failed: cloudwatch.Metric
@@ -40,15 +53,19 @@ class MigrationMetrics:
     function_errors: cloudwatch.Metric
     function_throttles: cloudwatch.Metric
     function_duration: cloudwatch.Metric
-    app_errors: cloudwatch.Metric
     database_cpu: cloudwatch.Metric
     database_free_storage: cloudwatch.Metric
     database_connections: cloudwatch.Metric
 
     @classmethod
     def define(cls, *, stage_kind: str, migration_function: lambda_.IFunction,
-               app_function: lambda_.IFunction, database: Database) -> MigrationMetrics:
+               database_cluster: bool, database_identifier: str) -> MigrationMetrics:
         seconds = cloudwatch.Unit.SECONDS
+
+        def database(name: str, statistic: str = "Average") -> cloudwatch.Metric:
+            return database_metric(name, cluster=database_cluster,
+                                   identifier=database_identifier, statistic=statistic)
+
         return cls(
             duration_seconds=migration_metric(names.MIGRATION_DURATION_SECONDS, stage_kind,
                                               "Maximum", seconds),
@@ -65,8 +82,10 @@ class MigrationMetrics:
                                                                    statistic="Sum"),
             function_duration=migration_function.metric_duration(period=PERIOD,
                                                                  statistic="Maximum"),
-            app_errors=app_function.metric_errors(period=PERIOD, statistic="Sum"),
-            database_cpu=database.metric_cpu(),
-            database_free_storage=database.metric_free_storage(),
-            database_connections=database.metric_connections(),
+            database_cpu=database("CPUUtilization"),
+            # Free storage in bytes: the instance's volume, or an Aurora cluster's local
+            # (temporary) storage, since Aurora's cluster volume grows by itself.
+            database_free_storage=database(
+                "FreeLocalStorage" if database_cluster else "FreeStorageSpace", "Minimum"),
+            database_connections=database("DatabaseConnections"),
         )

@@ -10,9 +10,9 @@
 | DatabaseCpuHigh | CPU > 80 % for 15 minutes |
 | DatabaseFreeStorageLow | free storage below the database's threshold (10 % of the volume) |
 
-Missing data is "not breaching": no migration run means nothing to report. The topic is
-encrypted with its own KMS key (CloudWatch may use it), accepts only TLS, and mails the
-optional `alarmEmail` of the stage.
+Missing data is "not breaching": no migration run means nothing to report. The alarms
+notify the given topic, or one of their own: encrypted with its own KMS key (CloudWatch may
+use it), TLS only, mailing the optional `alarm_email` (the stage's `alarmEmail`).
 """
 
 from __future__ import annotations
@@ -37,24 +37,12 @@ class MigrationAlarms(Construct):
     def __init__(
         self, scope: Construct, id_: str, *, metrics: MigrationMetrics,
         free_storage_threshold_bytes: int, alarm_email: str | None, name_prefix: str,
+        topic: sns.ITopic | None = None,
     ) -> None:
         super().__init__(scope, id_)
-        self.key = kms.Key(
-            self, "TopicKey", enable_key_rotation=True,
-            description=f"{name_prefix}: encrypts the alarm topic",
-            removal_policy=RemovalPolicy.DESTROY,
-            pending_window=Duration.days(7),
-        )
-        # CloudWatch alarms publish to an encrypted topic only if they may use its key.
-        self.key.add_to_resource_policy(iam.PolicyStatement(
-            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
-            resources=["*"],  # in a key policy, "*" is this key
-        ))
-        self.topic = sns.Topic(self, "Topic", display_name=f"{name_prefix} alarms",
-                               master_key=self.key, enforce_ssl=True)
-        if alarm_email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        # The key of the topic created here; None when the alarms notify a given topic.
+        self.key: kms.Key | None = None
+        self.topic = self._own_topic(alarm_email, name_prefix) if topic is None else topic
 
         def alarm(id_: str, metric: cloudwatch.IMetric, threshold: float, description: str,
                   *, comparison: cloudwatch.ComparisonOperator =
@@ -101,3 +89,22 @@ class MigrationAlarms(Construct):
                 "Database free storage is low.",
                 comparison=cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD),
         }
+
+    def _own_topic(self, alarm_email: str | None, name_prefix: str) -> sns.ITopic:
+        key = self.key = kms.Key(
+            self, "TopicKey", enable_key_rotation=True,
+            description=f"{name_prefix}: encrypts the alarm topic",
+            removal_policy=RemovalPolicy.DESTROY,
+            pending_window=Duration.days(7),
+        )
+        # CloudWatch alarms publish to an encrypted topic only if they may use its key.
+        key.add_to_resource_policy(iam.PolicyStatement(
+            actions=["kms:Decrypt", "kms:GenerateDataKey*"],
+            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            resources=["*"],  # in a key policy, "*" is this key
+        ))
+        topic = sns.Topic(self, "Topic", display_name=f"{name_prefix} alarms",
+                          master_key=key, enforce_ssl=True)
+        if alarm_email:
+            topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
+        return topic

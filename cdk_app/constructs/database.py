@@ -12,21 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
-from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_ec2 as ec2
-from aws_cdk import aws_iam as iam
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_rds as rds
 from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
-from cdk_app.nag import Checks, nag_arn
-from migration_resource.snapshots import (
-    CLUSTER_PROPERTY,
-    INSTANCE_PROPERTY,
-    SNAPSHOT_PREFIX,
-)
+from cdk_app.nag import Checks
 
 PORT = 5432
 DATABASE_NAME = "app"
@@ -62,7 +55,8 @@ class DatabaseOptions:
 
 
 class Database(Construct):
-    """The database, its secret, and the grants a migration needs on it."""
+    """The database and its secret; the migrations construct grants what it needs from the
+    identifier (`reference`)."""
 
     def __init__(
         self, scope: Construct, id_: str, *, vpc: ec2.IVpc, subnets: ec2.SubnetSelection,
@@ -123,7 +117,6 @@ class Database(Construct):
             self.connections = self.cluster.connections
             secret = self.cluster.secret
             self.endpoint_address = self.cluster.cluster_endpoint.hostname
-            self.snapshot_property = CLUSTER_PROPERTY
         else:
             instance_engine = rds.DatabaseInstanceEngine.postgres(
                 version=rds.PostgresEngineVersion.of(options.engine_version, major))
@@ -161,7 +154,6 @@ class Database(Construct):
             self.connections = self.instance.connections
             secret = self.instance.secret
             self.endpoint_address = self.instance.db_instance_endpoint_address
-            self.snapshot_property = INSTANCE_PROPERTY
         assert secret is not None  # generated credentials always make one
         # The attached secret: its ARN resolves only once RDS has written the host into it.
         self.secret: secretsmanager.ISecret = secret
@@ -179,87 +171,23 @@ class Database(Construct):
                               else RemovalPolicy.RETAIN)
                 for name in names]
 
-    # -- what the migration Lambda may do ----------------------------------------------------
-    @property
-    def arn(self) -> str:
-        stack = Stack.of(self)
-        if self.cluster is not None:
-            return stack.format_arn(service="rds", resource="cluster",
-                                    resource_name=self.identifier,
-                                    arn_format=ArnFormat.COLON_RESOURCE_NAME)
-        return stack.format_arn(service="rds", resource="db", resource_name=self.identifier,
-                                arn_format=ArnFormat.COLON_RESOURCE_NAME)
+    # -- the database as the application stack sees it ---------------------------------------
+    def reference(
+        self, scope: Construct, id_: str,
+    ) -> rds.IDatabaseInstance | rds.IDatabaseCluster:
+        """The database imported into `scope` (another stack) by its fixed identifier.
 
-    def snapshot_arn_pattern(self, grantee_stack: Stack) -> str:
-        """`...:snapshot:premigrate-*` or `...:cluster-snapshot:premigrate-*`."""
-        resource, name = self._snapshot_resource().split(":", 1)
-        return grantee_stack.format_arn(service="rds", resource=resource, resource_name=name,
-                                        arn_format=ArnFormat.COLON_RESOURCE_NAME)
-
-    def _snapshot_resource(self) -> str:
-        kind = "cluster-snapshot" if self.cluster is not None else "snapshot"
-        return f"{kind}:{SNAPSHOT_PREFIX}*"
-
-    def grant_secret_read(self, grantee: iam.IGrantable) -> None:
-        """secretsmanager:GetSecretValue on this database's secret, nothing else."""
-        grantee.grant_principal.add_to_principal_policy(iam.PolicyStatement(
-            actions=["secretsmanager:GetSecretValue"], resources=[self.secret.secret_arn]))
-
-    def grant_pre_migration_snapshot(self, grantee: iam.IGrantable, grantee_stack: Stack) -> None:
-        """Create, tag and watch `premigrate-*` snapshots of this database, and read its status.
-
-        Each action is limited to the resources its API checks: the database's own ARN and
-        the snapshot-name prefix the handler uses (`migration_resource.snapshots`).
+        What the migrations construct builds from it (IAM scoping, the custom resource's
+        identifier, metrics) is then the literal identifier, not an export of the database's
+        Ref: the application stack depends on the database stack only through the secret.
         """
-        snapshots = self.snapshot_arn_pattern(grantee_stack)
         if self.cluster is not None:
-            create, describe_db, describe_snapshots = (
-                "rds:CreateDBClusterSnapshot", "rds:DescribeDBClusters",
-                "rds:DescribeDBClusterSnapshots")
-        else:
-            create, describe_db, describe_snapshots = (
-                "rds:CreateDBSnapshot", "rds:DescribeDBInstances", "rds:DescribeDBSnapshots")
-        policy = grantee.grant_principal
-        policy.add_to_principal_policy(iam.PolicyStatement(
-            sid="PreMigrationSnapshot", actions=[create], resources=[self.arn, snapshots]))
-        if isinstance(policy, Construct):
-            Checks(policy).acknowledge(
-                id="AwsSolutions-IAM5[Resource::"
-                   f"{nag_arn(grantee_stack, 'rds', self._snapshot_resource())}]",
-                reason="Pre-migration snapshots are named premigrate-<stack>-<revision>-<time> "
-                       "(migration_resource/snapshots.py); the statements allow only that "
-                       "prefix, and creating one only from this database.")
-        policy.add_to_principal_policy(iam.PolicyStatement(
-            sid="TagPreMigrationSnapshot", actions=["rds:AddTagsToResource"],
-            resources=[snapshots]))
-        policy.add_to_principal_policy(iam.PolicyStatement(
-            sid="DatabaseStatus", actions=[describe_db], resources=[self.arn]))
-        # RDS authorizes a snapshot's description against the snapshot and its source.
-        policy.add_to_principal_policy(iam.PolicyStatement(
-            sid="PreMigrationSnapshotStatus", actions=[describe_snapshots],
-            resources=[self.arn, snapshots]))
-
-    # -- metrics for alarms and the dashboard -------------------------------------------------
-    def metric(self, name: str, statistic: str = "Average") -> cloudwatch.Metric:
-        """An AWS/RDS metric of this database, keyed by its fixed identifier (no export
-        of the database's Ref to the stacks that alarm on it)."""
-        dimension = "DBClusterIdentifier" if self.cluster is not None else "DBInstanceIdentifier"
-        return cloudwatch.Metric(namespace="AWS/RDS", metric_name=name, statistic=statistic,
-                                 dimensions_map={dimension: self.identifier},
-                                 period=Duration.minutes(5))
-
-    def metric_cpu(self) -> cloudwatch.Metric:
-        return self.metric("CPUUtilization")
-
-    def metric_free_storage(self) -> cloudwatch.Metric:
-        """Free storage in bytes: the instance's volume, or an Aurora cluster's local
-        (temporary) storage, since Aurora's cluster volume grows by itself."""
-        if self.cluster is not None:
-            return self.metric("FreeLocalStorage", "Minimum")
-        return self.metric("FreeStorageSpace", "Minimum")
-
-    def metric_connections(self) -> cloudwatch.Metric:
-        return self.metric("DatabaseConnections")
+            return rds.DatabaseCluster.from_database_cluster_attributes(
+                scope, id_, cluster_identifier=self.identifier,
+                cluster_endpoint_address=self.endpoint_address, port=PORT)
+        return rds.DatabaseInstance.from_database_instance_attributes(
+            scope, id_, instance_identifier=self.identifier,
+            instance_endpoint_address=self.endpoint_address, port=PORT, security_groups=[])
 
     def free_storage_threshold_bytes(self) -> int:
         """Alarm below 10% of the allocated storage (2 GiB of an Aurora instance's local

@@ -25,11 +25,12 @@ SERVICE_NAME = "db-migrations"
 class MigrationFunction(Construct):
     def __init__(
         self, scope: Construct, id_: str, *, code: lambda_.Code, network: FunctionNetwork,
-        database_secret_arn: str, database_identifiers: Mapping[str, str], stage_kind: str,
-        migration_timeout_seconds: int, lock_timeout_seconds: int, lock_retries: int,
+        database_secret_arn: str, stage_kind: str, environment: Mapping[str, str],
         timeout: Duration, memory_mb: int,
         log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
     ) -> None:
+        """`environment`: the engine's settings (MIGRATION_TIMEOUT, ...) and the database's
+        identifier (DB_INSTANCE_IDENTIFIER or DB_CLUSTER_IDENTIFIER)."""
         super().__init__(scope, id_)
         parts = vpc_python_function(
             self, code=code, network=network,
@@ -39,10 +40,7 @@ class MigrationFunction(Construct):
                              "stack status, crhelper polling",
             service=SERVICE_NAME, database_secret_arn=database_secret_arn,
             stage_kind=stage_kind,
-            environment={"MIGRATION_TIMEOUT": str(migration_timeout_seconds),
-                         "MIGRATION_LOCK_TIMEOUT": str(lock_timeout_seconds),
-                         "MIGRATION_LOCK_RETRIES": str(lock_retries),
-                         **database_identifiers},
+            environment=environment,
             timeout=timeout, memory_mb=memory_mb, reserved_concurrent_executions=1,
             log_retention=log_retention, log_removal_policy=log_removal_policy,
             runtime_reason="Python 3.12 on purpose: the bundle's wheels are built for cp312 "

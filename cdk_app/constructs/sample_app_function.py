@@ -1,15 +1,17 @@
 """The sample application's Lambda (`sample_app.handler.handler`), deployed after the schema.
 
-The stack makes it depend on the migration custom resource: CloudFormation updates the code
-only once the database has been migrated (schema before code). With AUTO_MIGRATE=true it also
-migrates on its first request (the guide's original mode, safely); otherwise it only checks
-and answers 503 while the schema is behind.
+The stack connects it to the migrations (`DatabaseMigrations.connect_application`): their
+environment (AUTO_MIGRATE, MIGRATION_TIMEOUT, ...), the secret, and a dependency on the
+migration custom resource, so CloudFormation updates the code only once the database has been
+migrated (schema before code). With AUTO_MIGRATE=true it also migrates on its first request
+(the guide's original mode, safely); otherwise it only checks and answers 503 while the schema
+is behind.
 
 Its code is the application bundle (cdk_app/bundling.py `application_bundle`), not the
 migration function's: no crhelper, and no pglast (the change gate) unless it auto-migrates.
-AUTO_MIGRATE is set here from the same setting, so the two agree; a function whose variable
-is flipped to true by hand without a redeploy answers 503 (`ensure_schema` reports the
-missing gate) rather than migrating ungated.
+The stack sets AUTO_MIGRATE from the same setting as the bundle, so the two agree; a function
+whose variable is flipped to true by hand without a redeploy answers 503 (`ensure_schema`
+reports the missing gate) rather than migrating ungated.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ class SampleAppFunction(Construct):
     def __init__(
         self, scope: Construct, id_: str, *, code: lambda_.Code, network: FunctionNetwork,
         database_secret_arn: str, stage_kind: str, auto_migrate: bool,
-        allow_destructive: bool, migration_timeout_seconds: int, lock_timeout_seconds: int,
-        lock_retries: int, log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
+        migration_timeout_seconds: int,
+        log_retention: logs.RetentionDays, log_removal_policy: RemovalPolicy,
     ) -> None:
         super().__init__(scope, id_)
         # An auto-migrating first request may run the migrations itself.
@@ -48,13 +50,7 @@ class SampleAppFunction(Construct):
             role_description="Sample application Lambda: database secret only",
             service=SERVICE_NAME, database_secret_arn=database_secret_arn,
             stage_kind=stage_kind,
-            environment={
-                "AUTO_MIGRATE": str(auto_migrate).lower(),
-                "ALLOW_DESTRUCTIVE": str(allow_destructive).lower(),
-                "MIGRATION_TIMEOUT": str(migration_timeout_seconds),
-                "MIGRATION_LOCK_TIMEOUT": str(lock_timeout_seconds),
-                "MIGRATION_LOCK_RETRIES": str(lock_retries),
-            },
+            environment={},
             timeout=Duration.seconds(timeout), memory_mb=MEMORY_MB,
             log_retention=log_retention, log_removal_policy=log_removal_policy,
             runtime_reason="Python 3.12 on purpose: its bundle's wheels are built for cp312 "

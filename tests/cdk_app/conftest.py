@@ -14,6 +14,7 @@ import pytest
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE", "1")
 
 from cdk_app import bundling
+from cdk_app.config import file_context
 from tests.alembic.support import REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, Synth, synthesize
 
@@ -26,6 +27,11 @@ VARIANTS = {
     "prod-nat": ("prod", {"egress": "nat-gateway", "alarmEmail": "ops@example.com",
                           "migrateOnDeploy": False}),
     "dev-aurora": ("dev", {"databaseKind": "aurora", "instanceClass": "db.t4g.medium"}),
+    # the existing-database stage with an Aurora cluster instead of an instance
+    "existing-cluster": ("existing", {"existingDatabase": {
+        **file_context(REPO_ROOT)["stages"]["existing"]["existingDatabase"],
+        "kind": "cluster", "identifier": "orders-cluster",
+        "endpoint": "orders-cluster.cluster-cx1a2b3c4d5e.eu-west-1.rds.amazonaws.com"}}),
 }
 
 
@@ -53,6 +59,13 @@ def prod() -> Synth:
 
 
 @pytest.fixture(scope="session")
+def existing() -> Synth:
+    """The stage that names an existing database (cdk.json `existing`): its VPC lookup comes
+    from the committed cdk.context.json, so this synth makes no AWS call."""
+    return synthesize("existing", outdir=SHARED_OUTDIR)
+
+
+@pytest.fixture(scope="session")
 def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synth]:
     return {
         name: synthesize(stage, changes=changes, bundling=False,
@@ -62,8 +75,9 @@ def variants(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Synth]:
 
 
 @pytest.fixture(scope="session")
-def all_synths(dev: Synth, prod: Synth, variants: dict[str, Synth]) -> dict[str, Synth]:
-    return {"dev": dev, "prod": prod, **variants}
+def all_synths(dev: Synth, prod: Synth, existing: Synth,
+               variants: dict[str, Synth]) -> dict[str, Synth]:
+    return {"dev": dev, "prod": prod, "existing": existing, **variants}
 
 
 @pytest.fixture

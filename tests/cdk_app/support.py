@@ -32,7 +32,8 @@ class Synth:
     settings: StageSettings
     composition: Composition
     outdir: Path
-    templates: dict[str, dict[str, Any]]  # "database" / "application" -> template JSON
+    # "database" / "application" -> template JSON; no "database" for an existing database
+    templates: dict[str, dict[str, Any]]
     manifest: dict[str, Any]
 
     @property
@@ -96,6 +97,7 @@ def synthesize(
         which: json.loads((Path(assembly.directory) / stack.template_file).read_text())
         for which, stack in (("database", composition.database),
                              ("application", composition.application))
+        if stack is not None
     }
     manifest = json.loads((Path(assembly.directory) / "manifest.json").read_text())
     return Synth(settings=settings, composition=composition, outdir=Path(assembly.directory),

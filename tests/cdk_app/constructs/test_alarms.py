@@ -98,8 +98,8 @@ def test_alarm_construct_alone_with_an_email() -> None:
     stack = cdk.Stack(cdk.App(), "Alone")
     fn = lambda_.Function.from_function_name(stack, "Fn", "fn")
     metric = migration_metric(names.MIGRATION_FAILED, "development", "Sum")
-    metrics = MigrationMetrics(*([metric] * 9), fn.metric_errors(), fn.metric_errors(),
-                               fn.metric_errors(), fn.metric_errors(), fn.metric_errors())
+    metrics = MigrationMetrics(*([metric] * 7), fn.metric_errors(), fn.metric_errors(),
+                               fn.metric_errors(), metric, metric, metric)
     MigrationAlarms(stack, "Alarms", metrics=metrics, free_storage_threshold_bytes=1,
                     alarm_email="me@example.com", name_prefix="Alone")
     template = Template.from_stack(stack)
