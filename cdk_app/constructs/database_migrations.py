@@ -176,6 +176,7 @@ class DatabaseMigrations(Construct):
         """
         super().__init__(scope, id_)
         settings = settings or MigrationSettings()
+        migrations = migrations.absolute()  # a relative folder is the app's (its working one)
         if not migrations.is_dir():
             raise ValueError(f"DatabaseMigrations: the migrations folder {migrations} does not "
                              "exist")

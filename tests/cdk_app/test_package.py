@@ -46,7 +46,7 @@ TEAM_APP = textwrap.dedent('''
         secret=secretsmanager.Secret.from_secret_complete_arn(
             stack, "Secret", "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"),
         vpc=vpc, subnets=ec2.SubnetSelection(subnet_type=ec2.SubnetType.PRIVATE_WITH_EGRESS),
-        security_group=clients, migrations=Path("migrations").resolve(),
+        security_group=clients, migrations=Path("migrations"),
         settings=MigrationSettings(stage_kind="production"))
     api = lambda_.Function(stack, "Api", runtime=lambda_.Runtime.PYTHON_3_12,
                            handler="api.handler", code=lambda_.Code.from_inline("x = 1"),
