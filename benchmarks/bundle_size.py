@@ -23,8 +23,9 @@ standard library's own bytecode, ``-B -X importtime``, a fresh interpreter each 
 ``--repeat`` runs after a warm-up. Two cases per handler: as shipped (the bundle has no
 bytecode and /var/task is read-only, so every bundled module the import touches is compiled
 on every cold start), and compiled (a copy of the bundle with `compileall`'s bytecode, as a
-bundle shipping `.pyc` files would be). The baseline, in the same runs, is `import sqlalchemy`
-from the same bundle alike.
+bundle shipping `.pyc` files would be). The driver (psycopg2) is timed after the migration
+handler's import, as its first `create_engine` loads it (`import psycopg2.extras`, which imports
+psycopg2). The baseline, in the same runs, is `import sqlalchemy` from the same bundle alike.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from report import publish  # benchmarks/report.py, beside this script
 
 from cdk_app import bundle_slim, bundling
 from localdev import deploy as local_deploy
+from migration_resource.dsn import DRIVER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPEAT = 5
@@ -64,6 +66,10 @@ IMPORTS = {
     APP_CHECK: "sample_app.handler",
 }
 BASELINE_MODULE = "sqlalchemy"
+# What SQLAlchemy's dialect imports at the first create_engine for the driver a plain
+# postgresql:// URL selects: psycopg2.extras (which imports psycopg2; one top-level line).
+DRIVER_NAME = DRIVER.partition("+")[2]
+DRIVER_MODULE = {"psycopg2": "psycopg2.extras"}.get(DRIVER_NAME, DRIVER_NAME)
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -125,10 +131,12 @@ def measure(folder: Path) -> Sizes:
 _IMPORT_LINE = re.compile(r"^import time:\s+\d+ \|\s+(\d+) \| (\S+)\s*$")
 
 
-def import_ms(python: str, bundle: Path, runtime: Path, module: str) -> float:
-    """Cumulative ms of `module`'s top-level import in a fresh interpreter from `bundle`."""
+def import_ms(python: str, bundle: Path, runtime: Path, module: str, after: str = "") -> float:
+    """Cumulative ms of `module`'s top-level import in a fresh interpreter from `bundle`,
+    imported after `after` (a module whose import is not counted) when given."""
     path = [str(bundle), str(runtime)]
-    code = f"import sys; sys.path[:0] = {path!r}; import {module}"
+    first = f"import {after}; " if after else ""
+    code = f"import sys; sys.path[:0] = {path!r}; {first}import {module}"
     done = subprocess.run(
         # -B: nothing is written, so a bundle without bytecode stays without
         [python, "-I", "-B", "-X", "importtime", "-c", code], cwd=bundle,
@@ -150,6 +158,7 @@ class ImportCase:
     bundle: Path
     module: str
     compiled: bool
+    after: str = ""  # imported first, not counted
 
 
 def compiled_copy(python: str, folder: Path, target: Path) -> Path:
@@ -168,7 +177,7 @@ def measure_imports(python: str, runtime: Path, cases: list[ImportCase], repeat:
         assert case.compiled or not list(case.bundle.glob("**/__pycache__")), case.bundle
     for round_number in range(IMPORT_WARMUPS + repeat):
         for case in cases:  # round-robin: drift on the machine spreads over every case
-            value = import_ms(python, case.bundle, runtime, case.module)
+            value = import_ms(python, case.bundle, runtime, case.module, case.after)
             if round_number >= IMPORT_WARMUPS:
                 timed[case].append(value)
     return timed
@@ -279,10 +288,17 @@ def main(argv: list[str] | None = None) -> int:
                                                    work / f"compiled-{index}")
                    if compiled else built[name].folder
                    for index, name in enumerate(IMPORTS) for compiled in (False, True)}
-        cases = [ImportCase(f"`import {module}` ({name})", folders[name, compiled], module,
-                            compiled)
-                 for compiled in (False, True)
-                 for name, module in [*IMPORTS.items(), (MIGRATION, BASELINE_MODULE)]]
+        handler_module = IMPORTS[MIGRATION]
+        cases: list[ImportCase] = []
+        for compiled in (False, True):
+            cases += [ImportCase(f"`import {module}` ({name})", folders[name, compiled], module,
+                                 compiled)
+                      for name, module in IMPORTS.items()]
+            cases.append(ImportCase(
+                f"`import {DRIVER_MODULE}` after `import {handler_module}` ({MIGRATION})",
+                folders[MIGRATION, compiled], DRIVER_MODULE, compiled, after=handler_module))
+            cases.append(ImportCase(f"`import {BASELINE_MODULE}` ({MIGRATION})",
+                                    folders[MIGRATION, compiled], BASELINE_MODULE, compiled))
         imports = measure_imports(python, runtime, cases, args.repeat, work)
         report = render(built, sizes, identical=identical, imports=imports,
                         repeat=args.repeat, python=python,

@@ -6,7 +6,8 @@
 Cold import: ``python -X importtime -c "import migration_resource.handler"`` in a fresh
 interpreter, ``--import-repeat`` times after a warm-up, taking the cumulative microseconds of
 the ``migration_resource.handler`` line; ``import sqlalchemy`` is measured alike as the
-in-run baseline, and ``import psycopg`` after the handler (SQLAlchemy imports the driver only
+in-run baseline, and the driver's import after the handler (``import psycopg2.extras``, which
+imports psycopg2, for ``migration_resource.dsn.DRIVER``: SQLAlchemy's dialect imports it only
 at the first ``create_engine``, so the handler's import does not include it). The biggest
 contributors are the top-level packages the handler's import pulls in, ranked by the
 cumulative time of their first import.
@@ -74,7 +75,7 @@ from localdev.https_recorder import HttpsRecorder
 from localdev.moto_server import MotoServer
 from localdev.postgres import database_server, free_port
 from migration_resource import handler as handler_module
-from migration_resource.dsn import normalize_url
+from migration_resource.dsn import DRIVER, normalize_url
 from migration_resource.engine import MigrationEngine
 from migration_resource.revisions import RevisionCatalogue
 from migration_resource.settings import EngineSettings
@@ -233,11 +234,15 @@ class ImportCase:
 
 HANDLER_IMPORT = ImportCase(f"`import {HANDLER_MODULE}`", f"import {HANDLER_MODULE}",
                             HANDLER_MODULE)
-PSYCOPG_IMPORT = ImportCase(
-    "`import psycopg` after the handler (SQLAlchemy's first `create_engine` imports it)",
-    f"import {HANDLER_MODULE}; import psycopg", "psycopg")
+# The driver a plain postgresql:// URL selects (psycopg2), imported as SQLAlchemy's dialect
+# does at the first create_engine: psycopg2.extras, which imports psycopg2 (one top-level line).
+DRIVER_NAME = DRIVER.partition("+")[2]
+DRIVER_MODULE = {"psycopg2": "psycopg2.extras"}.get(DRIVER_NAME, DRIVER_NAME)
+DRIVER_IMPORT = ImportCase(
+    f"`import {DRIVER_MODULE}` after the handler (SQLAlchemy's first `create_engine` imports "
+    "it)", f"import {HANDLER_MODULE}; import {DRIVER_MODULE}", DRIVER_MODULE)
 BASELINE_IMPORT = ImportCase("`import sqlalchemy` (baseline)", "import sqlalchemy", "sqlalchemy")
-IMPORT_CASES = (HANDLER_IMPORT, PSYCOPG_IMPORT, BASELINE_IMPORT)
+IMPORT_CASES = (HANDLER_IMPORT, DRIVER_IMPORT, BASELINE_IMPORT)
 
 
 @dataclass(frozen=True)
@@ -556,10 +561,11 @@ def render(imports: dict[ImportCase, list[ImportRun]], updates: UpdateRun, repea
 
 
 def machine_line() -> str:
-    from importlib.metadata import version  # noqa: PLC0415
+    from importlib.metadata import packages_distributions, version  # noqa: PLC0415
 
+    driver = packages_distributions()[DRIVER_NAME][0]  # psycopg2 -> psycopg2-binary
     packages = ", ".join(f"{name} {version(name)}" for name in (
-        "psycopg", "boto3", "crhelper", "aws-lambda-powertools"))
+        driver, "boto3", "crhelper", "aws-lambda-powertools"))
     return (f"Python {platform.python_version()}, alembic {alembic.__version__}, "
             f"SQLAlchemy {sa.__version__}, {packages}; {os.cpu_count()} CPUs, "
             f"{platform.platform()}.")
