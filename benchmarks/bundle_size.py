@@ -52,6 +52,7 @@ from report import publish  # benchmarks/report.py, beside this script
 
 from cdk_app import bundle_slim, bundling
 from localdev import deploy as local_deploy
+from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from migration_resource.dsn import DRIVER
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -261,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     started = time.perf_counter()
-    python = os.environ.get("LAMBDA_PYTHON") or str(local_deploy.KNOWN_PYTHON_312)
-    if not Path(python).exists():
-        parser.error(f"no Python 3.12 at {python}: set LAMBDA_PYTHON")
+    try:
+        python = find_lambda_python()
+    except LambdaPythonMissing as missing:
+        parser.error(str(missing))
     work = Path(tempfile.mkdtemp(prefix="bundle-bench-"))
     try:
         specs: list[tuple[str, bundling.BundleSpec, bool]] = [

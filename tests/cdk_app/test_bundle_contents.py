@@ -23,13 +23,14 @@ import sqlalchemy as sa
 
 from cdk_app import bundle_slim, bundling
 from localdev import deploy as local_deploy
+from localdev.lambda_python import find_lambda_python
 from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
 from tests.alembic.support import DROP_USERS_NAME, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, Synth
 
 # The Lambda runtime's interpreter (DESIGN.md: the `python3.12` shim fails), or LAMBDA_PYTHON.
-PYTHON_312 = os.environ.get("LAMBDA_PYTHON") or str(local_deploy.KNOWN_PYTHON_312)
+PYTHON_312 = find_lambda_python()
 # The Lambda runtime ships boto3; the bundle does not. The pinned version stands in for it.
 RUNTIME_DIR = SHARED_OUTDIR.parent / "lambda-runtime-py312"
 MIGRATION_ZIPPED_LIMIT = 10_000_000  # issue 15's target for the migration asset

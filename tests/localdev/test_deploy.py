@@ -32,6 +32,7 @@ import sqlalchemy as sa
 
 from localdev import deploy as local_deploy
 from localdev import local_aws
+from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from localdev.postgres import free_port
 from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, project_copy, synthesize
@@ -206,9 +207,10 @@ def events(result: subprocess.CompletedProcess[str]) -> list[str]:
 def lambda_python_available() -> None:
     # The bundle holds CPython 3.12 wheels: without a 3.12 the local deploy cannot run the
     # function, and that must fail loudly rather than pass unnoticed.
-    assert os.environ.get("LAMBDA_PYTHON") or local_deploy.KNOWN_PYTHON_312.exists(), (
-        "no Python 3.12 to run the Lambda bundle: set LAMBDA_PYTHON to a python3.12"
-    )
+    try:
+        find_lambda_python()
+    except LambdaPythonMissing as missing:
+        pytest.fail(str(missing))
 
 
 @contextmanager

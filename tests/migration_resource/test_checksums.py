@@ -4,7 +4,6 @@ and every Python version that computes it (3.11 synth and CLI, 3.12 Lambda) agre
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from localdev.deploy import KNOWN_PYTHON_312
+from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from migration_resource.checksums import code_checksum, file_checksum, history_digest
 from tests.alembic.support import REPO_ROOT
 
@@ -295,13 +294,14 @@ def test_history_digest_follows_code_checksums(tmp_path: Path) -> None:
 def interpreters() -> dict[str, str]:
     """The Lambda's Python 3.12 (as tests/cdk_app/test_bundling.py finds it), and a 3.13
     installed beside it when there is one."""
-    python_312 = os.environ.get("LAMBDA_PYTHON") or (
-        str(KNOWN_PYTHON_312) if KNOWN_PYTHON_312.exists() else "")
-    assert python_312, (
-        f"no Python 3.12 at {KNOWN_PYTHON_312} and LAMBDA_PYTHON is not set: the checksums "
-        "the Lambda computes cannot be compared with this interpreter's")
+    try:
+        python_312 = find_lambda_python()
+    except LambdaPythonMissing as missing:
+        pytest.fail(f"{missing}: the checksums the Lambda computes cannot be compared with "
+                    "this interpreter's")
     found = {"3.12": python_312}
-    for candidate in sorted(KNOWN_PYTHON_312.parents[2].glob("3.13*/bin/python3.13")):
+    versions = Path(python_312).resolve().parents[2]
+    for candidate in sorted(versions.glob("3.13*/bin/python3.13")):
         found["3.13"] = str(candidate)
     return found
 
