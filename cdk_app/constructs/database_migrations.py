@@ -158,6 +158,7 @@ class DatabaseMigrations(Construct):
         free_storage_threshold_bytes: int = DEFAULT_FREE_STORAGE_THRESHOLD_BYTES,
         engine_root: Path = ENGINE_ROOT,
         code: lambda_.Code | None = None,
+        release_id: str | None = None,
     ) -> None:
         """
         `database`: an existing database (`from_database_instance_attributes`,
@@ -173,6 +174,10 @@ class DatabaseMigrations(Construct):
         `code`: the migration Lambda's code when the default bundle (the engine and the
         migrations) is not enough, e.g. with the package `metadata_import` names:
         `bundle_code(root, MIGRATION_BUNDLE.including("orders"), migrations=...)`.
+        `release_id`: what changes with each release of the application's code (its asset
+        hash, a version): a release that brings no revision still reaches the migration
+        resource, which is when a contract revision deferred by the release before it runs;
+        a deploy that changes nothing changes nothing here either.
         """
         super().__init__(scope, id_)
         settings = settings or MigrationSettings()
@@ -230,6 +235,7 @@ class DatabaseMigrations(Construct):
                 stage_kind=settings.stage_kind,
                 database_property=CLUSTER_PROPERTY if self.cluster else INSTANCE_PROPERTY,
                 database_identifier=self.database_identifier,
+                release_id=release_id,
             ))
         self.resource: CustomResource = self.custom_resource.resource
         # A database created in this app is available (and its secret attached) before the

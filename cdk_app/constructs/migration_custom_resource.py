@@ -11,7 +11,10 @@ Properties (read by `migration_resource.custom_resource.MigrationProperties`):
 - `SnapshotBeforeMigrate`, `AllowDestructive`, `Stage`;
 - `MigrateOnDeploy`: false makes Create/Update only report the state (the escape hatch);
   flipping it changes a property, so CloudFormation sends an Update;
-- `DbInstanceIdentifier` or `DbClusterIdentifier`: what to snapshot.
+- `DbInstanceIdentifier` or `DbClusterIdentifier`: what to snapshot;
+- `ReleaseId` (optional): changes with the application's code, so each release sends an
+  Update even without a new revision: the live release (`OldResourceProperties`) is what lets
+  a contract revision deferred by the release before it run now.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ class MigrationProperties:
     stage_kind: str
     database_property: str  # DbInstanceIdentifier or DbClusterIdentifier
     database_identifier: str
+    release_id: str | None = None
 
 
 class MigrationCustomResource(Construct):
@@ -90,6 +94,7 @@ class MigrationCustomResource(Construct):
                 "MigrateOnDeploy": properties.migrate_on_deploy,
                 "Stage": properties.stage_kind,
                 properties.database_property: properties.database_identifier,
+                **({"ReleaseId": properties.release_id} if properties.release_id else {}),
             },
         )
         self.resource.node.add_dependency(self.polling_policy)

@@ -102,7 +102,8 @@ def imported_instance(app: cdk.App) -> TeamStack:
         security_group=group, migrations=MIGRATIONS,
         settings=MigrationSettings(stage_kind="production", function_timeout_seconds=900),
         alarm_topic=sns.Topic.from_topic_arn(stack, "TeamAlarms", TOPIC_ARN),
-        naming_convention=NAMING, metadata_import="orders.models:Base.metadata")
+        naming_convention=NAMING, metadata_import="orders.models:Base.metadata",
+        release_id="orders-api-2026.12.1")
     api = team_function(stack, migrations)
     migrations.connect_application(api)
     for name, value in (("State", migrations.state), ("FromRevision", migrations.from_revision),
@@ -202,6 +203,10 @@ def test_imported_instance_custom_resource_and_its_properties(
         "production", True, False, True)
     assert {"TargetRevision", "HistoryDigest", "MigrationsHash"} <= set(properties)
     assert properties["ServiceTimeout"] == "3600"
+    # each release of the application reaches the resource (a deferred contract revision
+    # runs then); without a release id there is no such property
+    assert properties["ReleaseId"] == "orders-api-2026.12.1"
+    assert "ReleaseId" not in team["new_instance"].custom()["Properties"]
     # runs after the polling permissions it needs
     polling = found.logical_id(found.migrations.custom_resource.polling_policy)
     assert custom["DependsOn"] == [polling]
