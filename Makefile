@@ -65,9 +65,15 @@ synth: $(STAMP) $(NODE_STAMP)
 # Create/Update of Custom::DatabaseMigration with the function's code from cdk.out.
 # Exits non-zero when the deploy failed (after playing the rollback). The local AWS endpoint
 # (LOCAL_AWS_PORT) stays up for the admin CLI until destroy-local.
+# CDK_STAGE=existing plays the adoption of an existing database: its first deploy finds the
+# sample app's tables without migration history (SEED_REVISION's, default the first
+# revision's), takes the verified baseline, migrates on, counts the rows kept and invokes the
+# team's own function.
 LOCAL_AWS_PORT ?= 54330
+SEED_REVISION ?=
 deploy-local: $(STAMP) $(NODE_STAMP) postgres-binaries synth
-	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE) --aws-port $(LOCAL_AWS_PORT)
+	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE) --aws-port $(LOCAL_AWS_PORT) \
+		$(if $(SEED_REVISION),--seed-revision $(SEED_REVISION))
 
 # Stops the local AWS endpoint and the local PostgreSQL, and removes the database and the
 # deploy state: the next deploy-local starts from an empty database.

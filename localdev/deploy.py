@@ -23,6 +23,13 @@ Decisions:
 - The rollback is played as CloudFormation plays it: an Update back to the old properties
   while the stack is UPDATE_ROLLBACK_IN_PROGRESS (a Delete during ROLLBACK_IN_PROGRESS for a
   failed Create), the status being what DescribeStacks answers the function.
+- A stage naming an `existingDatabase` is played against its own local database too (the
+  secret under the name of the stage's `secretArn`, the RDS record under its identifier).
+  When that database is empty and nothing was deployed yet, it is first made what a team
+  adopting the migrations has (localdev.seed_existing: tables and rows, no history); every
+  deploy of such a stage then says which baseline the engine verified and how many rows it
+  kept, and, as CloudFormation updates the functions that depend on the migration after it,
+  deploys and invokes the team's own function (the stack output `TeamFunctionName`).
 - The bundle is built for the Lambda runtime (CPython 3.12, manylinux wheels), so it runs under
   a Python 3.12 (LAMBDA_PYTHON, else one on PATH, in pyenv or in uv: localdev.lambda_python),
   with the pinned boto3 installed beside it as the Lambda runtime provides it.
@@ -44,9 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import sqlalchemy as sa
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from localdev import seed_existing
 from localdev.aws_records import ensure_database_record, ensure_function_record
 from localdev.https_recorder import HttpsRecorder
 from localdev.lambda_invoke import ACCOUNT_ID
@@ -73,6 +82,10 @@ REGION = "us-east-1"
 RESOURCE_TYPE = "Custom::DatabaseMigration"
 LOGICAL_ID = "DatabaseMigration"
 FUNCTION_OUTPUT = "MigrationFunctionName"
+TEAM_FUNCTION_OUTPUT = "TeamFunctionName"  # cdk_app/stacks/application_stack.py
+# The engine's log lines the deploy repeats: what it found, the baseline it verified, what
+# it left for a later release.
+ENGINE_MESSAGES = ("Migration state:", "Verified baseline:", "Deferred to the next release:")
 # Enough for the handler's snapshot waits; each poll is one invocation.
 MAX_POLLS = 60
 POLL_PAUSE_SECONDS = 0.5
@@ -85,6 +98,15 @@ class DeployError(RuntimeError):
 
 # -- what the synthesized app says ---------------------------------------------------------
 @dataclass(frozen=True)
+class SynthesizedFunction:
+    handler: str
+    code_dir: Path
+    environment: dict[str, str]  # the function's plain (non-token) variables
+    timeout_seconds: float
+    memory_mb: int
+
+
+@dataclass(frozen=True)
 class SynthesizedResource:
     stack_name: str
     properties: dict[str, str]  # as CloudFormation sends them: every scalar a string
@@ -93,6 +115,14 @@ class SynthesizedResource:
     environment: dict[str, str]  # the function's plain (non-token) variables
     timeout_seconds: float
     memory_mb: int
+    # the existing database's secret name (from its ARN); None when the app creates it
+    existing_secret_name: str | None = None
+    team_function: SynthesizedFunction | None = None  # the TeamFunctionName output's
+
+    @property
+    def function(self) -> SynthesizedFunction:
+        return SynthesizedFunction(self.handler, self.code_dir, self.environment,
+                                   self.timeout_seconds, self.memory_mb)
 
 
 def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
@@ -103,26 +133,46 @@ def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
         if custom is None or custom.get("Type") != RESOURCE_TYPE:
             continue
         function_id = custom["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
-        function = resources[function_id]["Properties"]
-        asset_hash = str(function["Code"]["S3Key"]).removesuffix(".zip")
-        code_dir = cdk_out / f"asset.{asset_hash}"
-        if not code_dir.is_dir():
-            raise DeployError(f"{code_dir} is missing: synthesize again with "
-                              f"`make synth CDK_STAGE={stage}`")
-        variables = function.get("Environment", {}).get("Variables", {})
+        function = _synthesized_function(cdk_out, stage, resources[function_id]["Properties"])
+        team = template.get("Outputs", {}).get(TEAM_FUNCTION_OUTPUT, {}).get("Value", {})
+        # an existing database's secret is named by its ARN; a created one's is a token
+        secret_arn = function.environment.get("DATABASE_SECRET_ARN")
         return SynthesizedResource(
             stack_name=template_path.name.removesuffix(".template.json"),
             properties={key: _cfn_string(value) for key, value in custom["Properties"].items()
                         if key != "ServiceToken"},
-            handler=str(function["Handler"]),
-            code_dir=code_dir,
-            environment={key: value for key, value in variables.items()
-                         if isinstance(value, str)},
-            timeout_seconds=float(function.get("Timeout", 3)),
-            memory_mb=int(function.get("MemorySize", 128)),
+            handler=function.handler, code_dir=function.code_dir,
+            environment=function.environment, timeout_seconds=function.timeout_seconds,
+            memory_mb=function.memory_mb,
+            existing_secret_name=_secret_name(secret_arn) if secret_arn else None,
+            team_function=(_synthesized_function(cdk_out, stage,
+                                                 resources[team["Ref"]]["Properties"])
+                           if isinstance(team, dict) and "Ref" in team else None),
         )
     raise DeployError(f"no {RESOURCE_TYPE} {LOGICAL_ID} in {cdk_out} for stage {stage!r}; "
                       f"run `make synth CDK_STAGE={stage}`")
+
+
+def _synthesized_function(cdk_out: Path, stage: str,
+                          function: Mapping[str, Any]) -> SynthesizedFunction:
+    asset_hash = str(function["Code"]["S3Key"]).removesuffix(".zip")
+    code_dir = cdk_out / f"asset.{asset_hash}"
+    if not code_dir.is_dir():
+        raise DeployError(f"{code_dir} is missing: synthesize again with "
+                          f"`make synth CDK_STAGE={stage}`")
+    variables = function.get("Environment", {}).get("Variables", {})
+    return SynthesizedFunction(
+        handler=str(function["Handler"]), code_dir=code_dir,
+        environment={key: value for key, value in variables.items() if isinstance(value, str)},
+        timeout_seconds=float(function.get("Timeout", 3)),
+        memory_mb=int(function.get("MemorySize", 128)))
+
+
+def _secret_name(arn: str) -> str:
+    """`arn:...:secret:orders-db/master-Ab12Cd` → `orders-db/master` (Secrets Manager adds
+    the six-character suffix to the name)."""
+    name = arn.split(":secret:", 1)[-1]
+    return re.sub(r"-[A-Za-z0-9]{6}$", "", name)
 
 
 def _cfn_string(value: object) -> str:
@@ -140,6 +190,9 @@ class LocalEnvironment:
     aws_port: int = DEFAULT_PORT
     python: str = ""  # the Lambda runtime's interpreter; "" finds one
     runtime_dir: Path = REPO_ROOT / ".local" / "lambda-runtime-py312"
+    # an existing-database stage's first deploy seeds the tables of this revision (None:
+    # the sample history's first)
+    seed_revision: str | None = None
 
     def state_file(self, stage: str) -> Path:
         return self.local_dir / f"deploy-state-{stage}.json"
@@ -204,12 +257,15 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
     aws = _Clients(server.endpoint)
     state_file = env.state_file(stage)
     previous = _read_state(state_file)
+    adopted = (_ExistingApp.prepare(env, stage, first_deploy=previous is None)
+               if resource.existing_secret_name is not None else None)
     stack_id = str(previous["stack_id"]) if previous else (
         f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{resource.stack_name}/{uuid.uuid4()}")
     function_name = f"{resource.stack_name}-MigrationFunction"
     ensure_function_record(aws.client, function_name)
-    function = _function_record(function_name, resource, env, endpoint=server.endpoint,
-                                secret_arn=_ensure_records(aws, resource, env, stage))
+    secret_arn = _ensure_records(aws, resource, env, stage)
+    function = _function_record(function_name, resource.function, env,
+                                endpoint=server.endpoint, secret_arn=secret_arn)
     files = env.aws_files
     outputs = {FUNCTION_OUTPUT: function_name}
     deployed = files.functions().get(function_name)
@@ -224,11 +280,14 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         print(f"{resource.stack_name} (local): no changes" if same_code else
               f"{resource.stack_name} (local): the function's code changed; "
               f"{LOGICAL_ID}: no changes")
+        _serve_team_function(resource, env, files, aws, outputs, endpoint=server.endpoint,
+                             secret_arn=secret_arn)
         _print_outputs(resource.stack_name, outputs, server.endpoint)
         return 0
     print(f"{resource.stack_name} (local): deploying; the function's log is in "
           f"{_shown(files.function_log)}")
     files.put_function(function)  # before the custom resource, which depends on it
+    log_start = files.function_log.stat().st_size if files.function_log.exists() else 0
     with HttpsRecorder() as recorder:
         shutil.copyfile(recorder.ca_file, env.aws_files.folder / "response-ca.pem")
         cfn = LocalCloudFormation(
@@ -244,12 +303,17 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
                                 resource.properties)
     if status != 0:
         _roll_function_back(files, function, deployed, created=previous is None)
+    if adopted is not None:
+        adopted.report(files.function_log, log_start)
+    if status == 0:  # the functions that depend on the migration are updated after it
+        _serve_team_function(resource, env, files, aws, outputs, endpoint=server.endpoint,
+                             secret_arn=secret_arn)
     if function_name in files.functions():
         _print_outputs(resource.stack_name, outputs, server.endpoint)
     return status
 
 
-def _function_record(name: str, resource: SynthesizedResource, env: LocalEnvironment, *,
+def _function_record(name: str, resource: SynthesizedFunction, env: LocalEnvironment, *,
                      endpoint: str, secret_arn: str) -> FunctionRecord:
     """The function as the template defines it, run from its asset under the Lambda runtime."""
     python, runtime_path = lambda_runtime(env)
@@ -266,6 +330,79 @@ def _function_record(name: str, resource: SynthesizedResource, env: LocalEnviron
             **CREDENTIALS,
         },
     )
+
+
+@dataclass(frozen=True)
+class _ExistingApp:
+    """An existing-database stage's local database: seeded once, its rows counted."""
+
+    engine: sa.Engine
+    tables: list[str]
+    before: dict[str, int]
+
+    @classmethod
+    def prepare(cls, env: LocalEnvironment, stage: str, *, first_deploy: bool) -> _ExistingApp:
+        database = stage_database(stage)
+        engine = sa.create_engine(env.postgres.url_for(database), poolclass=sa.NullPool)
+        if first_deploy and seed_existing.is_empty(engine):
+            revision = seed_existing.seed_like_create_all(env.postgres.url_for(database),
+                                                          revision=env.seed_revision)
+            counts = seed_existing.count_rows(engine, seed_existing.application_tables(engine))
+            print(f"{database} (local): empty, so made what an existing app has: the tables "
+                  f"of {revision} without migration history (as db.create_all() leaves them), "
+                  f"{', '.join(f'{count} {table}' for table, count in counts.items())}")
+        tables = seed_existing.application_tables(engine)
+        return cls(engine, tables, seed_existing.count_rows(engine, tables))
+
+    def report(self, log: Path, start: int) -> None:
+        """The engine's lines of this deploy (found, verified, deferred), and the rows kept."""
+        for message in _engine_messages(log, start):
+            print(f"Engine: {message}")
+        try:
+            print(seed_existing.rows_kept_line(
+                self.before, seed_existing.count_rows(self.engine, self.tables)))
+        finally:
+            self.engine.dispose()
+
+
+def _engine_messages(log: Path, start: int) -> list[str]:
+    if not log.exists():
+        return []
+    with log.open("rb") as file:
+        file.seek(start)
+        lines = file.read().decode(errors="replace").splitlines()
+    messages = []
+    for line in lines:
+        try:  # "[function-name] {json}", as the local Invoke API writes them
+            record = json.loads(line[line.find("{"):])
+        except json.JSONDecodeError:
+            continue
+        message = str(record.get("message", "")) if isinstance(record, dict) else ""
+        if message.startswith(ENGINE_MESSAGES) and message not in messages:
+            messages.append(message)
+    return messages
+
+
+def _serve_team_function(resource: SynthesizedResource, env: LocalEnvironment,
+                         files: LocalAwsFiles, aws: _Clients, outputs: dict[str, str], *,
+                         endpoint: str, secret_arn: str) -> None:
+    """Deploy the team's own function (when the stack has one) and invoke it once, as its
+    first caller after the deploy would: its answer is printed."""
+    if resource.team_function is None:
+        return
+    name = f"{resource.stack_name}-TeamFunction"
+    team = _function_record(name, resource.team_function, env, endpoint=endpoint,
+                            secret_arn=secret_arn)
+    files.put_function(team)
+    outputs[TEAM_FUNCTION_OUTPUT] = name
+    answer = aws.client("lambda", read_timeout=team.timeout_seconds + 60).invoke(
+        FunctionName=name, Payload=b"{}")
+    payload = answer["Payload"].read().decode()
+    if answer.get("FunctionError"):
+        print(f"{name} failed: {payload[:500]}")
+        return
+    response = json.loads(payload)
+    print(f"{name} answered {response.get('statusCode')}: {response.get('body')}")
 
 
 # What the local AWS gives the function rather than its template: current after a restart.
@@ -320,7 +457,7 @@ def _ensure_records(aws: _Clients, resource: SynthesizedResource, env: LocalEnvi
     """The secret RDS would attach (local credentials) and the database record to snapshot;
     created when missing (the local AWS forgets them when it restarts)."""
     secrets = aws.client("secretsmanager")
-    name = f"{resource.stack_name}-database"
+    name = resource.existing_secret_name or f"{resource.stack_name}-database"
     secret = json.dumps({
         "engine": "postgres", "host": "127.0.0.1", "port": env.postgres_port,
         "username": env.postgres.user, "dbname": stage_database(stage),
@@ -466,6 +603,8 @@ class LocalCloudFormation:
         print(f"Revision: {data.get('FromRevision', '?')} → {data.get('ToRevision', '?')} "
               f"({data.get('Applied', '0')} applied)")
         print(f"Snapshot: {data.get('SnapshotId') or 'none'}")
+        if data.get("Deferred"):  # contract revisions the engine leaves to a later release
+            print(f"Deferred: {data['Deferred']}")
         return 0
 
     def _save(self, physical_id: str, properties: dict[str, str]) -> None:
@@ -491,9 +630,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--postgres-port", type=int, default=LOCAL_PORT)
     parser.add_argument("--aws-port", type=int, default=DEFAULT_PORT,
                         help="the local AWS endpoint's port (default: %(default)s)")
+    parser.add_argument("--seed-revision", default=None,
+                        help="an existing-database stage's empty local database is first given "
+                             "the tables of this revision, without history, and some rows "
+                             "(default: the sample history's first revision)")
     args = parser.parse_args(argv)
     env = LocalEnvironment(local_dir=args.local_dir.resolve(), postgres_port=args.postgres_port,
-                           aws_port=args.aws_port)
+                           aws_port=args.aws_port, seed_revision=args.seed_revision)
     if args.command == "destroy":
         return destroy(env)
     try:

@@ -4,7 +4,9 @@ Composes constructs and wires grants; nothing else.
 
 The database is the database stack's (imported here by its fixed identifier) or, for a stage
 with `existingDatabase`, one this app does not own (`ImportedDatabase`): the same construct
-migrates both.
+migrates both. A stage with `existingDatabase` also has the team's own function
+(`sample_app.team_function`), connected as a team connects the Lambdas it already has:
+`connect_application(function)`, check-only.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy, Stack
+from aws_cdk import CfnOutput, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_lambda as lambda_
 from constructs import Construct
 
@@ -24,7 +26,7 @@ from cdk_app.constructs.database_migrations import (
 )
 from cdk_app.constructs.imported_database import ImportedDatabase
 from cdk_app.constructs.sample_app_function import SampleAppFunction
-from cdk_app.lambda_function import FunctionNetwork
+from cdk_app.lambda_function import FunctionNetwork, vpc_python_function
 from cdk_app.stacks.database_stack import DatabaseStack, log_retention
 
 # The key remote_admin.py --stack-name reads (scripts/remote_admin.py STACK_OUTPUT).
@@ -32,6 +34,9 @@ FUNCTION_NAME_OUTPUT = "MigrationFunctionName"
 # The id of the migrations construct: "Default" leaves it out of its resources' logical ids,
 # which stay what they were before the construct existed (deployed stacks update in place).
 MIGRATIONS_ID = "Default"
+# The team's own function (existing-database stages): its output, read by the local deploy.
+TEAM_FUNCTION_OUTPUT = "TeamFunctionName"
+TEAM_FUNCTION_HANDLER = "sample_app.team_function.handler"
 
 
 class ApplicationStack(Stack):
@@ -88,6 +93,26 @@ class ApplicationStack(Stack):
         # Its environment and secret, and schema before code: the application is created or
         # updated only after the migration resource has succeeded.
         self.migrations.connect_application(app.function, auto_migrate=settings.auto_migrate)
+
+        self.team_function: lambda_.Function | None = None
+        if data is None:
+            # A function the team already has, as a team would add it: its own handler in
+            # the migrations' network, then connected (check-only: it never migrates).
+            team = Construct(self, "Team")
+            self.team_function = vpc_python_function(
+                team, code=application_code, network=self.migrations.network,
+                handler=TEAM_FUNCTION_HANDLER,
+                description="The team's own function: a report over its existing tables",
+                role_description="The team's function: database secret only",
+                service="team-report", database_secret_arn=secret.secret_arn,
+                stage_kind=settings.kind, environment={}, timeout=Duration.seconds(30),
+                memory_mb=256, log_retention=log_retention(settings),
+                log_removal_policy=logs_removal,
+                runtime_reason="Python 3.12 on purpose: it shares the application bundle, "
+                               "whose wheels are built for cp312").function
+            self.migrations.connect_application(self.team_function, label="Team function")
+            CfnOutput(self, TEAM_FUNCTION_OUTPUT, value=self.team_function.function_name,
+                      description="The team's own function, connected check-only")
 
         self.migration = self.migrations.custom_resource
         self.migration_function = self.migrations.migration_function
