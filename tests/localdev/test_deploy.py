@@ -630,3 +630,82 @@ def alembic_upgrade(local: LocalDeploy, revision: str, *, stage: str = "dev") ->
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", revision], cwd=REPO_ROOT,
                    check=True, capture_output=True, timeout=120,
                    env={**os.environ, "DATABASE_URL": url})
+
+
+# -- adopting it in an existing app (README "Add it to your app") --------------------------------
+EXISTING_STACK = "DbMigrations-existing-Application"
+FIRST_REVISION = "741c2c5d4584"
+# The release this scenario deploys: the sample history up to its column drop, the contract
+# revision last (a release may bring one only as its last revision).
+RELEASE_HEAD = "6f1c2a9b7d3e"
+
+
+def release_checkout(root: Path, head: str) -> Path:
+    """A project copy whose history ends at `head`: later revisions are removed."""
+    from alembic.config import Config  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    project = project_copy(root)
+    shutil.copy2(REPO_ROOT / "alembic.ini", project / "alembic.ini")
+    script = ScriptDirectory.from_config(Config(str(project / "alembic.ini")))
+    keep = {revision.revision for revision in script.walk_revisions("base", head)}
+    for revision in script.walk_revisions():
+        if revision.revision not in keep:
+            Path(str(revision.path)).unlink()
+    return project
+
+
+def test_an_existing_app_adopts_it_keeping_every_row(
+        first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
+    # GIVEN the existing-database stage (cdk.json `existing`) of a release ending at RELEASE_HEAD
+    project = release_checkout(tmp_path, RELEASE_HEAD)
+    outdir = tmp_path / "cdk.out"
+    synthesize("existing", outdir=outdir, project_root=project)
+    with local_environment("deploy-local-existing-") as local:
+        # WHEN its first deploy runs against an empty local database
+        result = local.run(stage="existing", cdk_out=outdir)
+        # THEN the database is first made an existing app's: tables, rows, no history
+        assert result.returncode == 0, result.stdout + result.stderr
+        lines = result.stdout.splitlines()
+        assert lines[0] == (
+            f"app_existing (local): empty, so made what an existing app has: the tables of "
+            f"{FIRST_REVISION} without migration history (as db.create_all() leaves them), "
+            "3 projects, 6 tasks, 3 users")
+        assert events(result) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
+        # AND the deploy verified the baseline, snapshotted the database and migrated on
+        assert "Engine: Migration state: tables_without_migration_history" in lines
+        assert f"Engine: Verified baseline: schema matches revision {FIRST_REVISION}" in lines
+        revision = next(line for line in lines if line.startswith("Revision: "))
+        assert revision.startswith(f"Revision: {FIRST_REVISION} → ")
+        reached = revision.split(" → ")[1].split()[0]
+        deferred = next((line.split(": ", 1)[1] for line in lines
+                         if line.startswith("Deferred: ")), "")
+        # the contract revision is applied, or left to the next release: the answer says which
+        assert (reached, deferred) in ((RELEASE_HEAD, ""), ("d5b0686155dc", RELEASE_HEAD))
+        assert any(line.startswith("Snapshot: premigrate-") for line in lines)
+        # AND every seeded row is still there, and it says so
+        assert "Rows kept: 12 of 12 (projects 3 of 3, tasks 6 of 6, users 3 of 3)" in lines
+        engine = local.engine("existing")
+        try:
+            assert version_rows(engine) == [reached]
+        finally:
+            engine.dispose()
+        # the secret and the RDS record are the stage's existingDatabase's
+        assert local.aws("secretsmanager").describe_secret(
+            SecretId="orders-db/master")["Name"] == "orders-db/master"
+        assert local.aws("rds").describe_db_instances(
+            DBInstanceIdentifier="orders-db")["DBInstances"]
+        # AND the team's own function, connected check-only, serves after the deploy
+        answered = next(line for line in lines if line.startswith(
+            f"{EXISTING_STACK}-TeamFunction answered "))
+        status, body = answered.split(" answered ", 1)[1].split(": ", 1)
+        assert status == "200", answered
+        report = json.loads(body)
+        assert report["users"] == 3
+        assert [project["tasks"] for project in report["projects"]] == [2, 2, 2]
+        assert f"{EXISTING_STACK}.TeamFunctionName = {EXISTING_STACK}-TeamFunction" in lines
+        # WHEN deploying again: nothing to do, nothing seeded, the function still serves
+        again = local.run(stage="existing", cdk_out=outdir)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert again.stdout.splitlines()[0] == f"{EXISTING_STACK} (local): no changes"
+        assert f"{EXISTING_STACK}-TeamFunction answered 200: " in again.stdout
