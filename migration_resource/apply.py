@@ -15,10 +15,11 @@ from typing import Any
 import sqlalchemy as sa
 
 from migration_resource.audit import AuditTrail
-from migration_resource.checksums import history_digest, is_transactional
+from migration_resource.checksums import history_digest, is_resumable, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
+from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
 from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
 
 logger = logging.getLogger(ENGINE_LOGGER)
@@ -141,6 +142,9 @@ class _Run:
     # statements ran, COMMIT not yet known to have succeeded
     awaiting_commit: AppliedRevision | None = None
     next_up: str | None = None  # its row starts with its first statement
+    # indexes the running revision built CONCURRENTLY (name, table), checked when it ends
+    built_concurrently: list[tuple[str, str]] = field(default_factory=list)
+    connection: sa.Connection | None = None  # the migration session, seen by the listener
 
     def __post_init__(self) -> None:
         self.next_up = self.order[0]
@@ -165,7 +169,8 @@ class _Run:
         verb = "Applied" if self.direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
 
-    def before_statement(self, *_: Any) -> None:
+    def before_statement(self, connection: sa.Connection, cursor: Any, statement: str,
+                         *_: Any) -> None:
         if self.awaiting_commit is not None:
             # A statement after a revision's callback: that revision's COMMIT is behind us.
             self.conclude(self.awaiting_commit)
@@ -174,6 +179,10 @@ class _Run:
             self._stop_if_out_of_time(self.next_up)
             self.start(self.next_up)
             self.next_up = None
+        built = concurrently_built_index(statement)
+        if built is not None:
+            self.built_concurrently.append(built)
+            self.connection = connection
 
     def _stop_if_out_of_time(self, revision: str) -> None:
         """Between two revisions: stop unless the next one may finish in this run (its
@@ -187,10 +196,27 @@ class _Run:
             raise _OutOfTime(revision, left, needed)
 
     def on_step(self, step: AppliedRevision) -> None:
+        if self.built_concurrently:
+            self._refuse_invalid_indexes(step.revision)
         if step.revision not in self.rows:
             self.start(step.revision)
         self.awaiting_commit = step
         self.next_up = next((r for r in self.order if r not in self.rows), None)
+
+    def _refuse_invalid_indexes(self, revision: str) -> None:
+        """A CREATE INDEX CONCURRENTLY can end without error and leave an INVALID index (IF
+        NOT EXISTS finding the one an interrupted build left): that revision has failed.
+        Raised inside its transaction, so alembic_version does not move."""
+        built, self.built_concurrently = self.built_concurrently, []
+        assert self.connection is not None
+        invalid = invalid_among(self.connection, built)
+        if invalid:
+            raise InvalidIndexError(
+                f"revision {revision} left the INVALID index {', '.join(invalid)} (CREATE "
+                "INDEX CONCURRENTLY did not complete it); PostgreSQL does not use it but "
+                "maintains it on every write: drop it with DROP INDEX CONCURRENTLY and run "
+                "again, or build it with migration_resource.online.create_index_concurrently, "
+                "which rebuilds an INVALID index")
 
     def failed_revision(self) -> tuple[str, tuple[str, ...] | None]:
         """The revision that failed, as the database tells it, and alembic_version now."""
@@ -214,6 +240,7 @@ class _Run:
         """The revision was rolled back and runs again: its row is concluded, a new one starts."""
         self.trail.finish(self.rows.pop(revision), "failed", detail=detail)
         self.awaiting_commit, self.next_up = None, revision
+        self.built_concurrently = []
 
     def finished(self) -> None:
         if self.awaiting_commit is not None:
@@ -320,7 +347,10 @@ def _failed(  # noqa: PLR0917 - private, one caller
     now = (f"The database is at revision {describe_revisions(final)}" if final is not None
            else "The database could not be read afterwards: check it with `remote_admin.py "
                 "status`")
-    if is_transactional(path):
+    if is_resumable(path):
+        where = ("its online steps commit as they go and resume where they stopped: the next "
+                 "run continues it")
+    elif is_transactional(path):
         where = "its transaction was rolled back"
     else:
         where = ("it has non-transactional steps and may be partly applied: runs are blocked "

@@ -98,8 +98,71 @@ def history_digest(versions_dir: Path) -> str:
 
 
 def is_transactional(path: Path) -> bool:
+    """False when a failure may leave part of the revision applied (runs block until resolved).
+
+    The online helpers of `migration_resource.online` that commit as they go (a batched
+    backfill, a concurrent index) make a revision non-transactional, unless they are all it
+    does: such a revision is resumable (`is_resumable`) and a failure needs no resolving.
+    """
     text = path.read_text(errors="replace")
-    return NON_TRANSACTIONAL_MARKER not in text and _EXPLICIT_COMMIT.search(text) is None
+    if NON_TRANSACTIONAL_MARKER in text or _EXPLICIT_COMMIT.search(text) is not None:
+        return False
+    return _ONLINE_MODULE not in text or _online_steps(text) != _MIXED
+
+
+def is_resumable(path: Path) -> bool:
+    """True when the revision's steps that commit as they go are all online helpers, and its
+    upgrade() and downgrade() hold nothing else: run again, it resumes where it stopped."""
+    text = path.read_text(errors="replace")
+    return (NON_TRANSACTIONAL_MARKER not in text and _EXPLICIT_COMMIT.search(text) is None
+            and _ONLINE_MODULE in text and _online_steps(text) == _RESUMABLE)
+
+
+# The helpers that leave the revision's transaction, and every helper (each is safe to run
+# again: it resumes, or finds its work done).
+_ONLINE_MODULE = "migration_resource.online"
+_LEAVING = frozenset({"backfill", "create_index_concurrently", "drop_index_concurrently"})
+_HELPERS = _LEAVING | {"add_constraint_not_valid", "validate_constraint"}
+_MIXED, _RESUMABLE, _NONE = "mixed", "resumable", "none"
+
+
+def _online_steps(text: str) -> str:
+    """`none` (no helper leaves the transaction), `resumable` (each function that calls one
+    holds only helper calls) or `mixed` (other statements beside them, or unparsable)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(text)
+    except (SyntaxError, ValueError, RecursionError):
+        return _MIXED
+    verdict = _NONE
+    for node in tree.body:
+        if not isinstance(node, ast.FunctionDef) or node.name not in ("upgrade", "downgrade"):
+            continue
+        if not any(_helper_call(call, _LEAVING) for call in ast.walk(node)):
+            continue
+        if not all(_only_helper(statement) for statement in node.body):
+            return _MIXED
+        verdict = _RESUMABLE
+    return verdict
+
+
+def _helper_call(node: ast.AST, names: frozenset[str]) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    name = func.id if isinstance(func, ast.Name) else (
+        func.attr if isinstance(func, ast.Attribute) else "")
+    return name in names
+
+
+def _only_helper(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Pass | ast.Import | ast.ImportFrom):
+        return True
+    if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant):
+        return True  # a docstring
+    value = statement.value if isinstance(statement, ast.Expr | ast.Assign) else None
+    return value is not None and _helper_call(value, _HELPERS)
 
 
 # -- the canonical form ---------------------------------------------------------------------

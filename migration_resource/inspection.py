@@ -7,10 +7,12 @@ from dataclasses import dataclass, field
 import sqlalchemy as sa
 
 from migration_resource.audit import AUDIT_TABLE, AuditState, read_audit
+from migration_resource.online import PROGRESS_TABLE
 
 VERSION_TABLE = "alembic_version"
-# Tables the product itself owns; they are never application tables.
-PRODUCT_TABLES = frozenset({VERSION_TABLE, AUDIT_TABLE})
+# Tables the product itself owns; they are never application tables. (The backfill helper's
+# progress table exists only while a backfill is unfinished.)
+PRODUCT_TABLES = frozenset({VERSION_TABLE, AUDIT_TABLE, PROGRESS_TABLE})
 
 _TABLES = sa.text(
     """

@@ -90,6 +90,8 @@ class Outcome:
     findings: tuple[dict[str, str], ...] = ()  # the change gate's, per revision
     history: tuple[dict[str, Any], ...] | None = None  # recent audit rows
     baseline: dict[str, Any] | None = None  # what a history fix found
+    # status: INVALID indexes (an interrupted CREATE INDEX CONCURRENTLY): name, table, ...
+    invalid_indexes: tuple[dict[str, str], ...] = ()
     # dry run: each pending revision in the order it would run, with its file, its SQL and
     # where that SQL came from (rendered offline, or captured in a rolled-back trial run)
     plan: tuple[dict[str, str], ...] | None = None
@@ -124,6 +126,8 @@ class Outcome:
             answer["history"] = list(self.history)
         if self.baseline is not None:
             answer["baseline"] = self.baseline
+        if self.invalid_indexes:
+            answer["invalid_indexes"] = list(self.invalid_indexes)
         if self.plan is not None:
             answer["plan"] = list(self.plan)
         if not self.complete:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from migration_resource.core import STATUS_HISTORY_ROWS, EngineCore
+from migration_resource.online import InvalidIndex, invalid_indexes, unfinished_backfills
 from migration_resource.outcomes import Outcome
 from migration_resource.states import DatabaseState
 
@@ -26,10 +27,19 @@ def status(
         message += f" ({len(pending)} pending: {', '.join(pending)})"
     elif classification.detail and classification.state is not DatabaseState.UP_TO_DATE:
         message += f" ({classification.detail})"
+    invalid: tuple[InvalidIndex, ...] = ()
+    notes: tuple[str, ...] = ()
+    if with_history:  # for people: what an interrupted online step left (the deploy skips it)
+        with core.reading() as connection:
+            invalid = tuple(invalid_indexes(connection, core.settings.schema))
+            notes = tuple(b.describe() for b in unfinished_backfills(connection))
+        if invalid:
+            message += f"; invalid indexes: {'; '.join(i.describe() for i in invalid)}"
     return Outcome(
         operation="status",
         classification=classification,
         message=message,
+        invalid_indexes=tuple(i.as_dict() for i in invalid), notes=notes,
         final=classification.current,
         history=tuple(core.recent_actions(STATUS_HISTORY_ROWS)) if with_history else None,
         seconds=time.perf_counter() - started,
