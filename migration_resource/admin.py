@@ -168,7 +168,7 @@ def run_operation(
             "it first with a dry run"
         )
     if name == "status":
-        return engine.status(target)
+        return engine.status(target, with_phases=True)
     if name == "history":
         return engine.history(parameters.get("limit", 20))
     if name == "repair":

@@ -297,6 +297,16 @@ class AuditTrail:
                       {"ids": failure_ids})
 
 
+def deferred_revisions(connection: sa.Connection, schema: str, *, exists: bool) -> frozenset[str]:
+    """Revisions a deploy left for a later release (contract ones, and what follows them)."""
+    if not exists:
+        return frozenset()
+    rows = connection.execute(sa.text(
+        f"SELECT DISTINCT revision FROM {_table(connection, schema)} "
+        "WHERE action = 'defer' AND outcome = 'deferred' AND revision IS NOT NULL"))
+    return frozenset(str(row[0]) for row in rows)
+
+
 def recent_actions(
     connection: sa.Connection, schema: str, *, exists: bool, limit: int = 10
 ) -> list[dict[str, object]]:

@@ -46,6 +46,7 @@ from migration_resource.engine import (
     MigrationFailed,
     Outcome,
 )
+from migration_resource.phases import Release
 from migration_resource.revisions import ScriptsError
 from migration_resource.settings import SettingsError
 from migration_resource.states import CHECKSUM_MISMATCH, DatabaseState
@@ -195,6 +196,10 @@ def _check_with(
         return _serving(status, mode)
     if classification.cause == CHECKSUM_MISMATCH and classification.schema_compatible:
         return _serving_despite_bookkeeping(status, mode)
+    if classification.state is DatabaseState.PENDING_MIGRATIONS and set(
+        classification.pending
+    ) <= engine.deferred_revisions():
+        return _serving_with_deferred(status, mode)
     if mode == CHECK:
         why = ("AUTO_MIGRATE is off" if not auto
                else "an earlier auto-migration in this container did not complete")
@@ -211,6 +216,9 @@ def _migrate(
     outcome = engine.migrate(
         fix_history=state is DatabaseState.TABLES_WITHOUT_MIGRATION_HISTORY,
         context=RunContext(actor="auto-migrate"),
+        # An application container never contracts: it stops before the first contract
+        # revision, which a deploy applies once the release that no longer needs it is live.
+        release=Release(contains=None, refuse_after_contract=False),
     )
     if metrics is not None and (outcome.applied or outcome.baseline is not None):
         observability.record_outcome(metrics, outcome)
@@ -241,6 +249,18 @@ def _serving(status: Outcome, mode: str) -> AutoMigrateResult:
         logger.warning(message)
     return AutoMigrateResult(serve=True, mode=mode, state=state.value, message=message,
                              outcome=status)
+
+
+def _serving_with_deferred(status: Outcome, mode: str) -> AutoMigrateResult:
+    """Only revisions a deploy left for the next release are pending: this code was released
+    with them pending, so it does not need them."""
+    pending = ", ".join(status.classification.pending)
+    message = (f"Auto-migration: serving; {pending} wait for the next release (contract "
+               "revisions a deploy deferred: the code being replaced may still use what they "
+               "remove)")
+    logger.info(message)
+    return AutoMigrateResult(serve=True, mode=mode, state=status.classification.state.value,
+                             message=message, outcome=status)
 
 
 def _serving_despite_bookkeeping(status: Outcome, mode: str) -> AutoMigrateResult:

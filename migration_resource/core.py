@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from migration_resource.audit import AuditTrail, RunContext, recent_actions
+from migration_resource.audit import AuditTrail, RunContext, deferred_revisions, recent_actions
 from migration_resource.classification import (
     Classification,
     classify,
@@ -311,6 +311,12 @@ class EngineCore:
             yield trail
         finally:
             trail.close()
+
+    def deferred_revisions(self) -> frozenset[str]:
+        """What deploys left for a later release (`defer` rows of the audit trail)."""
+        with self.reading() as connection:
+            exists = self.read(connection, with_checksums=False).audit.exists
+            return deferred_revisions(connection, self.settings.schema, exists=exists)
 
     def recent_actions(self, limit: int) -> list[dict[str, Any]]:
         with self.reading() as connection:

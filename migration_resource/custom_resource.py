@@ -54,7 +54,8 @@ TIME_MARGIN_SECONDS = 20
 POLLING_INTERVAL_MINUTES = 1
 # What the runs of one request carry to its polls (crhelper's CrHelperData).
 PLAN_KEY, SNAPSHOT_KEY, STARTED_KEY = "DeployPlan", "SnapshotId", "StartedAt"
-RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId")
+RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId", "Expand",
+                      "Contract", "Deferred")
 # The State answered when migrations on deploy are disabled and the database cannot be read.
 UNKNOWN_STATE = "unknown"
 ERROR_TEXT_LIMIT = 300
@@ -128,7 +129,7 @@ class MigrationResource(CrHelperLifecycle):
             raise
         try:
             try:
-                planned = engine.plan_deploy(deploy_request(properties),
+                planned = engine.plan_deploy(deploy_request(properties, event),
                                              context=_deploy_context(event))
             except Exception:
                 if self._rollback_answered(event):
@@ -194,7 +195,7 @@ class MigrationResource(CrHelperLifecycle):
                 "above MIGRATION_TIMEOUT and deploy again"
             )
         engine.time_left = lambda: context.get_remaining_time_in_millis() / 1000
-        outcome = engine.apply_deploy(deploy_request(properties), plan,
+        outcome = engine.apply_deploy(deploy_request(properties, event), plan,
                                       context=_deploy_context(event, snapshot_id or None))
         if not outcome.complete:
             # Committed revisions stay; crhelper's next poll (a whole Lambda run) goes on.
@@ -256,7 +257,10 @@ class MigrationResource(CrHelperLifecycle):
             ToRevision=describe_revisions(outcome.final),
             Applied=str(len(outcome.applied)),
             SnapshotId=str(self.Data.get(SNAPSHOT_KEY) or ""),
+            **phase_data(outcome),
         )
+        if outcome.deferred:
+            logger.warning("Deferred to the next release: %s", ", ".join(outcome.deferred))
         self.answer_now()
 
     def _enough_time(self, engine: MigrationEngine, context: LambdaContext) -> bool:
@@ -371,13 +375,35 @@ class MigrationResource(CrHelperLifecycle):
         return f"the resource is {status or 'gone'}"
 
 
-def deploy_request(properties: MigrationProperties) -> DeployRequest:
+def deploy_request(properties: MigrationProperties, event: Mapping[str, Any]) -> DeployRequest:
     return DeployRequest(
         target=properties.target_revision, target_heads=properties.target_heads,
         history_digest=properties.history_digest,
         allow_destructive=properties.allow_destructive,
         snapshot_before_migrate=properties.snapshot_before_migrate,
+        live_release=live_release(event),
     )
+
+
+def live_release(event: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The target revision of the release this Update replaces: what is live now."""
+    if event.get("RequestType") != "Update":
+        return None
+    old = event.get("OldResourceProperties")
+    target = old.get("TargetRevision") if isinstance(old, Mapping) else None
+    if not isinstance(target, str) or target in ("", "head", "heads") or len(target) > 256:
+        return None
+    return tuple(part.strip() for part in target.split(",") if part.strip()) or None
+
+
+def phase_data(outcome: Outcome) -> dict[str, str]:
+    """The response's Expand/Contract/Deferred: the revisions of this deploy by phase."""
+    phases = outcome.phases or ()
+    return {
+        "Expand": ",".join(str(p["revision"]) for p in phases if p["phase"] == "expand"),
+        "Contract": ",".join(str(p["revision"]) for p in phases if p["phase"] == "contract"),
+        "Deferred": ",".join(outcome.deferred),
+    }
 
 
 def _one_line(error: BaseException) -> str:

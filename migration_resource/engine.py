@@ -22,6 +22,7 @@ from migration_resource.outcomes import (
     Outcome,
     UsageError,
 )
+from migration_resource.phases import Release
 
 __all__ = [
     "RUNBOOK",
@@ -35,6 +36,7 @@ __all__ = [
     "MigrationRefused",
     "Outcome",
     "PlannedDeploy",
+    "Release",
     "RunContext",
     "UsageError",
     "create_database_engine",
@@ -51,9 +53,11 @@ class MigrationEngine(EngineCore):
         target_heads: tuple[str, ...] | None = None,
         history_digest: str | None = None,
         with_history: bool = True,
+        with_phases: bool = False,
     ) -> Outcome:
         return inspect.status(self, target, target_heads=target_heads,
-                              history_digest=history_digest, with_history=with_history)
+                              history_digest=history_digest, with_history=with_history,
+                              with_phases=with_phases)
 
     def history(self, limit: int = 20) -> Outcome:
         return inspect.history(self, limit)
@@ -83,11 +87,12 @@ class MigrationEngine(EngineCore):
         baseline: str | None = None,
         allow_destructive: bool = False,
         context: RunContext | None = None,
+        release: Release | None = None,
     ) -> Outcome:
         return migrate.migrate(
             self, target, target_heads=target_heads, history_digest=history_digest,
             fix_history=fix_history, baseline=baseline, allow_destructive=allow_destructive,
-            context=context,
+            context=context, release=release,
         )
 
     def plan_deploy(

@@ -97,6 +97,10 @@ class Outcome:
     plan: tuple[dict[str, str], ...] | None = None
     # False when the run stopped between revisions for lack of time: the rest runs next time
     complete: bool = True
+    # each pending revision's phase (expand/contract), why, and whether it waits for a later
+    # release; and the revisions that wait (from the first deferred contract revision on)
+    phases: tuple[dict[str, object], ...] | None = None
+    deferred: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         c = self.classification
@@ -132,4 +136,8 @@ class Outcome:
             answer["plan"] = list(self.plan)
         if not self.complete:
             answer["complete"] = False
+        if self.phases is not None:
+            answer["phases"] = list(self.phases)
+        if self.deferred:
+            answer["deferred"] = list(self.deferred)
         return answer

@@ -29,6 +29,7 @@ from migration_resource.classification import Classification
 from migration_resource.core import ENGINE_LOGGER, EngineCore
 from migration_resource.execution import render_offline
 from migration_resource.outcomes import MigrationRefused
+from migration_resource.phases import Release, ReleaseSplit, RevisionPhase, phases_of
 from migration_resource.trial import TrialFailure, trial_run
 
 if TYPE_CHECKING:
@@ -243,8 +244,31 @@ def _reads_rows(sql: str) -> bool:
 
 
 # -- the change gate over the plan -----------------------------------------------------------
-def judge(core: EngineCore, plan: MigrationPlan, allow_destructive: bool) -> GateDecision:
-    """The gate's findings on the plan's SQL, and what blocks in this stage."""
+@dataclass(frozen=True)
+class Judgement:
+    """The gate's decision on what runs now, each revision's phase, and what waits."""
+
+    decision: GateDecision
+    phases: tuple[RevisionPhase, ...]
+    split: ReleaseSplit
+
+    def phases_dict(self) -> tuple[dict[str, object], ...]:
+        deferred = set(self.split.deferred)
+        return tuple({**one.as_dict(), "deferred": one.revision in deferred}
+                     for one in self.phases)
+
+
+def judge(
+    core: EngineCore, plan: MigrationPlan, allow_destructive: bool,
+    release: Release | None = None,
+) -> Judgement:
+    """The gate's findings on the plan's SQL, each revision's phase, and, for a deploy or an
+    application container (`release`), which contract revisions wait for a later release.
+
+    Only what runs now is judged: a deferred revision is judged by the deploy that runs it,
+    where a contract revision the live release contains needs no AllowDestructive (its
+    deferral was the safety; the snapshot still comes first).
+    """
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
     seen = {s.revision: s.sql for s in plan.steps if s.source != NOT_PREVIEWED}
@@ -257,15 +281,30 @@ def judge(core: EngineCore, plan: MigrationPlan, allow_destructive: bool) -> Gat
         )
         for s in plan.steps if s.source == NOT_PREVIEWED
     ]
+    texts: dict[str, str] = {}
+
+    def file_text(revision: str) -> str:
+        if revision not in texts:
+            texts[revision] = core.catalogue.file_path(revision).read_text()
+        return texts[revision]
+
+    phases = phases_of(plan.order, findings, file_text)
+    if release is None:
+        split = ReleaseSplit(run=plan.order, deferred=(), target=plan.target)
+    else:
+        split = release.split(plan.order, {p.revision: p.phase for p in phases}, plan.target,
+                              lambda revision: core.catalogue.ancestry((revision,)))
+    running = set(split.run)
     marked = frozenset(
         revision for revision in {f.revision for f in findings}
-        if gate.allowed_by_marker(core.catalogue.file_path(revision).read_text())
+        if gate.allowed_by_marker(file_text(revision))
     )
-    return gate.decide(
-        findings, stage=core.settings.stage,
+    decision = gate.decide(
+        [f for f in findings if f.revision in running], stage=core.settings.stage,
         allow_destructive=allow_destructive or core.settings.allow_destructive,
-        allowed_revisions=marked,
+        allowed_revisions=marked | split.released_contracts,
     )
+    return Judgement(decision=decision, phases=phases, split=split)
 
 
 def log_findings(decision: GateDecision) -> None:

@@ -21,6 +21,7 @@ from migration_resource.classification import Classification, describe_revisions
 from migration_resource.commands import inspect, migrate
 from migration_resource.core import ENGINE_LOGGER, EngineCore
 from migration_resource.outcomes import EngineError, MigrationRefused, Outcome, UsageError
+from migration_resource.phases import Release
 from migration_resource.states import DatabaseState
 
 logger = logging.getLogger(ENGINE_LOGGER)
@@ -41,6 +42,10 @@ class DeployRequest:
     history_digest: str | None
     allow_destructive: bool
     snapshot_before_migrate: bool
+    # The target revision(s) of the release being replaced (an Update's
+    # OldResourceProperties), None when unknown (a Create): its contract revisions may run,
+    # the others wait for a later release.
+    live_release: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,9 @@ class DeployPlan:
     from_revision: str
     to_revision: str
     snapshot: bool  # a snapshot must be available before the apply
-    pending: tuple[str, ...]  # the revisions to apply, in order ("" when only known after
-    # the baseline establishes a history)
+    pending: tuple[str, ...]  # the revisions to apply now, in order (none when only known
+    # after the baseline establishes a history)
+    deferred: tuple[str, ...] = ()  # contract revisions (and what follows) left for later
 
     @property
     def changes(self) -> bool:
@@ -72,8 +78,12 @@ class DeployPlan:
         if self.action == BOOKKEEPING:
             return (f"{self.state} at {self.from_revision}: record the trail's bookkeeping, "
                     "no schema change")
+        if not self.pending and self.deferred:
+            revisions = "no revision to apply now"
         return (f"{self.state}: {self.from_revision} → {self.to_revision}, {revisions}"
-                f"{', after a snapshot' if self.snapshot else ''}")
+                f"{', after a snapshot' if self.snapshot else ''}"
+                + (f"; deferred to the next release: {', '.join(self.deferred)}"
+                   if self.deferred else ""))
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -85,7 +95,8 @@ class DeployPlan:
             plan = cls(action=str(raw["action"]), state=str(raw["state"]),
                        from_revision=str(raw["from_revision"]),
                        to_revision=str(raw["to_revision"]), snapshot=bool(raw["snapshot"]),
-                       pending=tuple(str(one) for one in raw["pending"]))
+                       pending=tuple(str(one) for one in raw["pending"]),
+                       deferred=tuple(str(one) for one in raw.get("deferred", ())))
         except (ValueError, KeyError, TypeError):
             raise EngineError("The deploy plan this run carries cannot be read (it was made by "
                               "another version); nothing was changed. Deploy again") from None
@@ -113,17 +124,21 @@ def plan_deploy(
     migrate.refuse_if_inconsistent(core, before)
     action = _action(before)
     pending: tuple[str, ...] = ()
+    deferred: tuple[str, ...] = ()
     if action == MIGRATE:
-        migrate.check_gate(core, before, allow_destructive=request.allow_destructive,
-                           context=context)
+        judgement = migrate.check_gate(core, before, allow_destructive=request.allow_destructive,
+                                       context=context, release=release_of(core, request, before))
         pending = before.pending
+        if judgement is not None:
+            pending, deferred = judgement.split.run, judgement.split.deferred
+    changes_schema = action == MIGRATE and (bool(pending) or not deferred)
     plan = DeployPlan(
         action=action, state=before.state.value,
         from_revision=describe_revisions(before.current),
         to_revision=describe_revisions(before.target),
-        snapshot=action == MIGRATE and request.snapshot_before_migrate
+        snapshot=changes_schema and request.snapshot_before_migrate
         and before.state in PROTECTED_STATES,
-        pending=tuple(pending),
+        pending=pending, deferred=deferred,
     )
     if plan.changes:
         logger.info("Deploy plan: %s", plan.describe())
@@ -144,7 +159,7 @@ def apply_deploy(
         raise UsageError("This deploy plan changes nothing; there is nothing to apply")
 
     def still_planned(now: Classification) -> None:
-        if (request.snapshot_before_migrate and not plan.snapshot
+        if (request.snapshot_before_migrate and plan.state == DatabaseState.EMPTY.value
                 and now.state in PROTECTED_STATES):
             raise MigrationRefused(
                 f"{now.state.value}: the database was {plan.state} when this deploy planned "
@@ -159,7 +174,22 @@ def apply_deploy(
         history_digest=request.history_digest, fix_history=True,
         allow_destructive=request.allow_destructive, context=context,
         check_locked=still_planned,
+        release=None if plan.state == DatabaseState.EMPTY.value
+        else release_of(core, request, None),
     )
+
+
+def release_of(
+    core: EngineCore, request: DeployRequest, before: Classification | None
+) -> Release | None:
+    """What is live, for the deferral of contract revisions; None on an empty database,
+    where no code can be using anything a revision removes."""
+    if before is not None and before.state is DatabaseState.EMPTY:
+        return None
+    live = request.live_release
+    if not live or not all(core.catalogue.is_known(revision) for revision in live):
+        return Release(contains=None)
+    return Release(contains=core.catalogue.ancestry(live))
 
 
 def _action(before: Classification) -> str:

@@ -16,6 +16,7 @@ from migration_resource.history_fix import (
     unverifiable,
 )
 from migration_resource.outcomes import Outcome
+from migration_resource.phases import CONTRACT, EXPAND, RevisionPhase, by_phase
 from migration_resource.plan import build_plan, gate_refusal, judge, log_findings
 
 logger = logging.getLogger(ENGINE_LOGGER)
@@ -77,8 +78,10 @@ def dry_run(
 
     plan = build_plan(core, classification, stamp=stamp,
                       hold_lock=lambda: core.locked(classification))
-    decision = judge(core, plan, allow_destructive)
+    judgement = judge(core, plan, allow_destructive)
+    decision = judgement.decision
     notes.append(plan.describe_sources())
+    notes.append(phases_note(judgement.phases))
     if plan.trial_failure is not None:
         failure = plan.trial_failure
         notes.append(f"revision {failure.revision} raised in the trial run: "
@@ -97,5 +100,15 @@ def dry_run(
         ok=blocked is None, final=classification.current,
         seconds=time.perf_counter() - started, notes=tuple(notes), baseline=report,
         findings=tuple(f.as_dict() for f in decision.findings),
-        plan=tuple(step.as_dict() for step in plan.steps),
+        plan=tuple(step.as_dict() for step in plan.steps), phases=judgement.phases_dict(),
     )
+
+
+def phases_note(phases: tuple[RevisionPhase, ...]) -> str:
+    """The pending revisions by phase, for people: contract ones wait a release on deploy."""
+    grouped = by_phase(phases)
+    why = {one.revision: one.why for one in phases}
+    contract = ", ".join(f"{r} ({why[r]})" for r in grouped[CONTRACT]) or "none"
+    return (f"phases: expand {', '.join(grouped[EXPAND]) or 'none'}; contract {contract}"
+            + ("; a deploy applies contract revisions only once the live release contains "
+               "them" if grouped[CONTRACT] else ""))

@@ -19,7 +19,11 @@ if TYPE_CHECKING:
     # The plan, the baseline and the apply (and the trial, offline rendering and replay they
     # bring) load when a migration is to be planned: the deploy's no-change path reaches
     # this module only for refuse_if_inconsistent.
-    from migration_resource.plan import MigrationPlan
+    from sqlalchemy import Connection
+
+    from migration_resource.audit import AuditTrail
+    from migration_resource.phases import Release
+    from migration_resource.plan import Judgement, MigrationPlan
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -35,15 +39,17 @@ def migrate(
     allow_destructive: bool = False,
     context: RunContext | None = None,
     check_locked: Callable[[Classification], None] | None = None,
+    release: Release | None = None,
 ) -> Outcome:
     """Bring the database up to `target`. Never downgrades; refuses unsafe states.
 
     `fix_history` establishes a missing history by the verified baseline first;
     `baseline` stamps a revision the operator vouches for (confirmed in production);
-    `check_locked` may refuse the state found under the lock (a deploy's plan does).
+    `check_locked` may refuse the state found under the lock (a deploy's plan does);
+    `release` (a deploy, an application container) says what is live: contract revisions it
+    does not contain wait for a later release, and the run stops before them.
     """
-    from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
-    from migration_resource.history_fix import (  # noqa: PLC0415
+    from migration_resource.history_fix import (  # noqa: PLC0415 - see TYPE_CHECKING
         check_baseline_allowed,
         stamp_explicit,
         verified_baseline,
@@ -86,33 +92,72 @@ def migrate(
             outcome = core.nothing_to_do("migrate", now, started)
             return dataclasses.replace(outcome, baseline=baseline_found)
         plan = _plan_under_lock(core, now)
-        decision = judge(core, plan, allow_destructive)
-        log_findings(decision)
-        refuse_if_gated(decision, now, trail)
-        try:
-            applied = apply_upgrade(
-                core, connection, trail, now, order=plan.order, target=resolved,
-                destructive=frozenset(f.revision for f in decision.findings
-                                      if f.kind == "destructive"),
-            )
-        except RunInterrupted as stopped:
-            return Outcome(
-                operation="migrate", classification=now, message=str(stopped),
-                final=core.current_revisions(), applied=stopped.applied, complete=False,
-                seconds=time.perf_counter() - started,
-                findings=tuple(f.as_dict() for f in decision.findings),
-            )
+        judgement = judge(core, plan, allow_destructive, release)
+        log_findings(judgement.decision)
+        refuse_if_gated(judgement.decision, now, trail)
+        outcome = _apply(core, connection, trail, now, judgement, started=started,
+                         baseline=baseline_found)
+    return outcome
 
+
+def _apply(
+    core: EngineCore, connection: Connection, trail: AuditTrail, now: Classification,
+    judgement: Judgement, *, started: float, baseline: dict[str, Any] | None,
+) -> Outcome:
+    """Run what the judgement lets run now, under the lock the caller holds."""
+    from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
+
+    decision, split = judgement.decision, judgement.split
+    phases = judgement.phases_dict()
+    if split.defers:
+        record_deferral(trail, judgement)
+    if split.target is None:
+        message = f"Nothing to apply now: {deferral_text(split.deferred)}"
+        logger.info(message)
+        return Outcome(operation="migrate", classification=now, message=message,
+                       final=now.current, seconds=time.perf_counter() - started,
+                       baseline=baseline, phases=phases, deferred=split.deferred)
+    findings = tuple(f.as_dict() for f in decision.findings)
+    try:
+        applied = apply_upgrade(
+            core, connection, trail, now, order=split.run, target=split.target,
+            destructive=frozenset(f.revision for f in decision.findings
+                                  if f.kind == "destructive"),
+        )
+    except RunInterrupted as stopped:
+        return Outcome(
+            operation="migrate", classification=now, message=str(stopped),
+            final=core.current_revisions(), applied=stopped.applied, complete=False,
+            seconds=time.perf_counter() - started, findings=findings, phases=phases,
+            deferred=split.deferred,
+        )
     message = (
         "Database migrations completed successfully. Revision: "
-        f"{describe_revisions(now.current)} → {resolved}"
+        f"{describe_revisions(now.current)} → {split.target}"
     )
+    if split.defers:
+        message += f"; {deferral_text(split.deferred)}"
     logger.info(message)
     return Outcome(
-        operation="migrate", classification=now, message=message, final=(resolved,),
-        applied=applied, seconds=time.perf_counter() - started, baseline=baseline_found,
-        findings=tuple(f.as_dict() for f in decision.findings),
+        operation="migrate", classification=now, message=message, final=(split.target,),
+        applied=applied, seconds=time.perf_counter() - started, baseline=baseline,
+        findings=findings, phases=phases, deferred=split.deferred,
     )
+
+
+def deferral_text(deferred: tuple[str, ...]) -> str:
+    return (f"deferred to the next release: {', '.join(deferred)} (contract: the code being "
+            "replaced may still use what it removes)")
+
+
+def record_deferral(trail: AuditTrail, judgement: Judgement) -> None:
+    """One `defer` row per waiting revision: the application's schema check reads them, so
+    code deployed with them pending serves (it was written not to need them)."""
+    why = {one.revision: one.why for one in judgement.phases}
+    for revision in judgement.split.deferred:
+        trail.record("defer", revision, "deferred",
+                     detail=f"waits for the next release ({why.get(revision, '')})")
+    logger.warning("Change phases: %s", deferral_text(judgement.split.deferred))
 
 
 def check_gate(
@@ -121,17 +166,19 @@ def check_gate(
     *,
     allow_destructive: bool = False,
     context: RunContext | None = None,
-) -> None:
+    release: Release | None = None,
+) -> Judgement | None:
     """Refuse now what `migrate` would refuse at the change gate, before anything costly.
 
     A deploy calls this before it starts a snapshot: a refused deploy must take none.
     The refusal is `migrate`'s own (message, log lines, audit row). An allowed plan says
     nothing here: `migrate` decides again under the lock, since the database may move
-    in between, and logs the findings then, once.
+    in between, and logs the findings then, once. Returns the judgement (phases, what a
+    `release` defers), or None when the pending revisions are known only after a baseline.
     """
     if classification.state is not DatabaseState.PENDING_MIGRATIONS:
         # Without a history the pending revisions are known only after the baseline.
-        return
+        return None
     from migration_resource.plan import (  # noqa: PLC0415 - see TYPE_CHECKING
         build_plan,
         judge,
@@ -141,12 +188,14 @@ def check_gate(
 
     plan = build_plan(core, classification, hold_lock=lambda: core.locked(classification))
     core.last_plan = plan
-    decision = judge(core, plan, allow_destructive)
+    judgement = judge(core, plan, allow_destructive, release)
+    decision = judgement.decision
     if decision.refusal() is None:
-        return
+        return judgement
     with core.locked(classification), core.audit_trail(context or RunContext()) as trail:
         log_findings(decision)
-        refuse_if_gated(decision, classification, trail)
+        refuse_if_gated(decision, classification, trail)  # raises: the decision refuses
+    return judgement
 
 
 def refuse_if_inconsistent(core: EngineCore, classification: Classification) -> None:

@@ -167,7 +167,7 @@ def test_a_refusal_is_checked_again_and_serves_once_migrated(
     assert factory.calls == 2
 
 
-def test_production_refuses_a_destructive_revision_and_changes_nothing(
+def test_an_application_container_never_contracts(
     app_env: pytest.MonkeyPatch, make_engine: EngineFactory, db: sa.Engine,
     metrics: EphemeralMetrics,
 ) -> None:
@@ -179,27 +179,32 @@ def test_production_refuses_a_destructive_revision_and_changes_nothing(
 
     result = ensure_schema(Factory(), env=os.environ, metrics=metrics)
 
-    # THEN the engine's change gate refused it: nothing changed, the refusal is reported
-    assert not result.serve
-    assert (result.mode, result.state, result.error) == (
-        "auto-migrate", "pending_migrations", "refused"
-    )
-    assert result.message.startswith(f"pending_migrations: {DROP_USERS_NAME}: drop_column")
+    # THEN the container stops before the contract revision and serves: the drop waits for
+    # a deploy, once the release that stopped reading the column is live
+    assert result.serve, result.message
+    assert (result.mode, result.state, result.applied) == (
+        "auto-migrate", "pending_migrations", ())
+    assert result.outcome is not None and result.outcome.deferred == (DROP_USERS_NAME,)
     assert version_rows(db) == [CHECK_TASK_STATUS]
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT name FROM users").scalar_one() == "Ada"
-    assert audit(db)[-1] == ("auto-migrate", "upgrade", DROP_USERS_NAME, "refused")
-    assert values(metrics, metric_names.MIGRATION_FAILED) == [1]
-    assert values(metrics, metric_names.MIGRATION_SUCCEEDED) == [0]
-    assert values(metrics, metric_names.SCHEMA_BEHIND) == [1]
+    assert audit(db)[-1] == ("auto-migrate", "defer", DROP_USERS_NAME, "deferred")
 
-    # AND the container checks again later, read-only: the refusal is not retried
-    app_env.setattr(auto_migrate, "RECHECK_SECONDS", 0.0)
-    rows = audit(db)
+    # AND a new container that only checks serves too: only deferred revisions are pending
+    auto_migrate.reset()
+    app_env.setenv("AUTO_MIGRATE", "false")
     again = ensure_schema(Factory(), env=os.environ)
-    assert (again.serve, again.mode) == (False, "check")
-    assert "did not complete" in again.message
-    assert audit(db) == rows
+    assert (again.serve, again.mode) == (True, "check"), again.message
+    assert f"{DROP_USERS_NAME} wait for the next release" in again.message
+
+
+def test_a_check_only_container_refuses_a_schema_missing_an_expand_revision(
+    app_env: pytest.MonkeyPatch, make_engine: EngineFactory, db: sa.Engine
+) -> None:
+    make_engine().migrate(CREATE_TABLES)
+    app_env.setenv("AUTO_MIGRATE", "false")
+    result = ensure_schema(Factory(), env=os.environ)
+    assert not result.serve and result.error == "schema_not_ready"
 
 
 def test_tables_without_history_get_the_verified_baseline_then_migrate(
@@ -214,9 +219,10 @@ def test_tables_without_history_get_the_verified_baseline_then_migrate(
 
     result = ensure_schema(Factory(), env=os.environ)
 
+    # (it stops before the contract revision, as any application container does)
     assert result.serve and result.state == "tables_without_migration_history"
-    assert len(result.applied) == ALL_REVISIONS - 1
-    assert version_rows(db) == [HEAD]
+    assert len(result.applied) == ALL_REVISIONS - 2
+    assert version_rows(db) == [CHECK_TASK_STATUS]
     assert ("auto-migrate", "baseline", CREATE_TABLES, "succeeded") in audit(db)
 
 

@@ -132,8 +132,13 @@ def test_create_on_an_empty_database_migrates_without_a_snapshot(deploy: Deploy,
     answer = deploy.send(deploy.event("Create"))
     assert answer["Status"] == "SUCCESS", answer["Reason"]
     assert answer["PhysicalResourceId"] == "app-DatabaseMigration"
-    assert answer["Data"] == {"State": "empty", "FromRevision": "base", "ToRevision": HEAD,
-                              "Applied": "6", "SnapshotId": ""}
+    data = dict(answer["Data"])
+    # on an empty database every revision only adds: nothing running can need what one drops
+    expand = data.pop("Expand").split(",")
+    assert len(expand) == 6 and expand[-1] == HEAD
+    assert (data.pop("Contract"), data.pop("Deferred")) == ("", "")
+    assert data == {"State": "empty", "FromRevision": "base", "ToRevision": HEAD,
+                    "Applied": "6", "SnapshotId": ""}
     assert version_rows(db) == [HEAD]
     assert snapshots(deploy) == []  # nothing to lose, nothing to snapshot
 
@@ -277,46 +282,103 @@ GATE_REFUSAL = (
 )
 
 
-def test_a_production_update_the_gate_refuses_takes_no_snapshot(
+def test_a_production_update_defers_the_contract_revision_it_brings(
     deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # GIVEN production data at the revision before the column drop
+    # GIVEN production data at the revision before the column drop, that release live
     deploy.properties["Stage"] = "production"
     deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
     execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
     before = relations(db)
     caplog.set_level(logging.INFO)
-    # WHEN the Update brings the destructive revision, not allowed
-    answer = deploy.send(deploy.event("Update"))
-    # THEN the gate's refusal, word for word, before any snapshot was started
-    assert answer["Status"] == "FAILED"
-    assert answer["Reason"] == GATE_REFUSAL
-    assert GATE_REFUSAL in caplog.messages
-    assert not any("snapshot" in m.lower() for m in caplog.messages)
-    all_snapshots = deploy.aws.client("rds").describe_db_snapshots(
-        DBInstanceIdentifier="appdb", SnapshotType="manual")["DBSnapshots"]
-    assert all_snapshots == []
-    # AND the database is unchanged; the refusal is in the audit trail, as before
+    # WHEN the next release brings the revision dropping users.name (its code no longer
+    # reads it, but the code it replaces does)
+    answer = deploy.send(deploy.event("Update", OldResourceProperties=live(CHECK_TASK_STATUS)))
+    # THEN the deploy succeeds and says the drop waits for the next release: nothing changed,
+    # no snapshot taken (nothing ran), no AllowDestructive needed
+    assert answer["Status"] == "SUCCESS", answer["Reason"]
+    data = answer["Data"]
+    assert (data["Contract"], data["Deferred"], data["Applied"]) == (
+        DROP_USERS_NAME, DROP_USERS_NAME, "0")
+    assert data["ToRevision"] == CHECK_TASK_STATUS and data["SnapshotId"] == ""
+    assert snapshots(deploy) == []
+    assert f"Deferred to the next release: {DROP_USERS_NAME}" in caplog.messages
     assert relations(db) == before and version_rows(db) == [CHECK_TASK_STATUS]
-    assert audit_rows(db)[-1] == ("upgrade", DROP_USERS_NAME, "refused", "deploy")
+    assert audit_rows(db)[-1] == ("defer", DROP_USERS_NAME, "deferred", "deploy")
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM users WHERE name = 'Ada'").scalar() == 1
 
 
-def test_a_production_update_allowed_to_destroy_still_snapshots_first(
+def test_the_next_release_applies_the_deferred_contract_revision_first_after_a_snapshot(
     deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
     deploy.properties["Stage"] = "production"
     deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    deploy.send(deploy.event("Update", OldResourceProperties=live(CHECK_TASK_STATUS)))
     caplog.set_level(logging.INFO)
-    answer = deploy.send(deploy.event("Update", properties={"AllowDestructive": "true"}))
+    # WHEN the release after it deploys (the live release now contains the drop)
+    answer = deploy.send(deploy.event("Update", OldResourceProperties=live(HEAD)))
+    # THEN the drop runs, after a snapshot, without AllowDestructive: the deferral was the
+    # safety
     assert answer["Status"] == "SUCCESS", answer["Reason"]
     snapshot_id = answer["Data"]["SnapshotId"]
     assert snapshots(deploy) == [snapshot_id] and answer["Data"]["Applied"] == "1"
+    assert answer["Data"]["Contract"] == DROP_USERS_NAME and answer["Data"]["Deferred"] == ""
     messages = caplog.messages
     assert messages.index(f"Snapshot {snapshot_id} is available") < messages.index(
         "Running 1 pending migrations...")
     assert version_rows(db) == [HEAD]
+
+
+def test_after_a_rollback_the_contract_revision_stays_deferred(
+    deploy: Deploy, db: sa.Engine
+) -> None:
+    # GIVEN the release bringing the drop deployed (drop deferred), then rolled back
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    deploy.send(deploy.event("Update", OldResourceProperties=live(CHECK_TASK_STATUS)))
+    # (the rollback's Update brings the old properties back: the database is at their
+    # target, so it is answered from one query)
+    rolled_back = deploy.send(deploy.event(
+        "Update", properties={"TargetRevision": CHECK_TASK_STATUS},
+        OldResourceProperties=live(HEAD)))
+    assert rolled_back["Status"] == "SUCCESS" and rolled_back["Data"]["Applied"] == "0"
+    # WHEN that release is deployed again: the live release is still the one before it
+    answer = deploy.send(deploy.event("Update", OldResourceProperties=live(CHECK_TASK_STATUS)))
+    # THEN the drop is still deferred
+    assert answer["Status"] == "SUCCESS" and answer["Data"]["Deferred"] == DROP_USERS_NAME
+    assert version_rows(db) == [CHECK_TASK_STATUS]
+
+
+def test_a_revision_after_a_deferred_contract_revision_is_refused_before_a_snapshot(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a release whose drop is followed by another revision
+    scripts = tmp_path / "scripts"
+    shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "after_the_drop.py").write_text(
+        '"""after the drop"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f'revision = "a1f7e0c2b9d4"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        'depends_on = None\n\n\ndef upgrade() -> None:\n'
+        '    op.add_column("users", sa.Column("nickname", sa.Text(), nullable=True))\n\n\n'
+        'def downgrade() -> None:\n    op.drop_column("users", "nickname")\n')
+    monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
+    handler_module._resource = None
+    deploy.send(deploy.event("Create", properties={"TargetRevision": CHECK_TASK_STATUS}))
+    # WHEN it deploys
+    answer = deploy.send(deploy.event("Update", properties={"TargetRevision": "a1f7e0c2b9d4"},
+                                      OldResourceProperties=live(CHECK_TASK_STATUS)))
+    # THEN it is refused with what to do, before any snapshot, nothing changed
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(
+        f"pending_migrations: revision a1f7e0c2b9d4 comes after contract revision "
+        f"{DROP_USERS_NAME}")
+    assert f"Make {DROP_USERS_NAME} the last revision of this release" in answer["Reason"]
+    assert snapshots(deploy) == [] and version_rows(db) == [CHECK_TASK_STATUS]
+
+
+def live(target: str) -> dict[str, str]:
+    """OldResourceProperties of the release being replaced: its TargetRevision is live."""
+    return {"TargetRevision": target, "Stage": "production"}
 
 
 def test_migrations_on_deploy_disabled_report_and_change_nothing(
