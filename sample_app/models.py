@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     func,
 )
+from sqlalchemy.engine.default import DefaultExecutionContext
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 # Deterministic constraint and index names: the migrations spell out the same names, so a
@@ -38,14 +39,29 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
+def email_domain_of(context: DefaultExecutionContext) -> str | None:
+    """A new user's email_domain, as the backfill computed it for existing users."""
+    parameters = context.get_current_parameters()  # type: ignore[no-untyped-call]
+    email = parameters.get("email")
+    return email.split("@")[1].lower() if isinstance(email, str) and "@" in email else None
+
+
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = (
+        # Added NOT VALID, then validated by the next revision (migration_resource.online).
+        CheckConstraint("email_domain = lower(email_domain)", name="email_domain_lowercase"),
+        # Built CONCURRENTLY: users of one domain (an organisation's accounts).
+        Index(None, "email_domain"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     # Nullable on purpose: a user may not have chosen one yet (rows that existed before it
     # were backfilled from the old ``name`` column, which a later revision dropped).
     display_name: Mapped[str | None] = mapped_column(String(200))
+    # Filled for users that existed before it by a batched backfill; new users get it here.
+    email_domain: Mapped[str | None] = mapped_column(String(255), default=email_domain_of)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
 
     projects: Mapped[list[Project]] = relationship(back_populates="owner", passive_deletes=True)

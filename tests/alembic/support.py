@@ -18,7 +18,18 @@ BACKFILL_DISPLAY_NAME = "2a83af8c96bd"
 INDEX_TASKS = "eb3af3cb1028"
 CHECK_TASK_STATUS = "d5b0686155dc"
 DROP_USERS_NAME = "6f1c2a9b7d3e"  # destructive on purpose: the change gate's example
-HEAD = DROP_USERS_NAME
+# The online building blocks (migration_resource.online), one per revision:
+ADD_EMAIL_DOMAIN = "b33d0b47f2df"
+BACKFILL_EMAIL_DOMAIN = "6dcb9e3c139f"  # batched, resumable
+CHECK_EMAIL_DOMAIN = "5c9800449803"  # CHECK ... NOT VALID
+VALIDATE_EMAIL_DOMAIN = "f5274432e448"  # VALIDATE CONSTRAINT (the schema stays the same)
+INDEX_EMAIL_DOMAIN = "25d7c6ee3024"  # CREATE INDEX CONCURRENTLY
+ONLINE_REVISIONS = (ADD_EMAIL_DOMAIN, BACKFILL_EMAIL_DOMAIN, CHECK_EMAIL_DOMAIN,
+                    VALIDATE_EMAIL_DOMAIN, INDEX_EMAIL_DOMAIN)
+HEAD = INDEX_EMAIL_DOMAIN
+ORDER = (CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS,
+         DROP_USERS_NAME, *ONLINE_REVISIONS)
+ALL_REVISIONS = len(ORDER)
 
 
 def make_alembic_config(connection: sa.Connection | None = None) -> alembic.config.Config:

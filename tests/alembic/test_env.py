@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 from tests.alembic.support import (
     ADD_DISPLAY_NAME,
     ALEMBIC_INI,
+    ALL_REVISIONS,
     BACKFILL_DISPLAY_NAME,
     CREATE_TABLES,
     HEAD,
@@ -120,7 +121,7 @@ def test_upgrade_on_a_connection_passed_in_attributes(engine: sa.Engine, databas
     assert current_revision(database_url) == HEAD
     assert applied[0] == CREATE_TABLES
     assert applied[-1] == HEAD
-    assert len(applied) == 6
+    assert len(applied) == ALL_REVISIONS
 
 
 def test_online_without_connection_or_database_url_fails_clearly(
@@ -161,7 +162,15 @@ def test_offline_sql_renders_every_revision_without_a_database(
     assert "WHERE users.display_name IS NULL" in sql
     assert "CREATE INDEX ix_tasks_project_id_status ON tasks (project_id, status)" in sql
     assert "ADD CONSTRAINT ck_tasks_status_valid CHECK" in sql
-    assert sql.count("BEGIN;") == sql.count("COMMIT;") == 6
+    # AND the online building blocks: the batched backfill and the concurrent index outside
+    # their revisions' transactions (a COMMIT before, a BEGIN after), the CHECK NOT VALID
+    assert "-- backfill of users in batches of 1000 rows by id" in sql
+    assert "UPDATE users SET email_domain = lower(split_part(email, '@', 2))" in sql
+    assert "CREATE INDEX CONCURRENTLY ix_users_email_domain ON users (email_domain)" in sql
+    assert ("ADD CONSTRAINT ck_users_email_domain_lowercase CHECK "
+            "(email_domain = lower(email_domain)) NOT VALID") in sql
+    assert "ALTER TABLE users VALIDATE CONSTRAINT ck_users_email_domain_lowercase" in sql
+    assert sql.count("BEGIN;") == sql.count("COMMIT;") == ALL_REVISIONS + 2
     assert f"UPDATE alembic_version SET version_num='{HEAD}'" in sql
 
 

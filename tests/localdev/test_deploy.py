@@ -34,7 +34,14 @@ from localdev import deploy as local_deploy
 from localdev import local_aws
 from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from localdev.postgres import free_port
-from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
+from tests.alembic.support import (
+    ADD_DISPLAY_NAME,
+    ADD_EMAIL_DOMAIN,
+    ALL_REVISIONS,
+    HEAD,
+    ORDER,
+    REPO_ROOT,
+)
 from tests.cdk_app.support import SHARED_OUTDIR, project_copy, synthesize
 from tests.migration_resource.support import execute, relations, version_rows
 
@@ -257,7 +264,7 @@ def test_fresh_database_is_created(local: LocalDeploy,
     assert events(first) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
     lines = first.stdout.splitlines()
     assert "State: empty" in lines
-    assert f"Revision: base → {HEAD} (6 applied)" in lines
+    assert f"Revision: base → {HEAD} ({ALL_REVISIONS} applied)" in lines
     assert "Snapshot: none" in lines  # the dev stage does not snapshot
     assert f"{STACK}.MigrationFunctionName = {FUNCTION}" in lines
     assert f"export AWS_ENDPOINT_URL={local.endpoint}" in first.stdout
@@ -551,9 +558,10 @@ def test_destroy_then_deploy_starts_from_an_empty_database(
 def test_tables_created_without_history_get_a_verified_baseline(
         first: subprocess.CompletedProcess[str]) -> None:
     with local_environment("deploy-local-baseline-") as local:
-        # GIVEN tables at revision 2 created without Alembic's history (e.g. create_all)
+        # GIVEN tables at the first online revision created without Alembic's history (e.g.
+        # create_all): its batched backfill, CHECK and concurrent index are still to run
         local.start_database()
-        alembic_upgrade(local, ADD_DISPLAY_NAME)
+        alembic_upgrade(local, ADD_EMAIL_DOMAIN)
         engine = local.engine()
         try:
             execute(engine, "DROP TABLE alembic_version")
@@ -566,10 +574,13 @@ def test_tables_created_without_history_get_a_verified_baseline(
         assert result.returncode == 0, result.stdout + result.stderr
         assert events(result) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
         # (the answer's state is the one after the stamp: the revisions left to apply)
-        assert f"Revision: {ADD_DISPLAY_NAME} → {HEAD} (4 applied)" in result.stdout
+        left = len(ORDER) - ORDER.index(ADD_EMAIL_DOMAIN) - 1
+        assert f"Revision: {ADD_EMAIL_DOMAIN} → {HEAD} ({left} applied)" in result.stdout
         log = local.function_log
         assert "Migration state: tables_without_migration_history" in log
-        assert log.index("Verified baseline: ") < log.index("Running 4 pending migrations")
+        assert log.index("Verified baseline: ") < log.index(f"Running {left} pending migrations")
+        assert "Backfill of users (email_domain = lower(split_part(email, '@', 2))) complete: " in (
+            log)
         engine = local.engine()
         try:
             assert version_rows(engine) == [HEAD]
@@ -580,14 +591,17 @@ def test_tables_created_without_history_get_a_verified_baseline(
 
 def test_prod_refuses_a_destructive_revision_then_allows_it_with_the_setting(
         first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
-    synthesize("prod", outdir=SHARED_OUTDIR)
+    # (a release ending at the column drop: a contract revision is its release's last)
+    project = release_checkout(tmp_path / "release", RELEASE_HEAD)
+    refused_out = tmp_path / "cdk.out.refused"
+    synthesize("prod", outdir=refused_out, project_root=project)
     with local_environment("deploy-local-prod-") as local:
         # GIVEN a prod database two revisions behind, the next ones dropping a column
         local.start_database("prod")
         alembic_upgrade(local, ADD_DISPLAY_NAME, stage="prod")
         local.insert_rows("prod")
         # WHEN deploying the prod stage
-        refused = local.run(stage="prod")
+        refused = local.run(stage="prod", cdk_out=refused_out)
         # THEN the Create is refused with the gate's reason and rolled back; nothing changed
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert events(refused) == ["CREATE_IN_PROGRESS", "CREATE_FAILED", "DELETE_IN_PROGRESS",
@@ -604,19 +618,20 @@ def test_prod_refuses_a_destructive_revision_then_allows_it_with_the_setting(
         local.assert_rows_kept("prod")
         # WHEN the stage allows destructive changes (cdk.json's allowDestructive) and deploys
         allowed_out = tmp_path / "cdk.out"
-        synthesize("prod", outdir=allowed_out, changes={"allowDestructive": True})
+        synthesize("prod", outdir=allowed_out, changes={"allowDestructive": True},
+                   project_root=project)
         local.insert_rows("prod")
         allowed = local.run(stage="prod", cdk_out=allowed_out)
         # THEN it is applied, after a snapshot, with every row still there
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
         assert events(allowed)[-1] == "CREATE_COMPLETE"
-        assert f"Revision: {ADD_DISPLAY_NAME} → {HEAD} (4 applied)" in allowed.stdout
+        assert f"Revision: {ADD_DISPLAY_NAME} → {RELEASE_HEAD} (4 applied)" in allowed.stdout
         snapshot_line = next(line for line in allowed.stdout.splitlines()
                              if line.startswith("Snapshot: "))
         assert snapshot_line.startswith("Snapshot: premigrate-")
         engine = local.engine("prod")
         try:
-            assert version_rows(engine) == [HEAD]
+            assert version_rows(engine) == [RELEASE_HEAD]
             with engine.connect() as connection:
                 columns = [c["name"] for c in sa.inspect(connection).get_columns("users")]
             assert "name" not in columns

@@ -8,7 +8,7 @@ import pytest
 
 from migration_resource.admin import answer_admin_event
 from migration_resource.engine import MigrationEngine
-from tests.alembic.support import ADD_DISPLAY_NAME, HEAD
+from tests.alembic.support import ADD_DISPLAY_NAME, ALL_REVISIONS, HEAD
 from tests.migration_resource.support import relations, version_rows
 
 REQUIRED_KEYS = {"ok", "state", "current", "target", "pending", "message"}
@@ -58,7 +58,7 @@ def test_status_dry_run_and_run_with_confirm(engine: MigrationEngine, db) -> Non
     dry = answer_admin_event(
         engine, {"admin_operation": "run_migrations", "parameters": {"dry_run": True}}
     )
-    assert dry["ok"] is True and len(dry["pending"]) == 6 and "sql" in dry  # type: ignore[arg-type]
+    assert dry["ok"] is True and len(dry["pending"]) == ALL_REVISIONS and "sql" in dry  # type: ignore[arg-type]
     assert relations(db) == []
     run = answer_admin_event(
         engine,

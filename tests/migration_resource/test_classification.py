@@ -15,23 +15,22 @@ from tests.alembic.support import (
     ADD_DISPLAY_NAME,
     BACKFILL_DISPLAY_NAME,
     CHECK_TASK_STATUS,
-    CREATE_TABLES,
     DROP_USERS_NAME,
+    HEAD,
     INDEX_TASKS,
+    ONLINE_REVISIONS,
+    ORDER,
 )
 from tests.migration_resource.support import SAMPLE_SCRIPTS, execute
 
-ALL = (
-    CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS,
-    DROP_USERS_NAME,
-)
+ALL = ORDER
 
 
 def test_empty_database_has_every_revision_pending(engine: MigrationEngine) -> None:
     outcome = engine.status()
     assert outcome.classification.state == "empty"
     assert outcome.classification.current == ()
-    assert outcome.classification.target == (DROP_USERS_NAME,)
+    assert outcome.classification.target == (HEAD,)
     assert outcome.classification.pending == ALL
 
 
@@ -70,7 +69,7 @@ def test_pending_migrations_in_the_order_they_would_run(engine) -> None:
     assert classification.state == "pending_migrations"
     assert classification.current == (ADD_DISPLAY_NAME,)
     assert classification.pending == (
-        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME,
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME, *ONLINE_REVISIONS,
     )
 
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics.provider import cold_start
 from migration_resource import metric_names as names
 from migration_resource import observability
 from migration_resource.engine import MigrationEngine
-from tests.alembic.support import HEAD
+from tests.alembic.support import ALL_REVISIONS, HEAD
 
 EngineFactory = Callable[..., MigrationEngine]
 
@@ -86,7 +86,7 @@ def test_migration_metrics_are_emf_with_units_and_the_stage_dimension(
         names.SNAPSHOT_DURATION_SECONDS: "Seconds",
         names.DATABASE_CONNECTION_ERRORS: "Count",
     }
-    assert blob[names.MIGRATIONS_APPLIED] == [6]
+    assert blob[names.MIGRATIONS_APPLIED] == [ALL_REVISIONS]
     assert blob[names.MIGRATION_SUCCEEDED] == [1]
     assert blob[names.MIGRATION_FAILED] == [0]
     assert blob[names.MIGRATION_DURATION_SECONDS] == [pytest.approx(outcome.seconds)]
@@ -155,12 +155,12 @@ def test_engine_log_lines_are_json_with_the_guides_exact_messages(
     messages = [line["message"] for line in lines]
     for expected in (
         "Migration state: empty",
-        "Running 6 pending migrations...",
+        f"Running {ALL_REVISIONS} pending migrations...",
         f"Database migrations completed successfully. Revision: base → {HEAD}",
         "Auto-migration: Database is up to date",
     ):
         assert expected in messages
-    running = lines[messages.index("Running 6 pending migrations...")]
+    running = lines[messages.index(f"Running {ALL_REVISIONS} pending migrations...")]
     assert running["level"] == "INFO"
     assert running["name"] == "migration_resource.engine"
     assert running["service"].startswith("test-")

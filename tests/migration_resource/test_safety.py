@@ -19,6 +19,7 @@ from tests.alembic.support import (
     DROP_USERS_NAME,
     HEAD,
     INDEX_TASKS,
+    ONLINE_REVISIONS,
 )
 from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations, version_rows
 
@@ -62,7 +63,7 @@ def test_tables_at_revision_2_of_6_are_baselined_at_2_then_migrated(
     assert outcome.baseline["matched"] == ADD_DISPLAY_NAME
     assert outcome.baseline["matches"] == [ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME]
     assert [a.revision for a in outcome.applied] == [
-        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME,
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME, *ONLINE_REVISIONS,
     ]
     assert version_rows(db) == [HEAD]
     with db.connect() as conn:
@@ -125,7 +126,8 @@ def test_dry_run_fix_history_reports_the_revision_it_would_stamp(
     outcome = engine.dry_run(fix_history=True)
     assert outcome.ok
     assert outcome.baseline is not None and outcome.baseline["matched"] == INDEX_TASKS
-    assert outcome.classification.pending == (CHECK_TASK_STATUS, DROP_USERS_NAME)
+    assert outcome.classification.pending == (
+        CHECK_TASK_STATUS, DROP_USERS_NAME, *ONLINE_REVISIONS)
     assert f"would stamp {INDEX_TASKS}" in outcome.notes[0]
     assert version_rows(db) == [] and scratch_schemas(db) == []
 
@@ -146,7 +148,7 @@ def test_explicit_baseline_is_recorded_and_confirmed_in_production(
     tables_without_history(db, CHECK_TASK_STATUS)
     engine = make_engine(stage="production", allow_destructive=True)
     outcome = engine.migrate(baseline=CHECK_TASK_STATUS)
-    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME, *ONLINE_REVISIONS]
     rows = audit(db)
     assert ("baseline", CHECK_TASK_STATUS, "succeeded") in rows
     with db.connect() as conn:
@@ -182,8 +184,8 @@ def test_destructive_revision_refused_in_production_then_allowed(
     assert audit(db)[-1] == ("upgrade", DROP_USERS_NAME, "refused")
     # AND with the setting it runs, and that is recorded too
     outcome = production.migrate(allow_destructive=True)
-    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
-    assert audit(db)[-1] == ("upgrade", DROP_USERS_NAME, "succeeded")
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME, *ONLINE_REVISIONS]
+    assert ("upgrade", DROP_USERS_NAME, "succeeded") in audit(db)
 
 
 def test_destructive_revision_only_warns_in_development(
@@ -191,7 +193,7 @@ def test_destructive_revision_only_warns_in_development(
 ) -> None:
     engine.migrate(CHECK_TASK_STATUS)
     outcome = engine.migrate()
-    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME]
+    assert [a.revision for a in outcome.applied] == [DROP_USERS_NAME, *ONLINE_REVISIONS]
     assert any("drop_column" in message for message in caplog.messages)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from localdev.history_env import write_script_directory
-from tests.alembic.support import ADD_DISPLAY_NAME, HEAD, REPO_ROOT
+from tests.alembic.support import ADD_DISPLAY_NAME, ALL_REVISIONS, HEAD, REPO_ROOT
 from tests.migration_resource.support import execute, relations, version_rows
 
 CLI = REPO_ROOT / "scripts" / "remote_admin.py"
@@ -34,7 +34,7 @@ def run_cli(
 def test_status_then_run_with_confirm(database_url: str, db: sa.Engine) -> None:
     status = run_cli("status", database_url=database_url)
     assert status.returncode == 0, status.stderr
-    assert "Migration state: empty (6 pending" in status.stdout
+    assert f"Migration state: empty ({ALL_REVISIONS} pending" in status.stdout
     assert "INFO - Migration state: empty" in status.stderr
 
     run = run_cli("--confirm", "run-migrations", database_url=database_url)
@@ -42,7 +42,7 @@ def test_status_then_run_with_confirm(database_url: str, db: sa.Engine) -> None:
     assert f"Database migrations completed successfully. Revision: base → {HEAD}" in (
         run.stdout
     )
-    assert "INFO - Running 6 pending migrations..." in run.stderr
+    assert f"INFO - Running {ALL_REVISIONS} pending migrations..." in run.stderr
     assert version_rows(db) == [HEAD]
 
     again = run_cli("run-migrations", "--confirm", database_url=database_url)
