@@ -26,7 +26,7 @@ from localdev import deploy as local_deploy
 from localdev.lambda_python import find_lambda_python
 from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
-from tests.alembic.support import DROP_USERS_NAME, REPO_ROOT
+from tests.alembic.support import HEAD, REPO_ROOT
 from tests.cdk_app.support import SHARED_OUTDIR, Synth
 
 # The Lambda runtime's interpreter (DESIGN.md: the `python3.12` shim fails), or LAMBDA_PYTHON.
@@ -228,7 +228,7 @@ def test_migration_bundle_migrates_under_python_312(dev: Synth, database_url: st
     assert report["at_import"] == []  # Alembic, Mako and the gate load on first use
     assert report["rules"] == ["drop_column"]
     assert report["applied"] > 0 and report["state"] == "up_to_date"
-    assert report["head"] == [DROP_USERS_NAME]
+    assert report["head"] == [HEAD]
     assert report["answer_ok"] is False
     # the plain postgresql:// URL selected psycopg2, with the libpq its wheel vendors
     assert report["driver"] == "psycopg2" and report["libpq"] >= 150000

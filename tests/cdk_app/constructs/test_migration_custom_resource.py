@@ -6,7 +6,7 @@ from typing import Any
 
 from cdk_app.bundling import scripts_history_digest, target_revision
 from cdk_app.constructs.migration_custom_resource import LOGICAL_ID, RESOURCE_TYPE
-from tests.alembic.support import DROP_USERS_NAME, REPO_ROOT
+from tests.alembic.support import HEAD, REPO_ROOT
 from tests.cdk_app.iam import by_action, statements_of_role
 from tests.cdk_app.support import Synth
 
@@ -26,7 +26,7 @@ def test_is_invoked_directly_by_cloudformation(dev: Synth) -> None:
 
 def test_properties_resolved_at_synth(dev: Synth, prod: Synth) -> None:
     properties = resource(dev)["Properties"]
-    assert properties["TargetRevision"] == DROP_USERS_NAME == target_revision(REPO_ROOT)
+    assert properties["TargetRevision"] == HEAD == target_revision(REPO_ROOT)
     assert properties["HistoryDigest"] == scripts_history_digest(REPO_ROOT)
     assert len(properties["MigrationsHash"]) == 64
     assert properties["ServiceTimeout"] == "3600"
@@ -71,7 +71,7 @@ def test_the_handler_accepts_the_synthesized_properties(all_synths: dict[str, Sy
         as_sent = {key: str(value).lower() if isinstance(value, bool) else value
                    for key, value in properties.items()}
         parsed = MigrationProperties.parse(as_sent)
-        assert parsed.target_heads == (DROP_USERS_NAME,)
+        assert parsed.target_heads == (HEAD,)
         assert parsed.migrate_on_deploy is synth.settings.migrate_on_deploy
         assert parsed.snapshot_target is not None
 
