@@ -8,7 +8,7 @@ CHECK is added NOT VALID, validated by the revision after it, and an index is bu
 CONCURRENTLY.
 
 Revision ID: b33d0b47f2df
-Revises: 6f1c2a9b7d3e
+Revises: d5b0686155dc
 Create Date: 2026-12-02 09:15:12.480311
 
 """
@@ -22,7 +22,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "b33d0b47f2df"
-down_revision: str | Sequence[str] | None = "6f1c2a9b7d3e"
+down_revision: str | Sequence[str] | None = "d5b0686155dc"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

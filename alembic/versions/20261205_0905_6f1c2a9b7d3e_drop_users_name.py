@@ -1,13 +1,15 @@
 """Drop users.name: the app shows and edits display_name only since the backfill.
 
-DESTRUCTIVE: the column and its values are gone after this revision. On an existing
-database the change gate refuses it in production unless the deploy allows destructive
-changes (AllowDestructive / --allow-destructive): take the snapshot first. (Replayed from
-an empty database, as on a first deploy, nothing is at risk and the gate lets it pass.) The downgrade brings the column back,
-filled from display_name, but the original names are lost.
+CONTRACT, and the last revision of its release: the column and its values are gone after it,
+and the code released before it still reads users.name. So the deploy that brings it defers
+it (the revision before makes the column nullable, so this release's code can insert users);
+the next deploy runs it first, after the pre-migration snapshot, once the live release no
+longer uses the column. An admin run in production still needs --allow-destructive. (From
+an empty database, as on a first deploy, nothing is at risk and it runs at once.) The
+downgrade brings the column back, filled from display_name, but the original names are lost.
 
 Revision ID: 6f1c2a9b7d3e
-Revises: d5b0686155dc
+Revises: 3e9a7c1d5b20
 Create Date: 2026-11-20 09:30:41.502114
 
 """
@@ -21,7 +23,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "6f1c2a9b7d3e"
-down_revision: str | Sequence[str] | None = "d5b0686155dc"
+down_revision: str | Sequence[str] | None = "3e9a7c1d5b20"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -17,7 +17,6 @@ ADD_DISPLAY_NAME = "e77ec3fef45a"
 BACKFILL_DISPLAY_NAME = "2a83af8c96bd"
 INDEX_TASKS = "eb3af3cb1028"
 CHECK_TASK_STATUS = "d5b0686155dc"
-DROP_USERS_NAME = "6f1c2a9b7d3e"  # destructive on purpose: the change gate's example
 # The online building blocks (migration_resource.online), one per revision:
 ADD_EMAIL_DOMAIN = "b33d0b47f2df"
 BACKFILL_EMAIL_DOMAIN = "6dcb9e3c139f"  # batched, resumable
@@ -26,10 +25,16 @@ VALIDATE_EMAIL_DOMAIN = "f5274432e448"  # VALIDATE CONSTRAINT (the schema stays 
 INDEX_EMAIL_DOMAIN = "25d7c6ee3024"  # CREATE INDEX CONCURRENTLY
 ONLINE_REVISIONS = (ADD_EMAIL_DOMAIN, BACKFILL_EMAIL_DOMAIN, CHECK_EMAIL_DOMAIN,
                     VALIDATE_EMAIL_DOMAIN, INDEX_EMAIL_DOMAIN)
-HEAD = INDEX_EMAIL_DOMAIN
+# The release that stops using users.name: nullable first (expand), then the drop
+# (contract, destructive on purpose: the change gate's and the phases' example), last.
+USERS_NAME_NULLABLE = "3e9a7c1d5b20"
+DROP_USERS_NAME = "6f1c2a9b7d3e"
+HEAD = DROP_USERS_NAME
 ORDER = (CREATE_TABLES, ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS,
-         DROP_USERS_NAME, *ONLINE_REVISIONS)
+         *ONLINE_REVISIONS, USERS_NAME_NULLABLE, DROP_USERS_NAME)
 ALL_REVISIONS = len(ORDER)
+# What a database at CHECK_TASK_STATUS still has to run, in order.
+AFTER_CHECK_TASK_STATUS = ORDER[ORDER.index(CHECK_TASK_STATUS) + 1:]
 
 
 def make_alembic_config(connection: sa.Connection | None = None) -> alembic.config.Config:

@@ -41,6 +41,7 @@ from tests.alembic.support import (
     HEAD,
     ORDER,
     REPO_ROOT,
+    USERS_NAME_NULLABLE,
 )
 from tests.cdk_app.support import SHARED_OUTDIR, project_copy, synthesize
 from tests.migration_resource.support import execute, relations, version_rows
@@ -573,9 +574,11 @@ def test_tables_created_without_history_get_a_verified_baseline(
         # THEN the history is verified against the scripts, stamped, and the rest applied
         assert result.returncode == 0, result.stdout + result.stderr
         assert events(result) == ["CREATE_IN_PROGRESS", "CREATE_COMPLETE", "CREATE_COMPLETE"]
-        # (the answer's state is the one after the stamp: the revisions left to apply)
-        left = len(ORDER) - ORDER.index(ADD_EMAIL_DOMAIN) - 1
-        assert f"Revision: {ADD_EMAIL_DOMAIN} → {HEAD} ({left} applied)" in result.stdout
+        # (the answer's state is the one after the stamp: the revisions left to apply; a first
+        # deploy knows no live release, so the column drop waits for the next one)
+        left = ORDER.index(USERS_NAME_NULLABLE) - ORDER.index(ADD_EMAIL_DOMAIN)
+        assert (f"Revision: {ADD_EMAIL_DOMAIN} → {USERS_NAME_NULLABLE} ({left} applied)"
+                in result.stdout)
         log = local.function_log
         assert "Migration state: tables_without_migration_history" in log
         assert log.index("Verified baseline: ") < log.index(f"Running {left} pending migrations")
@@ -583,55 +586,53 @@ def test_tables_created_without_history_get_a_verified_baseline(
             log)
         engine = local.engine()
         try:
-            assert version_rows(engine) == [HEAD]
+            assert version_rows(engine) == [USERS_NAME_NULLABLE]
         finally:
             engine.dispose()
         local.assert_rows_kept()
 
 
-def test_prod_refuses_a_destructive_revision_then_allows_it_with_the_setting(
+def test_prod_defers_the_column_drop_then_applies_it_in_the_next_release(
         first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
-    # (a release ending at the column drop: a contract revision is its release's last)
-    project = release_checkout(tmp_path / "release", RELEASE_HEAD)
-    refused_out = tmp_path / "cdk.out.refused"
-    synthesize("prod", outdir=refused_out, project_root=project)
+    out = tmp_path / "cdk.out.first"
+    synthesize("prod", outdir=out)
     with local_environment("deploy-local-prod-") as local:
-        # GIVEN a prod database two revisions behind, the next ones dropping a column
+        # GIVEN a prod database behind, with rows; the release ends with the column drop
         local.start_database("prod")
         alembic_upgrade(local, ADD_DISPLAY_NAME, stage="prod")
         local.insert_rows("prod")
-        # WHEN deploying the prod stage
-        refused = local.run(stage="prod", cdk_out=refused_out)
-        # THEN the Create is refused with the gate's reason and rolled back; nothing changed
-        assert refused.returncode == 1, refused.stdout + refused.stderr
-        assert events(refused) == ["CREATE_IN_PROGRESS", "CREATE_FAILED", "DELETE_IN_PROGRESS",
-                                   "DELETE_COMPLETE", "ROLLBACK_COMPLETE"]
-        failed = next(line for line in refused.stdout.splitlines() if "CREATE_FAILED" in line)
-        assert "drop_column blocked in production" in failed
-        assert local.aws("rds").describe_db_snapshots(
-            SnapshotType="manual")["DBSnapshots"] == []
+        # WHEN deploying the prod stage (a first deploy: no live release known)
+        deferred = local.run(stage="prod", cdk_out=out)
+        # THEN the expand revisions run after a snapshot and the drop waits
+        assert deferred.returncode == 0, deferred.stdout + deferred.stderr
+        assert events(deferred)[-1] == "CREATE_COMPLETE"
+        applied = ORDER.index(USERS_NAME_NULLABLE) - ORDER.index(ADD_DISPLAY_NAME)
+        assert (f"Revision: {ADD_DISPLAY_NAME} → {USERS_NAME_NULLABLE} ({applied} applied)"
+                in deferred.stdout)
+        assert f"Deferred: {HEAD}" in deferred.stdout
+        assert len(local.aws("rds").describe_db_snapshots(
+            SnapshotType="manual")["DBSnapshots"]) == 1
         engine = local.engine("prod")
         try:
-            assert version_rows(engine) == [ADD_DISPLAY_NAME]
+            assert version_rows(engine) == [USERS_NAME_NULLABLE]
         finally:
             engine.dispose()
         local.assert_rows_kept("prod")
-        # WHEN the stage allows destructive changes (cdk.json's allowDestructive) and deploys
-        allowed_out = tmp_path / "cdk.out"
-        synthesize("prod", outdir=allowed_out, changes={"allowDestructive": True},
-                   project_root=project)
+        # WHEN the next release deploys (a setting changed, so CloudFormation sends an
+        # Update whose OldResourceProperties name the release now live)
+        later = tmp_path / "cdk.out"
+        synthesize("prod", outdir=later, changes={"serviceTimeoutSeconds": 3500})
         local.insert_rows("prod")
-        allowed = local.run(stage="prod", cdk_out=allowed_out)
-        # THEN it is applied, after a snapshot, with every row still there
-        assert allowed.returncode == 0, allowed.stdout + allowed.stderr
-        assert events(allowed)[-1] == "CREATE_COMPLETE"
-        assert f"Revision: {ADD_DISPLAY_NAME} → {RELEASE_HEAD} (4 applied)" in allowed.stdout
-        snapshot_line = next(line for line in allowed.stdout.splitlines()
-                             if line.startswith("Snapshot: "))
-        assert snapshot_line.startswith("Snapshot: premigrate-")
+        applied_later = local.run(stage="prod", cdk_out=later)
+        # THEN the drop runs, after its own snapshot, with every row still there
+        assert applied_later.returncode == 0, applied_later.stdout + applied_later.stderr
+        assert events(applied_later)[-1] == "UPDATE_COMPLETE"
+        assert f"Revision: {USERS_NAME_NULLABLE} → {HEAD} (1 applied)" in applied_later.stdout
+        assert len(local.aws("rds").describe_db_snapshots(
+            SnapshotType="manual")["DBSnapshots"]) == 2
         engine = local.engine("prod")
         try:
-            assert version_rows(engine) == [RELEASE_HEAD]
+            assert version_rows(engine) == [HEAD]
             with engine.connect() as connection:
                 columns = [c["name"] for c in sa.inspect(connection).get_columns("users")]
             assert "name" not in columns
@@ -696,7 +697,7 @@ def test_an_existing_app_adopts_it_keeping_every_row(
         deferred = next((line.split(": ", 1)[1] for line in lines
                          if line.startswith("Deferred: ")), "")
         # the contract revision is applied, or left to the next release: the answer says which
-        assert (reached, deferred) in ((RELEASE_HEAD, ""), ("d5b0686155dc", RELEASE_HEAD))
+        assert (reached, deferred) in ((RELEASE_HEAD, ""), (USERS_NAME_NULLABLE, RELEASE_HEAD))
         assert any(line.startswith("Snapshot: premigrate-") for line in lines)
         # AND every seeded row is still there, and it says so
         assert "Rows kept: 12 of 12 (projects 3 of 3, tasks 6 of 6, users 3 of 3)" in lines

@@ -13,12 +13,11 @@ from migration_resource.revisions import ScriptsError
 from migration_resource.states import DIVERGED, OVERLAPPING_REVISIONS, UNKNOWN_REVISION
 from tests.alembic.support import (
     ADD_DISPLAY_NAME,
+    AFTER_CHECK_TASK_STATUS,
     BACKFILL_DISPLAY_NAME,
     CHECK_TASK_STATUS,
-    DROP_USERS_NAME,
     HEAD,
     INDEX_TASKS,
-    ONLINE_REVISIONS,
     ORDER,
 )
 from tests.migration_resource.support import SAMPLE_SCRIPTS, execute
@@ -69,7 +68,7 @@ def test_pending_migrations_in_the_order_they_would_run(engine) -> None:
     assert classification.state == "pending_migrations"
     assert classification.current == (ADD_DISPLAY_NAME,)
     assert classification.pending == (
-        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, DROP_USERS_NAME, *ONLINE_REVISIONS,
+        BACKFILL_DISPLAY_NAME, INDEX_TASKS, CHECK_TASK_STATUS, *AFTER_CHECK_TASK_STATUS,
     )
 
 

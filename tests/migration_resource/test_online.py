@@ -24,7 +24,7 @@ from migration_resource.online import ENGINE_LOGGER, PROGRESS_TABLE
 from migration_resource.states import DatabaseState
 from tests.alembic.support import (
     BACKFILL_EMAIL_DOMAIN,
-    DROP_USERS_NAME,
+    CHECK_TASK_STATUS,
     INDEX_EMAIL_DOMAIN,
     ONLINE_REVISIONS,
     REPO_ROOT,
@@ -379,20 +379,20 @@ def test_the_sample_online_revisions_pass_the_production_gate_and_are_previewed(
     make_engine: EngineFactory, db: sa.Engine,
 ) -> None:
     # GIVEN the sample database before the online revisions, with users
-    make_engine().migrate(target=DROP_USERS_NAME)
-    execute(db, "INSERT INTO users (email) SELECT 'u' || g || '@Example.COM' "
+    make_engine().migrate(target=CHECK_TASK_STATUS)
+    execute(db, "INSERT INTO users (email, name) SELECT 'u' || g || '@Example.COM', 'u' "
                 "FROM generate_series(1, 2500) g")
     production = make_engine(stage="production")
 
     # WHEN the dry run previews them under production's rules
-    dry = production.dry_run()
+    dry = production.dry_run(INDEX_EMAIL_DOMAIN)
 
     # THEN all render offline and the gate finds nothing, so no allow-destructive is needed
     assert dry.ok and dry.findings == ()
     assert [(p["revision"], p["source"]) for p in dry.plan or ()] == [
         (revision, "rendered") for revision in ONLINE_REVISIONS]
     # AND they apply: every user backfilled, the index valid, the constraint validated
-    outcome = production.migrate()
+    outcome = production.migrate(INDEX_EMAIL_DOMAIN)
     assert outcome.final == (INDEX_EMAIL_DOMAIN,)
     assert one(db, "SELECT count(*) FROM users WHERE email_domain = 'example.com'") == 2500
     assert one(db, "SELECT indisvalid FROM pg_index "
