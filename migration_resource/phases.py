@@ -122,9 +122,12 @@ class Release:
     """What is live: the revisions the release being replaced contains.
 
     `contains` None means no release is known to be live with this database's schema (a
-    first deploy on a database with data, an application container): every contract
-    revision is deferred. `refuse_after_contract`: a revision after a deferred contract one
-    is refused (a deploy), rather than left pending with it (an application container).
+    first deploy on a database with data, an application container). `refuse_after_contract`
+    (a deploy): a revision after a deferred contract one is refused. Without it (an
+    application container) the run stops before the first contract revision, whatever the
+    live release. A deploy that knows no live release defers only the contract revisions at
+    the end of what is pending: the ones followed by other revisions are older history (a
+    team adopting this with a long history), which runs through the gate as it always did.
     """
 
     contains: frozenset[str] | None
@@ -134,6 +137,8 @@ class Release:
         self, order: Sequence[str], phases: Mapping[str, str], target: str,
         ancestry: Callable[[str], frozenset[str]],
     ) -> ReleaseSplit:
+        if self.contains is None and self.refuse_after_contract:
+            return _defer_trailing(order, phases, target)
         released = self.contains or frozenset()
 
         def deferred(revision: str) -> bool:
@@ -163,6 +168,16 @@ class Release:
                 "revision the last one of this release, on the branch merged last")
         return ReleaseSplit(run=run, deferred=tuple(order[first:]), target=new_target,
                             released_contracts=contracts_run)
+
+
+def _defer_trailing(order: Sequence[str], phases: Mapping[str, str], target: str) -> ReleaseSplit:
+    tail = len(order)
+    while tail > 0 and phases.get(order[tail - 1]) == CONTRACT:
+        tail -= 1
+    run = tuple(order[:tail])
+    if tail == len(order):
+        return ReleaseSplit(run=run, deferred=(), target=target)
+    return ReleaseSplit(run=run, deferred=tuple(order[tail:]), target=run[-1] if run else None)
 
 
 def by_phase(phases: Iterable[RevisionPhase]) -> dict[str, list[str]]:

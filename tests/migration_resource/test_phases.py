@@ -135,6 +135,21 @@ def test_no_known_live_release_defers_every_contract_revision(
     assert version_rows(db) == ["r03_drop"]
 
 
+def test_without_a_live_release_only_the_trailing_contract_revisions_wait(
+    tmp_path: Path, make_engine: EngineFactory, db: sa.Engine
+) -> None:
+    # GIVEN a team's long history adopted on a first deploy: a drop in the middle (older
+    # history), more work after it, and a drop at the end
+    scripts = history(tmp_path / "long", {
+        **RELEASE, "r04_add": 'op.add_column("items", sa.Column("shape", sa.Text))',
+        "r05_drop": 'op.drop_column("items", "size")'})
+    make_engine(script_location=scripts).migrate("r01_base")
+    # THEN the middle drop runs with the rest (the gate judges it as before), the last waits
+    assert deploy(make_engine(script_location=scripts), live=None, target="r05_drop") == (
+        ("r02_add", "r03_drop", "r04_add"), ("r05_drop",))
+    assert version_rows(db) == ["r04_add"]
+
+
 def test_a_revision_after_a_deferred_contract_revision_is_refused(
     tmp_path: Path, make_engine: EngineFactory, db: sa.Engine
 ) -> None:
