@@ -17,21 +17,15 @@ from __future__ import annotations
 
 import logging.config
 import os
-from collections.abc import Iterable
 
 import sqlalchemy as sa
 from alembic import context
-from alembic.runtime.environment import NameFilterType
 from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
-from sqlalchemy.schema import SchemaItem
 
+from migration_resource.table_filter import application_tables_only
 from sample_app.models import Base
-
-# The migration engine's own bookkeeping table lives in the application database but is
-# not part of the application's models.
-AUDIT_TABLE = "migration_audit"
 
 # Offline mode only needs a dialect to render SQL, never a server.
 OFFLINE_DIALECT_URL = "postgresql+psycopg2://"
@@ -45,24 +39,7 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 target_metadata = Base.metadata
 
 
-def ignored_tables() -> frozenset[str]:
-    extra: str | Iterable[str] = config.attributes.get("ignored_tables", ())
-    names = {extra} if isinstance(extra, str) else set(extra)
-    return frozenset(names | {AUDIT_TABLE})
-
-
-IGNORED_TABLES = ignored_tables()
-
-
-def include_object(
-    obj: SchemaItem,
-    name: str | None,
-    type_: NameFilterType,
-    reflected: bool,
-    compare_to: SchemaItem | None,
-) -> bool:
-    """Leave tables that are not the application's out of autogenerate and ``alembic check``."""
-    return not (type_ == "table" and name in IGNORED_TABLES)
+include_object = application_tables_only(config.attributes.get("ignored_tables", ()))
 
 
 def database_url_from_env() -> URL | None:

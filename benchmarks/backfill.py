@@ -56,7 +56,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from report import publish  # benchmarks/report.py, beside this script
 
-from localdev.postgres import LocalPostgres, free_port
+from localdev.postgres import LocalPostgres, database_server
 from migration_resource.dsn import normalize_url
 from migration_resource.online import backfill
 
@@ -99,21 +99,6 @@ class DurablePostgres(LocalPostgres):
         options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
         self._run(["pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
                    str(self.data_dir / "server.log"), "-w", "start"], check=True)
-
-
-@contextmanager
-def database_server(work: Path) -> Iterator[str]:
-    external = os.environ.get("DATABASE_URL")
-    if external:
-        yield external
-        return
-    server = DurablePostgres(data_dir=work / "pgdata", port=free_port())
-    print("Starting a throwaway PostgreSQL server (durable settings)...", file=sys.stderr)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def create_table(engine: sa.Engine, table: str, rows: int) -> None:
@@ -246,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # the postgres user must reach the data folder when we are root
     name = f"bench_backfill_{uuid.uuid4().hex[:8]}"
     try:
-        with database_server(work) as url:
+        with database_server(work, server=DurablePostgres, kind=" (durable settings)") as url:
             admin = sa.create_engine(normalize_url(url), isolation_level="AUTOCOMMIT",
                                      poolclass=sa.NullPool)
             with admin.connect() as conn:

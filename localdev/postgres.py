@@ -137,14 +137,16 @@ def _running_as_root() -> bool:
 
 
 @contextmanager
-def database_server(work: Path) -> Iterator[str]:
-    """For benchmarks: DATABASE_URL when set, else a throwaway server in work/pgdata."""
+def database_server(
+    work: Path, *, server: type[LocalPostgres] = LocalPostgres, kind: str = ""
+) -> Iterator[str]:
+    """For benchmarks: DATABASE_URL when set, else a throwaway `server` in work/pgdata."""
     external = os.environ.get("DATABASE_URL")
     if external:
         yield external
         return
-    local = LocalPostgres(data_dir=work / "pgdata", port=free_port())
-    print("Starting a throwaway PostgreSQL server...", file=sys.stderr)
+    local = server(data_dir=work / "pgdata", port=free_port())
+    print(f"Starting a throwaway PostgreSQL server{kind}...", file=sys.stderr)
     local.start()
     try:
         yield local.url

@@ -30,17 +30,14 @@ from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 from alembic import context
-from alembic.runtime.environment import NameFilterType
 from alembic.util import CommandError
-from sqlalchemy.schema import SchemaItem
 
-# The migration engine's own bookkeeping table lives in the application database but is not
-# part of the application's models.
-AUDIT_TABLE = "migration_audit"
+from migration_resource.table_filter import application_tables_only
+
 OFFLINE_DIALECT = "postgresql"
 # One DEBUG line per run of this environment (each run walks the revisions it applies).
 logger = logging.getLogger("migration_resource.alembic_env")
@@ -90,24 +87,7 @@ def target_metadata() -> sa.MetaData:
     return sa.MetaData()
 
 
-def ignored_tables() -> frozenset[str]:
-    extra: str | Iterable[str] = config.attributes.get("ignored_tables", ())
-    names = {extra} if isinstance(extra, str) else set(extra)
-    return frozenset(names | {AUDIT_TABLE})
-
-
-IGNORED_TABLES = ignored_tables()
-
-
-def include_object(
-    obj: SchemaItem,
-    name: str | None,
-    type_: NameFilterType,
-    reflected: bool,
-    compare_to: SchemaItem | None,
-) -> bool:
-    """Leave tables that are not the application's out of autogenerate and ``alembic check``."""
-    return not (type_ == "table" and name in IGNORED_TABLES)
+include_object = application_tables_only(config.attributes.get("ignored_tables", ()))
 
 
 def run_migrations_offline(metadata: sa.MetaData) -> None:
