@@ -366,8 +366,8 @@ def _failed(  # noqa: PLR0917 - private, one caller
         before_it = "nothing was committed before it in this run"
     message = (
         f"{before.state.value}: revision {revision} ({path.name}) failed after {len(applied)} "
-        f"of {len(before.pending) or '?'} revisions: {type(error).__name__}: "
-        f"{_first_line(core.safe(error))}{f' ({note})' if note else ''}. "
+        f"of {len(before.pending) or '?'} revisions: {_error_text(core, error)}"
+        f"{f' ({note})' if note else ''}. "
         f"{before_it[0].upper()}{before_it[1:]}; {where}. {now}. "
         + ("Retry when that session has finished, or end it; see "
            f"{RUNBOOK}#a-table-lock-is-held" if note else
@@ -375,6 +375,18 @@ def _failed(  # noqa: PLR0917 - private, one caller
     )
     logger.error(message)
     return MigrationFailed(message, before, applied, final or ())
+
+
+def _error_text(core: EngineCore, error: BaseException) -> str:
+    """`UniqueViolation: could not create unique index ...`: for a database error, the
+    driver's own class and message (the server's words), not SQLAlchemy's wrapper around
+    them, so the part that says what went wrong comes first."""
+    original = getattr(error, "orig", None) if isinstance(error, sa.exc.DBAPIError) else None
+    if isinstance(original, BaseException):
+        text = f"{type(original).__name__}: {core.safe(original)}"
+    else:
+        text = f"{type(error).__name__}: {_first_line(core.safe(error))}"
+    return text.rstrip(".")  # the message goes on with ". "
 
 
 def _first_line(text: str) -> str:

@@ -15,7 +15,8 @@ What changes against plain crhelper:
 - `_log_setup`: nothing per event (the handler configures logging once);
 - `_polling_init`: a first run that finished answers at once instead of polling; a poll that
   found its request over removes its rule and answers nothing;
-- `_remove_polling`: a failure to clean up after a success is a warning, not the answer;
+- `_remove_polling`: only a poll that set one up removes it, and a failure to clean up
+  after a success is a warning, not the answer;
 - `_timeout`: the product's own reason;
 - `_send`: one answer per request (the timer thread and the main thread may both try in the
   last half second), fitted to CloudFormation's 4 KB, sent with bounded retries (crhelper's
@@ -163,6 +164,10 @@ class CrHelperLifecycle(_CfnResource):  # type: ignore[misc]
         super()._polling_init(event)
 
     def _remove_polling(self) -> None:
+        if "CrHelperRule" not in self._event:
+            # A first run that fails has no poll to remove; crhelper would log three errors
+            # saying so, beside the real one.
+            return
         try:
             super()._remove_polling()
         except Exception as error:  # boto3's errors: the answer matters more

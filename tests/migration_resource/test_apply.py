@@ -151,9 +151,9 @@ def test_failure_half_way_leaves_the_last_good_revision(
     message = str(failure.value)
     assert message.startswith(
         f"pending_migrations: revision {ids[3]} (00004_{ids[3]}.py) failed after 1 of 3 "
-        "revisions: DataError: "
+        "revisions: DivisionByZero: division by zero. "  # the driver's class, the server's words
     )
-    assert "division by zero" in message
+    assert "DataError" not in message and "[SQL:" not in message
     assert f"Committed before it in this run: {ids[2]}; its transaction was rolled back" in message
     assert f"The database is at revision {ids[2]}" in message
     assert "Traceback" not in message

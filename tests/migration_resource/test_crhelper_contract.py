@@ -194,17 +194,22 @@ def test_remove_polling_when_done(lifecycle: Lifecycle, response_recorder: Any,
     assert len(answers(response_recorder)) == 1 and rules(aws) == []
 
 
-def test_failure_from_exception(lifecycle: Lifecycle, response_recorder: Any) -> None:
+def test_failure_from_exception(lifecycle: Lifecycle, response_recorder: Any,
+                                caplog: pytest.LogCaptureFixture) -> None:
     def fails(e: Mapping[str, Any], c: Any) -> str:
         raise RuntimeError("pending_migrations: the reason, named")
 
     lifecycle.first = fails
     one = event(response_recorder, "Update", PhysicalResourceId="kept-id")
-    lifecycle(one, Context())
+    with caplog.at_level(logging.INFO):
+        lifecycle(one, Context())
     (answer,) = answers(response_recorder)
     assert answer["Status"] == "FAILED"
     assert answer["Reason"] == "pending_migrations: the reason, named"
     assert answer["PhysicalResourceId"] == "kept-id"
+    # the log has the reason, and no error about a poll that was never set up
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == ["pending_migrations: the reason, named"]
 
 
 def test_timer_calls_timeout(lifecycle: Lifecycle, response_recorder: Any) -> None:
