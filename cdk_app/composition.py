@@ -14,12 +14,13 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_app.bundling import application_bundle, bundle_code
+from cdk_app.bundling import BundleSpec, application_bundle, bundle_code, bundle_fingerprint
 from cdk_app.config import DEFAULT_MIGRATIONS_PATH, StageSettings
 from cdk_app.stacks.application_stack import ApplicationStack
 from cdk_app.stacks.database_stack import DatabaseStack
 
 STACK_PREFIX = "DbMigrations"
+RELEASE_ID_LENGTH = 16  # of the fingerprint's hex digits: plenty to tell releases apart
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,15 @@ def naming_convention(settings: StageSettings) -> dict[str, str] | None:
     return None
 
 
+def release_id(project_root: Path, application_spec: BundleSpec, migrations: Path) -> str:
+    """What changes with each release of the application's code and nothing else: its
+    bundle's fingerprint (the asset hash). The migration resource's `ReleaseId`: a release
+    that brings no revision still reaches it (a deferred contract revision runs then), and a
+    deploy of the same code shows no difference."""
+    fingerprint = bundle_fingerprint(project_root, application_spec, migrations=migrations)
+    return fingerprint[:RELEASE_ID_LENGTH]
+
+
 def compose(app: cdk.App, settings: StageSettings, *, project_root: Path) -> Composition:
     env = cdk.Environment(account=settings.account, region=settings.region)
     database_name, application_name = stack_names(settings)
@@ -60,12 +70,12 @@ def compose(app: cdk.App, settings: StageSettings, *, project_root: Path) -> Com
             app, database_name, settings=settings, env=env,
             termination_protection=settings.production,
             description=description.format(settings.name, "network and database (stateful)"))
+    # Each function its own bundle: the application's leaves out what only migrations use.
+    application_spec = application_bundle(auto_migrate=settings.auto_migrate)
     application = ApplicationStack(
         app, application_name, settings=settings, data=data, env=env,
-        # Each function its own bundle: the application's leaves out what only migrations use.
-        application_code=bundle_code(
-            project_root, application_bundle(auto_migrate=settings.auto_migrate),
-            migrations=migrations),
+        application_code=bundle_code(project_root, application_spec, migrations=migrations),
+        release_id=release_id(project_root, application_spec, migrations),
         project_root=project_root, migrations=migrations,
         naming_convention=naming_convention(settings),
         description=description.format(

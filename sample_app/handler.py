@@ -34,6 +34,7 @@ from migration_resource.dsn import mask_text
 from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
 from sample_app.models import TASK_STATUSES, Task, User
+from sample_app.release import RELEASE
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.metrics import EphemeralMetrics
@@ -227,6 +228,7 @@ def answer(status: int, body: Mapping[str, object], *,
            headers: Mapping[str, str] | None = None) -> Response:
     return {
         "statusCode": status,
-        "headers": {"Content-Type": "application/json", **(headers or {})},
+        "headers": {"Content-Type": "application/json", "X-App-Release": RELEASE,
+                    **(headers or {})},
         "body": json.dumps(body),
     }

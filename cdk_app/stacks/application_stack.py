@@ -43,7 +43,8 @@ class ApplicationStack(Stack):
     def __init__(self, scope: Construct, id_: str, *, settings: StageSettings,
                  data: DatabaseStack | None, application_code: lambda_.Code,
                  project_root: Path, migrations: Path,
-                 naming_convention: dict[str, str] | None, **kwargs: Any) -> None:
+                 naming_convention: dict[str, str] | None, release_id: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(scope, id_, **kwargs)
         if data is not None:
             database = data.database.reference(self, "Database")
@@ -68,6 +69,7 @@ class ApplicationStack(Stack):
             subnets=network.subnets, security_group=network.security_group,
             migrations=migrations, naming_convention=naming_convention,
             free_storage_threshold_bytes=free_storage, engine_root=project_root,
+            release_id=release_id,
             settings=MigrationSettings(
                 stage_kind=settings.kind,
                 snapshot_before_migrate=settings.snapshot_before_migrate,

@@ -47,7 +47,9 @@ def test_reformatting_a_migration_changes_migrations_hash_but_not_the_history_di
     # THEN CloudFormation sends an Update (the bundle holds the new file), but the digest of
     # what the revisions do is the same: the deploy finds the database up to date
     assert sorted(changed) == sorted([
-        f"/Resources/{LOGICAL_ID}/Properties/MigrationsHash", *functions,
+        f"/Resources/{LOGICAL_ID}/Properties/MigrationsHash",
+        # the application's bundle holds the revision files too: its release changed
+        f"/Resources/{LOGICAL_ID}/Properties/ReleaseId", *functions,
     ])
     old = before.templates["application"]["Resources"][LOGICAL_ID]["Properties"]
     new = after.templates["application"]["Resources"][LOGICAL_ID]["Properties"]
@@ -68,6 +70,7 @@ def test_changing_a_statement_changes_the_history_digest_too(tmp_path: Path) -> 
         # the digest of what the revisions do: the engine compares it with what was recorded
         # when they were applied, so an edited applied revision is refused
         f"/Resources/{LOGICAL_ID}/Properties/HistoryDigest",
+        f"/Resources/{LOGICAL_ID}/Properties/ReleaseId",
         *functions,
     ])
 

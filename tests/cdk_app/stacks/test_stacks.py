@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from cdk_app.bundling import application_bundle
+from cdk_app.composition import RELEASE_ID_LENGTH, release_id
 from tests.alembic.support import REPO_ROOT
-from tests.cdk_app.support import Synth
+from tests.cdk_app.support import Synth, project_copy
 
 
 def remote_admin_stack_output() -> str:
@@ -58,3 +61,22 @@ def test_availability_zones_come_from_the_committed_context(dev: Synth) -> None:
     zones = {subnet["Properties"]["AvailabilityZone"]
              for subnet in dev.resources("database", "AWS::EC2::Subnet").values()}
     assert zones == {"eu-west-1a", "eu-west-1b"}
+
+
+def test_each_release_of_the_application_code_reaches_the_migration(
+    dev: Synth, prod: Synth, tmp_path: Path,
+) -> None:
+    # GIVEN the stages as synthesized: the migration's ReleaseId is the application bundle's
+    for synth in (dev, prod):
+        spec = application_bundle(auto_migrate=synth.settings.auto_migrate)
+        custom = synth.one("application", "Custom::DatabaseMigration")["Properties"]
+        assert custom["ReleaseId"] == release_id(REPO_ROOT, spec, REPO_ROOT / "alembic")
+        assert len(custom["ReleaseId"]) == RELEASE_ID_LENGTH
+    # WHEN only the application's code changes (no revision), THEN the ReleaseId changes;
+    # the same code gives the same one, so a deploy that changes nothing shows no difference
+    project = project_copy(tmp_path)
+    spec = application_bundle(auto_migrate=False)
+    same = release_id(project, spec, project / "alembic")
+    assert same == release_id(REPO_ROOT, spec, REPO_ROOT / "alembic")
+    (project / "sample_app" / "release.py").write_text('RELEASE = "2026.12.1"\n')
+    assert release_id(project, spec, project / "alembic") != same
