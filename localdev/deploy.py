@@ -46,7 +46,7 @@ import sys
 import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +83,9 @@ RESOURCE_TYPE = "Custom::DatabaseMigration"
 LOGICAL_ID = "DatabaseMigration"
 FUNCTION_OUTPUT = "MigrationFunctionName"
 TEAM_FUNCTION_OUTPUT = "TeamFunctionName"  # cdk_app/stacks/application_stack.py
+APP_FUNCTION_OUTPUT = "SampleAppFunctionName"
+# The application's functions the stack outputs, updated after the migration succeeded.
+APPLICATION_OUTPUTS = (APP_FUNCTION_OUTPUT, TEAM_FUNCTION_OUTPUT)
 # The engine's log lines the deploy repeats: what it found, the baseline it verified, what
 # it left for a later release.
 ENGINE_MESSAGES = ("Migration state:", "Verified baseline:", "Deferred to the next release:")
@@ -117,7 +120,8 @@ class SynthesizedResource:
     memory_mb: int
     # the existing database's secret name (from its ARN); None when the app creates it
     existing_secret_name: str | None = None
-    team_function: SynthesizedFunction | None = None  # the TeamFunctionName output's
+    # the application's functions, by the stack output naming each (APPLICATION_OUTPUTS)
+    applications: Mapping[str, SynthesizedFunction] = field(default_factory=dict)
 
     @property
     def function(self) -> SynthesizedFunction:
@@ -134,7 +138,8 @@ def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
             continue
         function_id = custom["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
         function = _synthesized_function(cdk_out, stage, resources[function_id]["Properties"])
-        team = template.get("Outputs", {}).get(TEAM_FUNCTION_OUTPUT, {}).get("Value", {})
+        outputs = template.get("Outputs", {})
+        named = {key: outputs[key]["Value"] for key in APPLICATION_OUTPUTS if key in outputs}
         # an existing database's secret is named by its ARN; a created one's is a token
         secret_arn = function.environment.get("DATABASE_SECRET_ARN")
         return SynthesizedResource(
@@ -145,9 +150,10 @@ def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
             environment=function.environment, timeout_seconds=function.timeout_seconds,
             memory_mb=function.memory_mb,
             existing_secret_name=_secret_name(secret_arn) if secret_arn else None,
-            team_function=(_synthesized_function(cdk_out, stage,
-                                                 resources[team["Ref"]]["Properties"])
-                           if isinstance(team, dict) and "Ref" in team else None),
+            applications={key: _synthesized_function(cdk_out, stage,
+                                                     resources[value["Ref"]]["Properties"])
+                          for key, value in named.items()
+                          if isinstance(value, dict) and "Ref" in value},
         )
     raise DeployError(f"no {RESOURCE_TYPE} {LOGICAL_ID} in {cdk_out} for stage {stage!r}; "
                       f"run `make synth CDK_STAGE={stage}`")
@@ -254,7 +260,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
     """Play the stack's deploy for the custom resource; 0 when it succeeded or had nothing to do."""
     start_database(env, stage)  # started or reused either way: the local database stays usable
     server = ensure_running(env.aws_files, env.aws_port)
-    aws = _Clients(server.endpoint)
+    aws = LocalClients(server.endpoint)
     state_file = env.state_file(stage)
     previous = _read_state(state_file)
     adopted = (_ExistingApp.prepare(env, stage, first_deploy=previous is None)
@@ -280,7 +286,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         print(f"{resource.stack_name} (local): no changes" if same_code else
               f"{resource.stack_name} (local): the function's code changed; "
               f"{LOGICAL_ID}: no changes")
-        _serve_team_function(resource, env, files, aws, outputs, endpoint=server.endpoint,
+        _update_applications(resource, env, files, aws, outputs, endpoint=server.endpoint,
                              secret_arn=secret_arn)
         _print_outputs(resource.stack_name, outputs, server.endpoint)
         return 0
@@ -303,10 +309,20 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
                                 resource.properties)
     if status != 0:
         _roll_function_back(files, function, deployed, created=previous is None)
+        # The console's reason is short: the whole one says what the database has now
+        # (nothing changed, or what was committed before the failure).
+        failures = _failure_reasons(files.function_log, log_start, function_name)
+        print("The deploy failed; the whole reason:" if failures else
+              f"The deploy failed; the function's log is in {_shown(files.function_log)}")
+        for message in failures:
+            print(f"  {message}")
+        outputs.update({output: name for output in resource.applications
+                        if (name := application_function_name(resource.stack_name, output))
+                        in files.functions()})
     if adopted is not None:
         adopted.report(files.function_log, log_start)
     if status == 0:  # the functions that depend on the migration are updated after it
-        _serve_team_function(resource, env, files, aws, outputs, endpoint=server.endpoint,
+        _update_applications(resource, env, files, aws, outputs, endpoint=server.endpoint,
                              secret_arn=secret_arn)
     if function_name in files.functions():
         _print_outputs(resource.stack_name, outputs, server.endpoint)
@@ -366,13 +382,9 @@ class _ExistingApp:
 
 
 def _engine_messages(log: Path, start: int) -> list[str]:
-    if not log.exists():
-        return []
-    with log.open("rb") as file:
-        file.seek(start)
-        lines = file.read().decode(errors="replace").splitlines()
+    """The engine's lines logged since `start` that the deploy repeats (ENGINE_MESSAGES)."""
     messages = []
-    for line in lines:
+    for line in _log_lines(log, start):
         try:  # "[function-name] {json}", as the local Invoke API writes them
             record = json.loads(line[line.find("{"):])
         except json.JSONDecodeError:
@@ -383,26 +395,59 @@ def _engine_messages(log: Path, start: int) -> list[str]:
     return messages
 
 
-def _serve_team_function(resource: SynthesizedResource, env: LocalEnvironment,
-                         files: LocalAwsFiles, aws: _Clients, outputs: dict[str, str], *,
+def _failure_reasons(log: Path, start: int, function: str) -> list[str]:
+    """The whole reasons of the function's requests that failed since `start`: crhelper logs
+    the exception that fails a request in the runtime's own format before answering FAILED
+    (`[ERROR]<tab>time<tab>request id<tab>message`)."""
+    reasons = []
+    prefix = f"[{function}] "  # the log holds every local function's lines
+    for line in _log_lines(log, start):
+        if not line.startswith(prefix):
+            continue
+        fields = line.removeprefix(prefix).split("\t")
+        if len(fields) == 4 and fields[0] == "[ERROR]" and fields[3] not in reasons:
+            reasons.append(fields[3])
+    return reasons
+
+
+def _log_lines(log: Path, start: int) -> list[str]:
+    if not log.exists():
+        return []
+    with log.open("rb") as file:
+        file.seek(start)
+        return file.read().decode(errors="replace").splitlines()
+
+
+def application_function_name(stack_name: str, output: str) -> str:
+    """The local name of the function a stack output names: `<stack>-SampleAppFunction`."""
+    return f"{stack_name}-{output.removesuffix('Name')}"
+
+
+def _update_applications(resource: SynthesizedResource, env: LocalEnvironment,
+                         files: LocalAwsFiles, aws: LocalClients, outputs: dict[str, str], *,
                          endpoint: str, secret_arn: str) -> None:
-    """Deploy the team's own function (when the stack has one) and invoke it once, as its
-    first caller after the deploy would: its answer is printed."""
-    if resource.team_function is None:
-        return
-    name = f"{resource.stack_name}-TeamFunction"
-    team = _function_record(name, resource.team_function, env, endpoint=endpoint,
-                            secret_arn=secret_arn)
-    files.put_function(team)
-    outputs[TEAM_FUNCTION_OUTPUT] = name
-    answer = aws.client("lambda", read_timeout=team.timeout_seconds + 60).invoke(
-        FunctionName=name, Payload=b"{}")
+    """Deploy the application's functions (they depend on the migration, so CloudFormation
+    updates them after it); the team's own function is invoked once, as its first caller
+    after the deploy would, and its answer printed."""
+    for output, synthesized in resource.applications.items():
+        name = application_function_name(resource.stack_name, output)
+        record = _function_record(name, synthesized, env, endpoint=endpoint,
+                                  secret_arn=secret_arn)
+        files.put_function(record)
+        outputs[output] = name
+        if output == TEAM_FUNCTION_OUTPUT:
+            _invoke_once(aws, record)
+
+
+def _invoke_once(aws: LocalClients, function: FunctionRecord) -> None:
+    answer = aws.client("lambda", read_timeout=function.timeout_seconds + 60).invoke(
+        FunctionName=function.name, Payload=b"{}")
     payload = answer["Payload"].read().decode()
     if answer.get("FunctionError"):
-        print(f"{name} failed: {payload[:500]}")
+        print(f"{function.name} failed: {payload[:500]}")
         return
     response = json.loads(payload)
-    print(f"{name} answered {response.get('statusCode')}: {response.get('body')}")
+    print(f"{function.name} answered {response.get('statusCode')}: {response.get('body')}")
 
 
 # What the local AWS gives the function rather than its template: current after a restart.
@@ -440,7 +485,7 @@ def _print_outputs(stack_name: str, outputs: Mapping[str, str], endpoint: str) -
 
 
 @dataclass(frozen=True)
-class _Clients:
+class LocalClients:
     endpoint: str
 
     def client(self, name: str, *, read_timeout: float = 60) -> Any:
@@ -452,7 +497,7 @@ class _Clients:
         )
 
 
-def _ensure_records(aws: _Clients, resource: SynthesizedResource, env: LocalEnvironment,
+def _ensure_records(aws: LocalClients, resource: SynthesizedResource, env: LocalEnvironment,
                     stage: str) -> str:
     """The secret RDS would attach (local credentials) and the database record to snapshot;
     created when missing (the local AWS forgets them when it restarts)."""
@@ -485,7 +530,7 @@ class LocalCloudFormation:
     stack: StackRecord
     files: LocalAwsFiles
     recorder: HttpsRecorder
-    aws: _Clients
+    aws: LocalClients
     lambda_client: Any
     function_name: str
     state_file: Path
@@ -507,7 +552,6 @@ class LocalCloudFormation:
                     rollback.get("Reason", ""))
         self._stack_event("ROLLBACK_COMPLETE" if rollback["Status"] == "SUCCESS"
                           else "ROLLBACK_FAILED")
-        print("The deploy failed; the database was left as it was before it.")
         return 1
 
     def update(self, physical_id: str, old: dict[str, str], new: dict[str, str]) -> int:
@@ -532,7 +576,6 @@ class LocalCloudFormation:
         else:
             self._event("UPDATE_FAILED", rollback.get("Reason", ""))
             self._stack_event("UPDATE_ROLLBACK_FAILED")
-        print("The deploy failed; the database was left as it was before it.")
         return 1
 
     def _request(self, request_type: str, properties: dict[str, str], *,

@@ -34,8 +34,8 @@ from localdev import deploy as local_deploy
 from localdev import local_aws
 from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
 from localdev.postgres import free_port
+from localdev.releases import end_history_at
 from tests.alembic.support import (
-    ADD_DISPLAY_NAME,
     ADD_EMAIL_DOMAIN,
     ALL_REVISIONS,
     HEAD,
@@ -466,7 +466,9 @@ def test_unknown_revision_fails_cleanly_and_rolls_back(
                 "script defines it, no audit row traces its ancestry; nothing was changed. "
                 "Restore its revision file, or stamp the schema's revision with --baseline REV. "
                 "See docs/RUNBOOK.md#inconsistent") in failed
-        assert "The deploy failed; the database was left as it was before it." in result.stdout
+        after = result.stdout.split("The deploy failed; the whole reason:\n", 1)[1]
+        assert after.startswith("  inconsistent: alembic_version holds 'f00dfeedbeef'")
+        assert "nothing was changed" in after.splitlines()[0]
         # the database is untouched, and the state still holds the last good properties
         assert relations(engine) == before
         assert version_rows(engine) == ["f00dfeedbeef"]
@@ -592,55 +594,6 @@ def test_tables_created_without_history_get_a_verified_baseline(
         local.assert_rows_kept()
 
 
-def test_prod_defers_the_column_drop_then_applies_it_in_the_next_release(
-        first: subprocess.CompletedProcess[str], tmp_path: Path) -> None:
-    out = tmp_path / "cdk.out.first"
-    synthesize("prod", outdir=out)
-    with local_environment("deploy-local-prod-") as local:
-        # GIVEN a prod database behind, with rows; the release ends with the column drop
-        local.start_database("prod")
-        alembic_upgrade(local, ADD_DISPLAY_NAME, stage="prod")
-        local.insert_rows("prod")
-        # WHEN deploying the prod stage (a first deploy: no live release known)
-        deferred = local.run(stage="prod", cdk_out=out)
-        # THEN the expand revisions run after a snapshot and the drop waits
-        assert deferred.returncode == 0, deferred.stdout + deferred.stderr
-        assert events(deferred)[-1] == "CREATE_COMPLETE"
-        applied = ORDER.index(USERS_NAME_NULLABLE) - ORDER.index(ADD_DISPLAY_NAME)
-        assert (f"Revision: {ADD_DISPLAY_NAME} → {USERS_NAME_NULLABLE} ({applied} applied)"
-                in deferred.stdout)
-        assert f"Deferred: {HEAD}" in deferred.stdout
-        assert len(local.aws("rds").describe_db_snapshots(
-            SnapshotType="manual")["DBSnapshots"]) == 1
-        engine = local.engine("prod")
-        try:
-            assert version_rows(engine) == [USERS_NAME_NULLABLE]
-        finally:
-            engine.dispose()
-        local.assert_rows_kept("prod")
-        # WHEN the next release deploys (a setting changed, so CloudFormation sends an
-        # Update whose OldResourceProperties name the release now live)
-        later = tmp_path / "cdk.out"
-        synthesize("prod", outdir=later, changes={"serviceTimeoutSeconds": 3500})
-        local.insert_rows("prod")
-        applied_later = local.run(stage="prod", cdk_out=later)
-        # THEN the drop runs, after its own snapshot, with every row still there
-        assert applied_later.returncode == 0, applied_later.stdout + applied_later.stderr
-        assert events(applied_later)[-1] == "UPDATE_COMPLETE"
-        assert f"Revision: {USERS_NAME_NULLABLE} → {HEAD} (1 applied)" in applied_later.stdout
-        assert len(local.aws("rds").describe_db_snapshots(
-            SnapshotType="manual")["DBSnapshots"]) == 2
-        engine = local.engine("prod")
-        try:
-            assert version_rows(engine) == [HEAD]
-            with engine.connect() as connection:
-                columns = [c["name"] for c in sa.inspect(connection).get_columns("users")]
-            assert "name" not in columns
-        finally:
-            engine.dispose()
-        local.assert_rows_kept("prod")
-
-
 def alembic_upgrade(local: LocalDeploy, revision: str, *, stage: str = "dev") -> None:
     url = local.engine(stage).url.render_as_string(hide_password=False)
     subprocess.run([sys.executable, "-m", "alembic", "upgrade", revision], cwd=REPO_ROOT,
@@ -658,16 +611,8 @@ RELEASE_HEAD = "6f1c2a9b7d3e"
 
 def release_checkout(root: Path, head: str) -> Path:
     """A project copy whose history ends at `head`: later revisions are removed."""
-    from alembic.config import Config  # noqa: PLC0415
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
-
     project = project_copy(root)
-    shutil.copy2(REPO_ROOT / "alembic.ini", project / "alembic.ini")
-    script = ScriptDirectory.from_config(Config(str(project / "alembic.ini")))
-    keep = {revision.revision for revision in script.walk_revisions("base", head)}
-    for revision in script.walk_revisions():
-        if revision.revision not in keep:
-            Path(str(revision.path)).unlink()
+    end_history_at(project, head)
     return project
 
 
