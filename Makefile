@@ -69,11 +69,22 @@ synth: $(STAMP) $(NODE_STAMP)
 # sample app's tables without migration history (SEED_REVISION's, default the first
 # revision's), takes the verified baseline, migrates on, counts the rows kept and invokes the
 # team's own function.
+# SCENARIO=zero-downtime plays four releases of the sample application instead
+# (localdev/zero_downtime.py): expand now, contract one release later, a failed release rolled
+# back, with the application answering requests throughout; in its own folder
+# (.local/zero-downtime) and servers, removed at the end.
 LOCAL_AWS_PORT ?= 54330
 SEED_REVISION ?=
-deploy-local: $(STAMP) $(NODE_STAMP) postgres-binaries synth
+SCENARIO ?=
+deploy-local: $(STAMP) $(NODE_STAMP) postgres-binaries $(if $(SCENARIO),,synth)
+ifeq ($(SCENARIO),zero-downtime)
+	@$(BIN)/python -m localdev.zero_downtime
+else ifeq ($(SCENARIO),)
 	@$(BIN)/python -m localdev.deploy deploy --stage $(CDK_STAGE) --aws-port $(LOCAL_AWS_PORT) \
 		$(if $(SEED_REVISION),--seed-revision $(SEED_REVISION))
+else
+	@echo "deploy-local: no scenario $(SCENARIO); the one there is: SCENARIO=zero-downtime" >&2; exit 2
+endif
 
 # Stops the local AWS endpoint and the local PostgreSQL, and removes the database and the
 # deploy state: the next deploy-local starts from an empty database.
