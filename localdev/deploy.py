@@ -256,8 +256,10 @@ def lambda_runtime(env: LocalEnvironment) -> tuple[str, Path]:
 
 
 # -- the deploy ------------------------------------------------------------------------------
-def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> int:
-    """Play the stack's deploy for the custom resource; 0 when it succeeded or had nothing to do."""
+def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment, *,
+           show_outputs: bool = True) -> int:
+    """Play the stack's deploy for the custom resource; 0 when it succeeded or had nothing to do.
+    `show_outputs`: print the stack's outputs and how to reach the local AWS endpoint."""
     start_database(env, stage)  # started or reused either way: the local database stays usable
     server = ensure_running(env.aws_files, env.aws_port)
     aws = LocalClients(server.endpoint)
@@ -288,7 +290,8 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
               f"{LOGICAL_ID}: no changes")
         _update_applications(resource, env, files, aws, outputs, endpoint=server.endpoint,
                              secret_arn=secret_arn)
-        _print_outputs(resource.stack_name, outputs, server.endpoint)
+        if show_outputs:
+            _print_outputs(resource.stack_name, outputs, server.endpoint)
         return 0
     print(f"{resource.stack_name} (local): deploying; the function's log is in "
           f"{_shown(files.function_log)}")
@@ -311,11 +314,13 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
         _roll_function_back(files, function, deployed, created=previous is None)
         # The console's reason is short: the whole one says what the database has now
         # (nothing changed, or what was committed before the failure).
-        failures = _failure_reasons(files.function_log, log_start, function_name)
-        print("The deploy failed; the whole reason:" if failures else
+        whole = [reason for reason in _failure_reasons(files.function_log, log_start,
+                                                        function_name)
+                 if reason != cfn.failure_reason]
+        print("The deploy failed; the whole reason:" if whole else
               f"The deploy failed; the function's log is in {_shown(files.function_log)}")
-        for message in failures:
-            print(f"  {message}")
+        for reason in whole:
+            print(f"  {reason}")
         outputs.update({output: name for output in resource.applications
                         if (name := application_function_name(resource.stack_name, output))
                         in files.functions()})
@@ -324,7 +329,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment) -> 
     if status == 0:  # the functions that depend on the migration are updated after it
         _update_applications(resource, env, files, aws, outputs, endpoint=server.endpoint,
                              secret_arn=secret_arn)
-    if function_name in files.functions():
+    if show_outputs and function_name in files.functions():
         _print_outputs(resource.stack_name, outputs, server.endpoint)
     return status
 
@@ -534,6 +539,7 @@ class LocalCloudFormation:
     lambda_client: Any
     function_name: str
     state_file: Path
+    failure_reason: str = ""  # the failed request's reason, as the console shows it
 
     def create(self, properties: dict[str, str]) -> int:
         self._set_status("CREATE_IN_PROGRESS")
@@ -543,7 +549,8 @@ class LocalCloudFormation:
             self._event("CREATE_COMPLETE")
             self._save(str(answer["PhysicalResourceId"]), properties)
             return self._done(answer, "CREATE_COMPLETE")
-        self._event("CREATE_FAILED", answer.get("Reason", ""))
+        self.failure_reason = str(answer.get("Reason", ""))
+        self._event("CREATE_FAILED", self.failure_reason)
         self._set_status("ROLLBACK_IN_PROGRESS")
         self._event("DELETE_IN_PROGRESS")
         rollback = self._request("Delete", properties,
@@ -565,7 +572,8 @@ class LocalCloudFormation:
             self._event("UPDATE_COMPLETE")
             self._save(physical_id, new)
             return self._done(answer, "UPDATE_COMPLETE")
-        self._event("UPDATE_FAILED", answer.get("Reason", ""))
+        self.failure_reason = str(answer.get("Reason", ""))
+        self._event("UPDATE_FAILED", self.failure_reason)
         # CloudFormation's rollback: the previous properties again, during the rollback status
         self._stack_event("UPDATE_ROLLBACK_IN_PROGRESS")
         self._event("UPDATE_IN_PROGRESS")

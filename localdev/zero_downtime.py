@@ -321,7 +321,7 @@ class Scenario:
                 mark = time.monotonic()
                 status = local_deploy.deploy(
                     local_deploy.read_synthesized(outdirs[step.release.folder], STAGE), STAGE,
-                    self.env)
+                    self.env, show_outputs=self.keep)
                 if number == 1:  # nothing serves before the first deploy
                     traffic.start()
                 traffic.wait_for(REQUESTS_AFTER_EACH_DEPLOY, after=time.monotonic())

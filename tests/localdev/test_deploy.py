@@ -466,9 +466,8 @@ def test_unknown_revision_fails_cleanly_and_rolls_back(
                 "script defines it, no audit row traces its ancestry; nothing was changed. "
                 "Restore its revision file, or stamp the schema's revision with --baseline REV. "
                 "See docs/RUNBOOK.md#inconsistent") in failed
-        after = result.stdout.split("The deploy failed; the whole reason:\n", 1)[1]
-        assert after.startswith("  inconsistent: alembic_version holds 'f00dfeedbeef'")
-        assert "nothing was changed" in after.splitlines()[0]
+        # (the reason fits the console: it is not repeated)
+        assert "The deploy failed; the function's log is in " in result.stdout
         # the database is untouched, and the state still holds the last good properties
         assert relations(engine) == before
         assert version_rows(engine) == ["f00dfeedbeef"]
