@@ -41,6 +41,7 @@ from tests.migration_resource.test_handler import (
     deploy,  # noqa: F401 - the fixture
     snapshots,
 )
+from tests.migration_resource.test_handler import live as live_release
 
 BROKEN = "9b1e4f7a2c60"
 
@@ -125,7 +126,7 @@ def traffic(db: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[Traffic]
 
 
 def live(target: str, release: str) -> dict[str, str]:
-    return {"TargetRevision": target, "Stage": "production", "ReleaseId": release}
+    return {**live_release(target), "ReleaseId": release}
 
 
 def test_three_releases_never_stop_the_application(
