@@ -6,13 +6,23 @@ state; we shorten the middle ourselves so both ends survive.
 
 from __future__ import annotations
 
+import re
+
 REASON_LIMIT = 240
 NOTHING_CHANGED = "; nothing was changed"
 ELLIPSIS = "…"
 
 
+# "revision a41c7e9d2b58 (20261206_0900_a41c7e9d2b58_unique_display_names.py)": the file's
+# name repeats the revision id; the console needs the room more than the name.
+_REVISION_FILE = re.compile(r"(\brevision [0-9A-Za-z_]+) \([^()\s]+\.py\)")
+
+
 def short_reason(message: str, limit: int = REASON_LIMIT) -> str:
     text = " ".join(message.split())
+    if len(text) <= limit:
+        return text
+    text = _REVISION_FILE.sub(r"\1", text)
     if len(text) <= limit:
         return text
     head, marker, rest = text.partition(NOTHING_CHANGED)

@@ -40,3 +40,25 @@ def test_without_the_marker_both_ends_are_kept() -> None:
     reason = short_reason("error: " + "z" * 400 + " retry later")
     assert len(reason) <= REASON_LIMIT
     assert reason.startswith("error: z") and reason.endswith("retry later")
+
+
+def test_a_failed_revision_gives_its_file_name_up_before_the_error() -> None:
+    # GIVEN the engine's line for a revision that failed, too long for the console
+    message = (
+        "pending_migrations: revision a41c7e9d2b58 (20261206_0900_a41c7e9d2b58_unique_display_"
+        "names.py) failed after 1 of 2 revisions: UniqueViolation: could not create unique "
+        'index "uq_users_display_name" DETAIL: Key (display_name)=(Ada) is duplicated. '
+        "Committed before it in this run: 6f1c2a9b7d3e; its online steps commit as they go. "
+        "The database is at revision 6f1c2a9b7d3e. Fix the revision and deploy again; see "
+        "docs/RUNBOOK.md#a-revision-fails")
+    reason = short_reason(message)
+    # THEN the revision id stays, its file name goes, and more of the error fits
+    assert len(reason) <= REASON_LIMIT
+    assert reason.startswith("pending_migrations: revision a41c7e9d2b58 failed after 1 of 2 "
+                             "revisions: UniqueViolation: could not create unique index "
+                             '"uq_users_display_name"')
+    assert reason.endswith("Fix the revision and deploy again; see "
+                           "docs/RUNBOOK.md#a-revision-fails")
+    # AND a reason that fits keeps the file name
+    assert short_reason("pending_migrations: revision abc (x.py) failed") == (
+        "pending_migrations: revision abc (x.py) failed")
