@@ -44,8 +44,8 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from report import publish  # noqa: E402 - benchmarks/report.py, beside this script
 
-from localdev.deploy import CREDENTIALS  # noqa: E402
 from localdev.local_aws import LocalAwsFiles, stop  # noqa: E402
+from localdev.local_cloudformation import CREDENTIALS  # noqa: E402
 from localdev.postgres import free_port  # noqa: E402
 
 STACK = "DbMigrations-dev-Application"

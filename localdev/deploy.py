@@ -9,6 +9,10 @@ through the local Lambda Invoke API), a PostgreSQL server whose data stays in
 `<local-dir>/postgres`, a moto server for Secrets Manager, RDS, EventBridge and Lambda
 permissions, and an HTTPS ResponseURL.
 
+What the template says is read by `localdev.synthesized`; CloudFormation's requests, polls
+and events are played by `localdev.local_cloudformation`. This module sets the local
+environment up and runs one deploy.
+
 Decisions:
 - The local AWS (localdev.local_aws: the Invoke API, DescribeStacks and moto behind one
   endpoint) is started by the first deploy and left running, like the deployed stack: the
@@ -43,16 +47,12 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-import boto3
 import sqlalchemy as sa
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from localdev import seed_existing
@@ -69,6 +69,14 @@ from localdev.local_aws import (
     ensure_running,
 )
 from localdev.local_aws import stop as stop_local_aws
+from localdev.local_cloudformation import (
+    CREDENTIALS,
+    REGION,
+    LocalClients,
+    LocalCloudFormation,
+    read_state,
+    shown,
+)
 from localdev.postgres import (
     LOCAL_DATABASE,
     LOCAL_PORT,
@@ -76,116 +84,20 @@ from localdev.postgres import (
     PostgresUnavailable,
     start_with_database,
 )
+from localdev.synthesized import (
+    FUNCTION_OUTPUT,
+    LOGICAL_ID,
+    TEAM_FUNCTION_OUTPUT,
+    DeployError,
+    SynthesizedFunction,
+    SynthesizedResource,
+    read_synthesized,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REGION = "us-east-1"
-RESOURCE_TYPE = "Custom::DatabaseMigration"
-LOGICAL_ID = "DatabaseMigration"
-FUNCTION_OUTPUT = "MigrationFunctionName"
-TEAM_FUNCTION_OUTPUT = "TeamFunctionName"  # cdk_app/stacks/application_stack.py
-APP_FUNCTION_OUTPUT = "SampleAppFunctionName"
-# The application's functions the stack outputs, updated after the migration succeeded.
-APPLICATION_OUTPUTS = (APP_FUNCTION_OUTPUT, TEAM_FUNCTION_OUTPUT)
 # The engine's log lines the deploy repeats: what it found, the baseline it verified, what
 # it left for a later release.
 ENGINE_MESSAGES = ("Migration state:", "Verified baseline:", "Deferred to the next release:")
-# Enough for the handler's snapshot waits; each poll is one invocation.
-MAX_POLLS = 60
-POLL_PAUSE_SECONDS = 0.5
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-
-
-class DeployError(RuntimeError):
-    """The local environment could not be set up (not a failed deploy)."""
-
-
-# -- what the synthesized app says ---------------------------------------------------------
-@dataclass(frozen=True)
-class SynthesizedFunction:
-    handler: str
-    code_dir: Path
-    environment: dict[str, str]  # the function's plain (non-token) variables
-    timeout_seconds: float
-    memory_mb: int
-
-
-@dataclass(frozen=True)
-class SynthesizedResource:
-    stack_name: str
-    properties: dict[str, str]  # as CloudFormation sends them: every scalar a string
-    handler: str
-    code_dir: Path
-    environment: dict[str, str]  # the function's plain (non-token) variables
-    timeout_seconds: float
-    memory_mb: int
-    # the existing database's secret name (from its ARN); None when the app creates it
-    existing_secret_name: str | None = None
-    # the application's functions, by the stack output naming each (APPLICATION_OUTPUTS)
-    applications: Mapping[str, SynthesizedFunction] = field(default_factory=dict)
-
-    @property
-    def function(self) -> SynthesizedFunction:
-        return SynthesizedFunction(self.handler, self.code_dir, self.environment,
-                                   self.timeout_seconds, self.memory_mb)
-
-
-def read_synthesized(cdk_out: Path, stage: str) -> SynthesizedResource:
-    for template_path in sorted(cdk_out.glob(f"*-{stage}-*.template.json")):
-        template = json.loads(template_path.read_text())
-        resources: dict[str, Any] = template.get("Resources", {})
-        custom = resources.get(LOGICAL_ID)
-        if custom is None or custom.get("Type") != RESOURCE_TYPE:
-            continue
-        function_id = custom["Properties"]["ServiceToken"]["Fn::GetAtt"][0]
-        function = _synthesized_function(cdk_out, stage, resources[function_id]["Properties"])
-        outputs = template.get("Outputs", {})
-        named = {key: outputs[key]["Value"] for key in APPLICATION_OUTPUTS if key in outputs}
-        # an existing database's secret is named by its ARN; a created one's is a token
-        secret_arn = function.environment.get("DATABASE_SECRET_ARN")
-        return SynthesizedResource(
-            stack_name=template_path.name.removesuffix(".template.json"),
-            properties={key: _cfn_string(value) for key, value in custom["Properties"].items()
-                        if key != "ServiceToken"},
-            handler=function.handler, code_dir=function.code_dir,
-            environment=function.environment, timeout_seconds=function.timeout_seconds,
-            memory_mb=function.memory_mb,
-            existing_secret_name=_secret_name(secret_arn) if secret_arn else None,
-            applications={key: _synthesized_function(cdk_out, stage,
-                                                     resources[value["Ref"]]["Properties"])
-                          for key, value in named.items()
-                          if isinstance(value, dict) and "Ref" in value},
-        )
-    raise DeployError(f"no {RESOURCE_TYPE} {LOGICAL_ID} in {cdk_out} for stage {stage!r}; "
-                      f"run `make synth CDK_STAGE={stage}`")
-
-
-def _synthesized_function(cdk_out: Path, stage: str,
-                          function: Mapping[str, Any]) -> SynthesizedFunction:
-    asset_hash = str(function["Code"]["S3Key"]).removesuffix(".zip")
-    code_dir = cdk_out / f"asset.{asset_hash}"
-    if not code_dir.is_dir():
-        raise DeployError(f"{code_dir} is missing: synthesize again with "
-                          f"`make synth CDK_STAGE={stage}`")
-    variables = function.get("Environment", {}).get("Variables", {})
-    return SynthesizedFunction(
-        handler=str(function["Handler"]), code_dir=code_dir,
-        environment={key: value for key, value in variables.items() if isinstance(value, str)},
-        timeout_seconds=float(function.get("Timeout", 3)),
-        memory_mb=int(function.get("MemorySize", 128)))
-
-
-def _secret_name(arn: str) -> str:
-    """`arn:...:secret:orders-db/master-Ab12Cd` → `orders-db/master` (Secrets Manager adds
-    the six-character suffix to the name)."""
-    name = arn.split(":secret:", 1)[-1]
-    return re.sub(r"-[A-Za-z0-9]{6}$", "", name)
-
-
-def _cfn_string(value: object) -> str:
-    # CloudFormation hands custom resources every scalar property as a string.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else json.dumps(value)
 
 
 # -- the local environment ---------------------------------------------------------------------
@@ -264,7 +176,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment, *,
     server = ensure_running(env.aws_files, env.aws_port)
     aws = LocalClients(server.endpoint)
     state_file = env.state_file(stage)
-    previous = _read_state(state_file)
+    previous = read_state(state_file)
     adopted = (_ExistingApp.prepare(env, stage, first_deploy=previous is None)
                if resource.existing_secret_name is not None else None)
     stack_id = str(previous["stack_id"]) if previous else (
@@ -294,7 +206,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment, *,
             _print_outputs(resource.stack_name, outputs, server.endpoint)
         return 0
     print(f"{resource.stack_name} (local): deploying; the function's log is in "
-          f"{_shown(files.function_log)}")
+          f"{shown(files.function_log)}")
     files.put_function(function)  # before the custom resource, which depends on it
     log_start = files.function_log.stat().st_size if files.function_log.exists() else 0
     with HttpsRecorder() as recorder:
@@ -318,7 +230,7 @@ def deploy(resource: SynthesizedResource, stage: str, env: LocalEnvironment, *,
                                                         function_name)
                  if reason != cfn.failure_reason]
         print("The deploy failed; the whole reason:" if whole else
-              f"The deploy failed; the function's log is in {_shown(files.function_log)}")
+              f"The deploy failed; the function's log is in {shown(files.function_log)}")
         for reason in whole:
             print(f"  {reason}")
         outputs.update({output: name for output in resource.applications
@@ -471,14 +383,6 @@ def _roll_function_back(files: LocalAwsFiles, current: FunctionRecord,
             **before.env, **{key: current.env[key] for key in LOCAL_VARIABLES}}))
 
 
-def _shown(path: Path) -> str:
-    """A path as the user typed the command: relative to the current folder when inside it."""
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 def _print_outputs(stack_name: str, outputs: Mapping[str, str], endpoint: str) -> None:
     print("\nOutputs:")
     for key, value in outputs.items():
@@ -487,19 +391,6 @@ def _print_outputs(stack_name: str, outputs: Mapping[str, str], endpoint: str) -
           f"  export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID=testing "
           f"AWS_SECRET_ACCESS_KEY=testing AWS_DEFAULT_REGION={REGION}\n"
           f"  .venv/bin/python scripts/remote_admin.py --stack-name {stack_name} status")
-
-
-@dataclass(frozen=True)
-class LocalClients:
-    endpoint: str
-
-    def client(self, name: str, *, read_timeout: float = 60) -> Any:
-        return boto3.client(
-            name, endpoint_url=self.endpoint, region_name=REGION,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-            config=Config(read_timeout=read_timeout, retries={"max_attempts": 1}),
-        )
 
 
 def _ensure_records(aws: LocalClients, resource: SynthesizedResource, env: LocalEnvironment,
@@ -525,150 +416,6 @@ def _ensure_records(aws: LocalClients, resource: SynthesizedResource, env: Local
                            cluster=resource.properties.get("DbClusterIdentifier"),
                            username=env.postgres.user)
     return arn
-
-
-@dataclass
-class LocalCloudFormation:
-    """Sends the custom resource's requests as CloudFormation does and prints its events."""
-
-    resource: SynthesizedResource
-    stack: StackRecord
-    files: LocalAwsFiles
-    recorder: HttpsRecorder
-    aws: LocalClients
-    lambda_client: Any
-    function_name: str
-    state_file: Path
-    failure_reason: str = ""  # the failed request's reason, as the console shows it
-
-    def create(self, properties: dict[str, str]) -> int:
-        self._set_status("CREATE_IN_PROGRESS")
-        self._event("CREATE_IN_PROGRESS")
-        answer = self._request("Create", properties)
-        if answer["Status"] == "SUCCESS":
-            self._event("CREATE_COMPLETE")
-            self._save(str(answer["PhysicalResourceId"]), properties)
-            return self._done(answer, "CREATE_COMPLETE")
-        self.failure_reason = str(answer.get("Reason", ""))
-        self._event("CREATE_FAILED", self.failure_reason)
-        self._set_status("ROLLBACK_IN_PROGRESS")
-        self._event("DELETE_IN_PROGRESS")
-        rollback = self._request("Delete", properties,
-                                 physical_id=str(answer.get("PhysicalResourceId") or ""))
-        self._event("DELETE_COMPLETE" if rollback["Status"] == "SUCCESS" else "DELETE_FAILED",
-                    rollback.get("Reason", ""))
-        self._stack_event("ROLLBACK_COMPLETE" if rollback["Status"] == "SUCCESS"
-                          else "ROLLBACK_FAILED")
-        return 1
-
-    def update(self, physical_id: str, old: dict[str, str], new: dict[str, str]) -> int:
-        self._set_status("UPDATE_IN_PROGRESS")
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                print(f"  {key}: {old.get(key, '(none)')} → {new.get(key, '(none)')}")
-        self._event("UPDATE_IN_PROGRESS")
-        answer = self._request("Update", new, physical_id=physical_id, old=old)
-        if answer["Status"] == "SUCCESS":
-            self._event("UPDATE_COMPLETE")
-            self._save(physical_id, new)
-            return self._done(answer, "UPDATE_COMPLETE")
-        self.failure_reason = str(answer.get("Reason", ""))
-        self._event("UPDATE_FAILED", self.failure_reason)
-        # CloudFormation's rollback: the previous properties again, during the rollback status
-        self._stack_event("UPDATE_ROLLBACK_IN_PROGRESS")
-        self._event("UPDATE_IN_PROGRESS")
-        rollback = self._request("Update", old, physical_id=physical_id, old=new)
-        if rollback["Status"] == "SUCCESS":
-            self._event("UPDATE_COMPLETE")
-            self._stack_event("UPDATE_ROLLBACK_COMPLETE")
-        else:
-            self._event("UPDATE_FAILED", rollback.get("Reason", ""))
-            self._stack_event("UPDATE_ROLLBACK_FAILED")
-        return 1
-
-    def _request(self, request_type: str, properties: dict[str, str], *,
-                 physical_id: str = "", old: dict[str, str] | None = None) -> dict[str, Any]:
-        """Invoke the function, then fire crhelper's scheduled polls until it answers."""
-        before = len(self.recorder.requests)
-        event: dict[str, Any] = {
-            "RequestType": request_type,
-            "ServiceToken": f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.function_name}",
-            "ResponseURL": self.recorder.url(f"/responses/{uuid.uuid4().hex}"),
-            "StackId": self.stack.stack_id,
-            "RequestId": str(uuid.uuid4()),
-            "LogicalResourceId": LOGICAL_ID,
-            "ResourceType": RESOURCE_TYPE,
-            "ResourceProperties": {"ServiceToken": "local", **properties},
-        }
-        if physical_id:
-            event["PhysicalResourceId"] = physical_id
-        if old is not None:
-            event["OldResourceProperties"] = {"ServiceToken": "local", **old}
-        self._invoke(event)
-        events = self.aws.client("events")
-        for _ in range(MAX_POLLS):
-            if len(self.recorder.requests) > before:
-                break
-            time.sleep(POLL_PAUSE_SECONDS)
-            for rule in events.list_rules()["Rules"]:
-                for target in events.list_targets_by_rule(Rule=rule["Name"])["Targets"]:
-                    self._invoke(json.loads(target["Input"]))
-        if len(self.recorder.requests) == before:
-            return {"Status": "FAILED", "Reason": "local deploy: the function never answered; "
-                    f"its log is in {_shown(self.files.function_log)}"}
-        body = self.recorder.requests[before].body
-        return dict(body) if isinstance(body, dict) else {"Status": "FAILED",
-                                                           "Reason": "unreadable answer"}
-
-    def _invoke(self, event: Mapping[str, Any]) -> None:
-        answer = self.lambda_client.invoke(FunctionName=self.function_name,
-                                           Payload=json.dumps(event).encode())
-        if answer.get("FunctionError"):
-            print(f"  the function failed: {answer['Payload'].read().decode()[:500]}",
-                  file=sys.stderr)
-
-    def _set_status(self, status: str) -> None:
-        """What DescribeStacks answers from now on (the function reads it for rollbacks)."""
-        self.stack = StackRecord(self.stack.name, self.stack.stack_id, status,
-                                 self.stack.outputs)
-        self.files.put_stack(self.stack)
-
-    def _event(self, status: str, reason: str = "") -> None:
-        self._print_event(status, RESOURCE_TYPE, LOGICAL_ID, reason)
-
-    def _stack_event(self, status: str) -> None:
-        self._set_status(status)
-        self._print_event(status, "AWS::CloudFormation::Stack", self.stack.name)
-
-    def _print_event(self, status: str, resource_type: str, logical_id: str,
-                     reason: str = "") -> None:
-        """One line as the console's events tab shows it."""
-        line = (f"{self.stack.name} | {time.strftime('%H:%M:%S')} | {status:<27} | "
-                f"{resource_type} | {logical_id} {reason}")
-        print(line.rstrip(), flush=True)
-
-    def _done(self, answer: Mapping[str, Any], status: str) -> int:
-        self._stack_event(status)
-        data = answer.get("Data") or {}
-        print(f"State: {data.get('State', '?')}")
-        print(f"Revision: {data.get('FromRevision', '?')} → {data.get('ToRevision', '?')} "
-              f"({data.get('Applied', '0')} applied)")
-        print(f"Snapshot: {data.get('SnapshotId') or 'none'}")
-        if data.get("Deferred"):  # contract revisions the engine leaves to a later release
-            print(f"Deferred: {data['Deferred']}")
-        return 0
-
-    def _save(self, physical_id: str, properties: dict[str, str]) -> None:
-        self.state_file.write_text(json.dumps({
-            "stack_id": self.stack.stack_id, "physical_resource_id": physical_id,
-            "properties": properties}, indent=2) + "\n")
-
-
-def _read_state(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    state: dict[str, Any] = json.loads(path.read_text())
-    return state
 
 
 # -- the command line ------------------------------------------------------------------------

@@ -46,14 +46,16 @@ import sqlalchemy as sa
 
 from localdev import deploy as local_deploy
 from localdev.local_aws import LocalAwsError
+from localdev.local_cloudformation import LocalClients
 from localdev.postgres import PostgresUnavailable, free_port
 from localdev.releases import Release, ReleaseError, RevisionFile, checkout, synthesize
+from localdev.synthesized import APP_FUNCTION_OUTPUT, DeployError, read_synthesized
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FILES = Path(__file__).resolve().parent / "scenario_files"
 STAGE = "prod"
 STACK = "DbMigrations-prod-Application"
-APP_FUNCTION = local_deploy.application_function_name(STACK, local_deploy.APP_FUNCTION_OUTPUT)
+APP_FUNCTION = local_deploy.application_function_name(STACK, APP_FUNCTION_OUTPUT)
 # The sample history's revisions the scenario's releases end at, and the two it adds.
 INDEX_EMAIL_DOMAIN = "25d7c6ee3024"  # the last revision release N-1 knows
 USERS_NAME_NULLABLE = "3e9a7c1d5b20"  # release N: expand
@@ -133,7 +135,7 @@ class Traffic:
             time.sleep(0.1)
 
     def _run(self) -> None:
-        client = local_deploy.LocalClients(self.endpoint).client(
+        client = LocalClients(self.endpoint).client(
             "lambda", read_timeout=INVOKE_TIMEOUT_SECONDS)
         requests: Sequence[Callable[[Any], Answer]] = (self._create_user, self._count_tasks)
         turn = 0
@@ -234,7 +236,7 @@ class Database:
                 {"emails": list(emails)}).scalar_one())
 
     def snapshots(self) -> int:
-        rds = local_deploy.LocalClients(self.endpoint).client("rds")
+        rds = LocalClients(self.endpoint).client("rds")
         return len(rds.describe_db_snapshots(SnapshotType="manual")["DBSnapshots"])
 
 
@@ -320,7 +322,7 @@ class Scenario:
                 print(f"\n== {number}. Release {step.release.name}: {step.story} ==", flush=True)
                 mark = time.monotonic()
                 status = local_deploy.deploy(
-                    local_deploy.read_synthesized(outdirs[step.release.folder], STAGE), STAGE,
+                    read_synthesized(outdirs[step.release.folder], STAGE), STAGE,
                     self.env, show_outputs=self.keep)
                 if number == 1:  # nothing serves before the first deploy
                     traffic.start()
@@ -411,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         aws_port=args.aws_port or free_port())
     try:
         return Scenario(env, releases_dir=local_dir / "releases", keep=args.keep).run()
-    except (ReleaseError, local_deploy.DeployError, LocalAwsError, PostgresUnavailable) as error:
+    except (ReleaseError, DeployError, LocalAwsError, PostgresUnavailable) as error:
         print(f"deploy-local zero-downtime: {error}", file=sys.stderr)
         return 2
 

@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from localdev import deploy as local_deploy
 from localdev import local_aws
 from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
+from localdev.local_cloudformation import CREDENTIALS
 from localdev.postgres import free_port
 from localdev.releases import end_history_at
 from tests.alembic.support import (
@@ -189,7 +190,7 @@ def sample_app(local: LocalDeploy, cdk_out: Path, path: str = "/tasks") -> dict[
     migration = files.functions()[FUNCTION]
     runtime = migration.env["PYTHONPATH"].split(":", 1)[1]  # the pinned boto3
     given = {key: migration.env[key] for key in (*local_deploy.LOCAL_VARIABLES,
-                                                 *local_deploy.CREDENTIALS)}
+                                                 *CREDENTIALS)}
     variables = {key: value for key, value in function["Environment"]["Variables"].items()
                  if isinstance(value, str)}
     files.put_function(replace(
