@@ -2,9 +2,11 @@
 
 Three ways in:
 
-- the migration engine passes an open connection in ``config.attributes["connection"]``.
-  It is used as is: the engine owns its lifetime, its transactions and its session
-  settings (advisory lock, timeouts), so this file never opens, commits or closes it;
+- a caller holding a session (the tests, a tool) passes an open connection in
+  ``config.attributes["connection"]``. It is used as is: the caller owns its lifetime, its
+  transactions and its session settings, so this file never opens, commits or closes it
+  (the migration engine runs its own environment, ``migration_resource/alembic_env``, with
+  the same options: ``migration_resource.alembic_env.options``);
 - the ``alembic`` CLI and local tools set ``DATABASE_URL``;
 - offline mode (``alembic upgrade --sql``) renders the SQL without any database.
 
@@ -24,7 +26,7 @@ from alembic.util import CommandError
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from migration_resource.table_filter import application_tables_only
+from migration_resource.alembic_env.options import offline_options, online_options
 from sample_app.models import Base
 
 # Offline mode only needs a dialect to render SQL, never a server.
@@ -38,8 +40,6 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 target_metadata = Base.metadata
 
-
-include_object = application_tables_only(config.attributes.get("ignored_tables", ()))
 
 
 def database_url_from_env() -> URL | None:
@@ -59,31 +59,15 @@ def database_url_from_env() -> URL | None:
 
 
 def run_migrations_offline() -> None:
-    context.configure(
-        url=database_url_from_env() or sa.make_url(OFFLINE_DIALECT_URL),
-        target_metadata=target_metadata,
-        literal_binds=True,
-        dialect_opts={"paramstyle": "named"},
-        transaction_per_migration=True,
-        # The engine's dry run splits the rendered SQL per revision at this callback.
-        on_version_apply=config.attributes.get("on_version_apply"),
-    )
+    context.configure(url=database_url_from_env() or sa.make_url(OFFLINE_DIALECT_URL),
+                      **offline_options(config.attributes, target_metadata))
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_on(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        # One transaction per revision: a failure leaves the database at the last revision
-        # that completed, and alembic_version says which one that is.
-        transaction_per_migration=True,
-        compare_type=True,
-        compare_server_default=False,
-        on_version_apply=config.attributes.get("on_version_apply"),
-        include_object=include_object,
-    )
+    context.configure(connection=connection,
+                      **online_options(config.attributes, target_metadata))
     with context.begin_transaction():
         context.run_migrations()
 

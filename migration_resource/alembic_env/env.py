@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from alembic import context
 from alembic.util import CommandError
 
-from migration_resource.table_filter import application_tables_only
+from migration_resource.alembic_env.options import offline_options, online_options
 
 OFFLINE_DIALECT = "postgresql"
 # One DEBUG line per run of this environment (each run walks the revisions it applies).
@@ -87,35 +87,14 @@ def target_metadata() -> sa.MetaData:
     return sa.MetaData()
 
 
-include_object = application_tables_only(config.attributes.get("ignored_tables", ()))
-
-
 def run_migrations_offline(metadata: sa.MetaData) -> None:
-    context.configure(
-        dialect_name=OFFLINE_DIALECT,
-        target_metadata=metadata,
-        literal_binds=True,
-        dialect_opts={"paramstyle": "named"},
-        transaction_per_migration=True,
-        # The engine's dry run splits the rendered SQL per revision at this callback.
-        on_version_apply=config.attributes.get("on_version_apply"),
-    )
+    context.configure(dialect_name=OFFLINE_DIALECT, **offline_options(config.attributes, metadata))
     with context.begin_transaction():
         context.run_migrations()
 
 
 def run_migrations_on(connection: sa.Connection, metadata: sa.MetaData) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=metadata,
-        # One transaction per revision: a failure leaves the database at the last revision
-        # that completed, and alembic_version says which one that is.
-        transaction_per_migration=True,
-        compare_type=True,
-        compare_server_default=False,
-        on_version_apply=config.attributes.get("on_version_apply"),
-        include_object=include_object,
-    )
+    context.configure(connection=connection, **online_options(config.attributes, metadata))
     with context.begin_transaction():
         context.run_migrations()
 
