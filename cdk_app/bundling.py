@@ -294,15 +294,16 @@ def docker_command(spec: BundleSpec = MIGRATION_BUNDLE,
 
 
 def bundle_code(project_root: Path, spec: BundleSpec = MIGRATION_BUNDLE, *,
-                migrations: Path | None = None) -> lambda_.Code:
+                migrations: Path | None = None, fingerprint: str | None = None) -> lambda_.Code:
     """The `Code` of one bundle: its own asset, rebuilt only when its fingerprint changes.
 
     `migrations` is the team's migrations folder (either layout; by default the repository's
-    alembic/); its revision files go to `migrations/versions/` in the bundle.
+    alembic/); its revision files go to `migrations/versions/` in the bundle. `fingerprint`:
+    `bundle_fingerprint`'s, when the caller has it already.
     """
     return lambda_.Code.from_asset(
         str(project_root),
-        asset_hash=bundle_fingerprint(project_root, spec, migrations=migrations),
+        asset_hash=fingerprint or bundle_fingerprint(project_root, spec, migrations=migrations),
         asset_hash_type=cdk.AssetHashType.CUSTOM,
         bundling=cdk.BundlingOptions(
             image=RUNTIME.bundling_image,

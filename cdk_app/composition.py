@@ -14,7 +14,7 @@ from pathlib import Path
 import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks
 
-from cdk_app.bundling import BundleSpec, application_bundle, bundle_code, bundle_fingerprint
+from cdk_app.bundling import application_bundle, bundle_code, bundle_fingerprint
 from cdk_app.config import DEFAULT_MIGRATIONS_PATH, StageSettings
 from cdk_app.stacks.application_stack import ApplicationStack
 from cdk_app.stacks.database_stack import DatabaseStack
@@ -50,13 +50,12 @@ def naming_convention(settings: StageSettings) -> dict[str, str] | None:
     return None
 
 
-def release_id(project_root: Path, application_spec: BundleSpec, migrations: Path) -> str:
+def release_id(application_fingerprint: str) -> str:
     """What changes with each release of the application's code and nothing else: its
     bundle's fingerprint (the asset hash). The migration resource's `ReleaseId`: a release
     that brings no revision still reaches it (a deferred contract revision runs then), and a
     deploy of the same code shows no difference."""
-    fingerprint = bundle_fingerprint(project_root, application_spec, migrations=migrations)
-    return fingerprint[:RELEASE_ID_LENGTH]
+    return application_fingerprint[:RELEASE_ID_LENGTH]
 
 
 def compose(app: cdk.App, settings: StageSettings, *, project_root: Path) -> Composition:
@@ -72,10 +71,12 @@ def compose(app: cdk.App, settings: StageSettings, *, project_root: Path) -> Com
             description=description.format(settings.name, "network and database (stateful)"))
     # Each function its own bundle: the application's leaves out what only migrations use.
     application_spec = application_bundle(auto_migrate=settings.auto_migrate)
+    fingerprint = bundle_fingerprint(project_root, application_spec, migrations=migrations)
     application = ApplicationStack(
         app, application_name, settings=settings, data=data, env=env,
-        application_code=bundle_code(project_root, application_spec, migrations=migrations),
-        release_id=release_id(project_root, application_spec, migrations),
+        application_code=bundle_code(project_root, application_spec, migrations=migrations,
+                                     fingerprint=fingerprint),
+        release_id=release_id(fingerprint),
         project_root=project_root, migrations=migrations,
         naming_convention=naming_convention(settings),
         description=description.format(

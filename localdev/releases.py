@@ -23,6 +23,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from migration_resource.revisions import RevisionCatalogue, ScriptsError
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # What `app.py` reads: the CDK app, the engine, the sample application and its history.
 PROJECT_FILES = ("app.py", "cdk.json", "cdk.context.json", "alembic.ini")
@@ -66,21 +68,18 @@ def project_copy(destination: Path, folders: Sequence[str] = PROJECT_FOLDERS,
 
 
 def end_history_at(project: Path, head: str) -> None:
-    """Remove the revision files after `head` from the project's `alembic/versions`."""
-    from alembic.config import Config  # noqa: PLC0415 - only where a release is built
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
-
-    config = Config()
-    config.set_main_option("script_location", str(project / "alembic"))
-    script = ScriptDirectory.from_config(config)
+    """Remove the revision files that `head` does not stand on from `alembic/versions`."""
+    folder = project / "alembic"
     try:
-        keep = {revision.revision for revision in script.walk_revisions("base", head)}
-    except Exception as error:  # alembic's own errors name the revision it cannot find
-        raise ReleaseError(f"the history in {project / 'alembic'} has no revision {head}: "
-                           f"{error}") from None
-    for revision in list(script.walk_revisions()):
-        if revision.revision not in keep:
-            Path(str(revision.path)).unlink()
+        catalogue = RevisionCatalogue.load(folder)
+    except ScriptsError as error:
+        raise ReleaseError(str(error)) from None
+    if not catalogue.is_known(head):
+        raise ReleaseError(f"the history in {folder} has no revision {head}")
+    keep = catalogue.ancestry((head,))
+    for revision in catalogue.ordered:
+        if revision not in keep:
+            catalogue.file_path(revision).unlink()
 
 
 def apply_patch(project: Path, patch: Path) -> None:

@@ -9,7 +9,6 @@ pip options, the bundle's spec and the bundler) by both stages and by later runs
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from aws_cdk.assertions import Template
 
 from cdk_app.composition import Composition, compose
 from cdk_app.config import StageSettings, file_context, load_stage_settings
+from localdev import releases
 from tests.alembic.support import REPO_ROOT
 
 SHARED_OUTDIR = REPO_ROOT / ".local" / "cdk-test.out"
@@ -68,11 +68,9 @@ class Synth:
 
 def project_copy(tmp_path: Path) -> Path:
     """The sources a synth reads (migrations, engine, sample app) copied, to edit freely."""
-    root = tmp_path / "project"
-    for folder in ("alembic", "migration_resource", "sample_app"):
-        shutil.copytree(REPO_ROOT / folder, root / folder,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    return root
+    return releases.project_copy(tmp_path / "project",
+                                 folders=("alembic", "migration_resource", "sample_app"),
+                                 files=())
 
 
 def stage_context(stage: str, changes: Mapping[str, Any] | None = None) -> dict[str, Any]:

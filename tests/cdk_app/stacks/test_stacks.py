@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cdk_app.bundling import application_bundle
+from cdk_app.bundling import application_bundle, bundle_fingerprint
 from cdk_app.composition import RELEASE_ID_LENGTH, release_id
 from tests.alembic.support import REPO_ROOT
 from tests.cdk_app.support import Synth, project_copy
@@ -70,13 +70,16 @@ def test_each_release_of_the_application_code_reaches_the_migration(
     for synth in (dev, prod):
         spec = application_bundle(auto_migrate=synth.settings.auto_migrate)
         custom = synth.one("application", "Custom::DatabaseMigration")["Properties"]
-        assert custom["ReleaseId"] == release_id(REPO_ROOT, spec, REPO_ROOT / "alembic")
+        assert custom["ReleaseId"] == release_id(
+            bundle_fingerprint(REPO_ROOT, spec, migrations=REPO_ROOT / "alembic"))
         assert len(custom["ReleaseId"]) == RELEASE_ID_LENGTH
     # WHEN only the application's code changes (no revision), THEN the ReleaseId changes;
     # the same code gives the same one, so a deploy that changes nothing shows no difference
     project = project_copy(tmp_path)
     spec = application_bundle(auto_migrate=False)
-    same = release_id(project, spec, project / "alembic")
-    assert same == release_id(REPO_ROOT, spec, REPO_ROOT / "alembic")
+    same = release_id(bundle_fingerprint(project, spec, migrations=project / "alembic"))
+    assert same == release_id(
+        bundle_fingerprint(REPO_ROOT, spec, migrations=REPO_ROOT / "alembic"))
     (project / "sample_app" / "release.py").write_text('RELEASE = "2026.12.1"\n')
-    assert release_id(project, spec, project / "alembic") != same
+    assert release_id(
+        bundle_fingerprint(project, spec, migrations=project / "alembic")) != same
