@@ -34,6 +34,7 @@ written before the code checksum existed hold it, and the engine accepts either.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import json
 import re
@@ -63,6 +64,14 @@ def file_checksum(path: Path) -> str:
 
 
 def code_checksum(path: Path) -> str:
+    """The code checksum of the file as it is now (computed once per version of the file:
+    a run records it at a revision's start and again in the history digest)."""
+    stat = path.stat()
+    return _code_checksum(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _code_checksum(path_text: str, mtime_ns: int, size: int) -> str:
     """SHA-256 (64 hex characters) of the canonical form of the revision's parsed code.
 
     Formatting, comments and docstrings do not change it; a changed statement does (see the
@@ -77,7 +86,7 @@ def code_checksum(path: Path) -> str:
     between Python versions, so such a file may have a different checksum under another
     interpreter: an edit is then reported that was not made, never the other way round.
     """
-    source = path.read_bytes()
+    source = Path(path_text).read_bytes()
     try:
         # An invalid escape such as "\d" is a SyntaxWarning (DeprecationWarning before
         # 3.12), and a SyntaxError where warnings are errors: not what the file does.
