@@ -237,68 +237,6 @@ def _finding(revision: str, message: str, statement: str, subject: str) -> Findi
     )
 
 
-def analyse(
-    sql_by_revision: Mapping[str, str], *, version_table: str = "alembic_version"
-) -> tuple[Finding, ...]:
-    """Findings in revision order, then statement order, for the SQL each revision would run."""
-    created = _Created()
-    findings: list[Finding] = []
-    for revision, sql in sql_by_revision.items():
-        for text, parsed in _statements(sql):
-            shown = _display(text)
-            if isinstance(parsed, ParseError):
-                reason = _cut(" ".join(str(parsed).split()), PARSER_MESSAGE_LIMIT)
-                findings.append(_finding(revision, "unparsed", shown, reason))
-                continue
-            for raw in parsed:
-                if raw.stmt is None or _is_bookkeeping(raw.stmt, version_table):
-                    continue
-                for rule, subject in _check(raw.stmt, created):
-                    findings.append(_finding(revision, rule, shown, subject))
-                created.record(raw.stmt)
-    return tuple(findings)
-
-
-def join_statements(statements: Iterable[str]) -> str:
-    """The statements a revision executed as one text for `analyse`, none merged into another.
-
-    Each `;` goes on a line of its own: a statement ending in a `--` comment would otherwise
-    swallow it, and the next statement (say a DROP TABLE) would be read as part of this one.
-    """
-    return "\n;\n".join(statements)
-
-
-def allowed_by_marker(revision_file_text: str) -> bool:
-    """True when the revision file carries the `# migration-gate: allow-destructive` line."""
-    return _MARKER_LINE.search(revision_file_text) is not None
-
-
-def decide(
-    findings: Sequence[Finding],
-    *,
-    stage: str,
-    allow_destructive: bool,
-    allowed_revisions: frozenset[str],
-) -> GateDecision:
-    """Split findings into what blocks this stage's deploy and what only warns."""
-    if stage not in STAGES:
-        raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
-
-    def blocks(finding: Finding) -> bool:
-        return (
-            finding.kind == DESTRUCTIVE
-            and stage == "production"
-            and not allow_destructive
-            and finding.revision not in allowed_revisions
-        )
-
-    return GateDecision(
-        findings=tuple(findings),
-        blocking=tuple(finding for finding in findings if blocks(finding)),
-        warnings=tuple(finding for finding in findings if not blocks(finding)),
-    )
-
-
 @dataclass
 class _Created:
     """What was created earlier in the batch: no rows or running code depend on it."""
@@ -348,6 +286,83 @@ class _Created:
             self.objects.add((ObjectType.OBJECT_EXTENSION, "", stmt.extname or ""))
 
 
+def analyse(
+    sql_by_revision: Mapping[str, str], *, version_table: str = "alembic_version"
+) -> tuple[Finding, ...]:
+    """Findings in revision order, then statement order, for the SQL each revision would run."""
+    judge = StatementJudge(version_table)
+    return tuple(finding for revision, sql in sql_by_revision.items()
+                 for finding in judge.findings(revision, sql))
+
+
+@dataclass
+class StatementJudge:
+    """The gate's rules over statements in the order they run, remembering what was created.
+
+    `analyse` feeds it a plan's SQL; the real apply feeds it each statement before sending it
+    (`migration_resource.statement_guard`).
+    """
+
+    version_table: str = "alembic_version"
+    created: _Created = field(default_factory=_Created)
+
+    def findings(self, revision: str, sql: str) -> list[Finding]:
+        found: list[Finding] = []
+        for text, parsed in _statements(sql):
+            shown = _display(text)
+            if isinstance(parsed, ParseError):
+                reason = _cut(" ".join(str(parsed).split()), PARSER_MESSAGE_LIMIT)
+                found.append(_finding(revision, "unparsed", shown, reason))
+                continue
+            for raw in parsed:
+                if raw.stmt is None or _is_bookkeeping(raw.stmt, self.version_table):
+                    continue
+                for rule, subject in _check(raw.stmt, self.created):
+                    found.append(_finding(revision, rule, shown, subject))
+                self.created.record(raw.stmt)
+        return found
+
+
+def join_statements(statements: Iterable[str]) -> str:
+    """The statements a revision executed as one text for `analyse`, none merged into another.
+
+    Each `;` goes on a line of its own: a statement ending in a `--` comment would otherwise
+    swallow it, and the next statement (say a DROP TABLE) would be read as part of this one.
+    """
+    return "\n;\n".join(statements)
+
+
+def allowed_by_marker(revision_file_text: str) -> bool:
+    """True when the revision file carries the `# migration-gate: allow-destructive` line."""
+    return _MARKER_LINE.search(revision_file_text) is not None
+
+
+def decide(
+    findings: Sequence[Finding],
+    *,
+    stage: str,
+    allow_destructive: bool,
+    allowed_revisions: frozenset[str],
+) -> GateDecision:
+    """Split findings into what blocks this stage's deploy and what only warns."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
+
+    def blocks(finding: Finding) -> bool:
+        return (
+            finding.kind == DESTRUCTIVE
+            and stage == "production"
+            and not allow_destructive
+            and finding.revision not in allowed_revisions
+        )
+
+    return GateDecision(
+        findings=tuple(findings),
+        blocking=tuple(finding for finding in findings if blocks(finding)),
+        warnings=tuple(finding for finding in findings if not blocks(finding)),
+    )
+
+
 def _statements(sql: str) -> Iterator[tuple[str, tuple[ast.RawStmt, ...] | ParseError]]:
     """Each statement's text with its parse, or the parser's error for that statement.
 
@@ -355,6 +370,19 @@ def _statements(sql: str) -> Iterator[tuple[str, tuple[ast.RawStmt, ...] | Parse
     and parsed one by one, so one bad statement is reported without hiding the others. When even
     the scanner fails (e.g. an unterminated string), the whole text is one unparsed statement.
     """
+    if sql.isascii():
+        # One parse when it succeeds (the apply judges every statement it sends): the
+        # parser's statement locations are byte offsets, the same as characters in ASCII.
+        try:
+            parsed = parse_sql(sql)
+        except ParseError:
+            pass
+        else:
+            for raw in parsed:
+                start = raw.stmt_location or 0
+                end = start + raw.stmt_len if raw.stmt_len else len(sql)
+                yield sql[start:end], (raw,)
+            return
     try:
         slices = split(sql, with_parser=True, only_slices=True)
     except ParseError:
