@@ -21,6 +21,8 @@ from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
 from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
 from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
+from migration_resource.statement_guard import StatementGuard
+from migration_resource.trial import literal_sql
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -39,12 +41,14 @@ class _OutOfTime(Exception):
 def apply_upgrade(
     core: EngineCore, connection: sa.Connection, trail: AuditTrail, before: Classification,
     *, order: tuple[str, ...], target: str, destructive: frozenset[str] = frozenset(),
+    guard: StatementGuard | None = None,
 ) -> tuple[AppliedRevision, ...]:
-    """Upgrade to `target`; `order` is the plan's (Alembic's own) order of the revisions, and
-    `destructive` the revisions the gate found destructive (recorded on their audit rows)."""
+    """Upgrade to `target`; `order` is the plan's (Alembic's own) order of the revisions,
+    `destructive` the revisions the gate found destructive (recorded on their audit rows), and
+    `guard` judges each statement before it is sent."""
     logger.info("Running %d pending migrations...", len(order))
     return run_steps(core, connection, trail, before, target, order=order, direction="upgrade",
-                     destructive=destructive)
+                     destructive=destructive, guard=guard)
 
 
 def apply_downgrade(
@@ -70,6 +74,7 @@ def run_steps(
     order: tuple[str, ...],
     direction: str,
     destructive: frozenset[str] = frozenset(),
+    guard: StatementGuard | None = None,
 ) -> tuple[AppliedRevision, ...]:
     """One Alembic run (the scripts load once), with an audit row per revision.
 
@@ -83,7 +88,8 @@ def run_steps(
     waiting for a table lock runs again after a backoff, MIGRATION_LOCK_RETRIES times.
     """
     run = _Run(core, trail, order=order, direction=direction, destructive=destructive,
-               reaching_head=direction == "upgrade" and target == core.catalogue.head)
+               reaching_head=direction == "upgrade" and target == core.catalogue.head,
+               guard=guard)
     retries_left = core.settings.lock_retries
     while True:
         sa.event.listen(connection, "before_cursor_execute", run.before_statement)
@@ -137,11 +143,13 @@ class _Run:
     direction: str
     destructive: frozenset[str]
     reaching_head: bool
+    guard: StatementGuard | None = None
     done: list[AppliedRevision] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
     # statements ran, COMMIT not yet known to have succeeded
     awaiting_commit: AppliedRevision | None = None
     next_up: str | None = None  # its row starts with its first statement
+    running: str | None = None  # the revision whose statements are being sent
     # indexes the running revision built CONCURRENTLY (name, table), checked when it ends
     built_concurrently: list[tuple[str, str]] = field(default_factory=list)
     connection: sa.Connection | None = None  # the migration session, seen by the listener
@@ -169,8 +177,10 @@ class _Run:
         verb = "Applied" if self.direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
 
-    def before_statement(self, connection: sa.Connection, cursor: Any, statement: str,
-                         *_: Any) -> None:
+    def before_statement(  # noqa: PLR0917 - SQLAlchemy's event signature
+        self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any,
+        context: Any, executemany: bool,
+    ) -> None:
         if self.awaiting_commit is not None:
             # A statement after a revision's callback: that revision's COMMIT is behind us.
             self.conclude(self.awaiting_commit)
@@ -178,17 +188,21 @@ class _Run:
         if self.next_up is not None:
             self._stop_if_out_of_time(self.next_up)
             self.start(self.next_up)
-            self.next_up = None
+            self.running, self.next_up = self.next_up, None
+        if self.guard is not None and self.guard.active and self.running is not None:
+            self.guard.check(self.running,
+                             literal_sql(cursor, statement, parameters, executemany))
         built = concurrently_built_index(statement)
         if built is not None:
             self.built_concurrently.append(built)
             self.connection = connection
 
     def _stop_if_out_of_time(self, revision: str) -> None:
-        """Between two revisions: stop unless the next one may finish in this run (its
-        statements get MIGRATION_TIMEOUT each; the first revision's time was checked before)."""
+        """Before each revision, the first included: stop unless it may finish in this run
+        (its statements get MIGRATION_TIMEOUT each), after whatever the run did first
+        (classifying, planning, a trial run, the revisions before it)."""
         time_left = self.core.time_left
-        if time_left is None or not self.done:
+        if time_left is None:
             return
         needed = self.core.settings.migration_timeout_seconds + OUT_OF_TIME_MARGIN_SECONDS
         left = time_left()

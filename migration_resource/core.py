@@ -197,6 +197,33 @@ class EngineCore:
             with_checksums=with_checksums,
         )
 
+    def live_extensions(self) -> tuple[str, ...]:
+        """Extensions installed in the live database, for a scratch database to have too."""
+        with self.reading() as connection:
+            return tuple(connection.exec_driver_sql(
+                "SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' "
+                "ORDER BY extname").scalars())
+
+    def scratch_engine(self, name: str) -> sa.Engine:
+        """An engine on database `name` of the live server, with the live credentials, for a
+        trial run (`migration_resource.trial`); its statements and lock waits are bounded."""
+        settings = dataclasses.replace(
+            self.settings, database_url=self.settings.database_url.set(database=name),
+            application_name=f"{self.settings.application_name}/trial"[:APPLICATION_NAME_LIMIT])
+        engine = create_database_engine(settings)
+        timeouts = (f"SET statement_timeout = '{int(settings.migration_timeout_seconds)}s'",
+                    f"SET lock_timeout = '{int(settings.lock_timeout_seconds)}s'")
+
+        def bounded(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            for statement in timeouts:
+                cursor.execute(statement)
+            cursor.close()
+            dbapi_connection.commit()
+
+        sa.event.listen(engine, "connect", bounded)
+        return engine
+
     def current_revisions(self) -> tuple[str, ...]:
         with self.reading() as connection:
             return self.read(connection, with_checksums=False).version_rows

@@ -33,10 +33,12 @@ Three ways a revision runs, and what each helper does in them:
 - for real (an autocommit block that commits): as above;
 - offline (``--sql``, the dry run's rendering): the statements are written once, with a
   comment saying how they repeat; nothing is read;
-- in the engine's trial run (one transaction, always rolled back, `autocommit_block()` a plain
-  block): a backfill runs ONE batch, so the gate and the dry run see its real statement
-  without holding every row of the table until the rollback; the other helpers run as for
-  real, inside that transaction (`CONCURRENTLY` is dropped by the trial).
+- inside a transaction that is not an autocommit block (a helper called outside one): a
+  backfill runs ONE batch, so whoever rolls that transaction back does not hold every row of
+  the table until then; the other helpers run as for real, inside that transaction.
+
+The engine's trial run (the plan's preview) runs revisions for real in a scratch database,
+never on the live one, so there the helpers run as for real too.
 
 Light on purpose: SQLAlchemy and the standard library only (no AWS, no SQL parser); revision
 files import it.
@@ -348,7 +350,7 @@ class _Backfill:
             if not committing:
                 logger.info(
                     "Backfill of %s (%s): one batch of %d rows tried inside this run's "
-                    "transaction (a trial run, rolled back); the real run updates every row, "
+                    "transaction (not an autocommit block); a run in one updates every row, "
                     "%d per transaction", self.label, self.name, int(row.picked), self.batch_rows)
                 return BackfillResult(self.label, self.name, rows, batches,
                                       time.perf_counter() - started, rows_before,
@@ -486,7 +488,7 @@ def _drop_if_invalid(  # noqa: PLR0917 - private
 ) -> None:
     """After a failed build: drop what it left, if this session can still do so."""
     if not _commits_each_statement(bind):
-        return  # a trial's transaction: it is rolled back with everything else
+        return  # an enclosing transaction: it is rolled back with everything else
     try:
         left = _index_state(bind, relation)
         if left is not None and not left.valid:
@@ -626,7 +628,7 @@ def _constraint_state(bind: sa.Connection, relation: str, name: str) -> _State |
 
 
 def _commits_each_statement(bind: sa.Connection) -> bool:
-    """True inside a real autocommit block; False inside the engine's trial transaction."""
+    """True inside a real autocommit block; False inside an enclosing transaction."""
     return bind.get_execution_options().get("isolation_level") == "AUTOCOMMIT"
 
 

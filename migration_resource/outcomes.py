@@ -93,7 +93,7 @@ class Outcome:
     # status: INVALID indexes (an interrupted CREATE INDEX CONCURRENTLY): name, table, ...
     invalid_indexes: tuple[dict[str, str], ...] = ()
     # dry run: each pending revision in the order it would run, with its file, its SQL and
-    # where that SQL came from (rendered offline, or captured in a rolled-back trial run)
+    # where that SQL came from (rendered offline, or captured in a scratch database)
     plan: tuple[dict[str, str], ...] | None = None
     # False when the run stopped between revisions for lack of time: the rest runs next time
     complete: bool = True

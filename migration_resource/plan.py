@@ -4,24 +4,25 @@ One plan serves three readers: the dry run shows it, the change gate judges it, 
 runs its revisions in its order. The SQL of each revision comes from one of two places:
 
 - `rendered`: Alembic's offline mode, without touching the database (most revisions);
-- `captured`: a trial run (`migration_resource.trial`) in a rolled-back transaction, for the
-  revisions offline mode cannot render: a data migration that reads rows fails there, since
-  offline `execute()` returns None, and one whose offline SQL reads a table only shows the
-  statements its code would send for rows it never saw. The trial runs every pending
-  revision (each needs the database the ones before it leave), but only the revisions that
-  offline mode could not render take their SQL from it.
+- `captured`: a trial run (`migration_resource.trial`) in a scratch database of the same
+  server, never the live one, for the revisions offline mode cannot render: a data migration
+  that reads rows fails there, since offline `execute()` returns None, and one whose offline
+  SQL reads a table only shows the statements its code would send for rows it never saw. The
+  trial replays the applied history and runs every pending revision (each needs the database
+  the ones before it leave), but only the revisions that offline mode could not render take
+  their SQL from it.
 
-When the trial stops at a revision (its code raised, or PostgreSQL refused what only a real
-commit allows, like using an enum value added earlier in the deploy), the revisions it did
-not reach that offline mode cannot render either are `not_previewed`: the gate warns about
-each, and the apply meets the same error for real, if it is one.
+When the trial stops at a revision (its code raised), the revisions it did not reach that
+offline mode cannot render either are `not_previewed`, with why: the gate judges each by its
+fail-closed rules, and the real apply checks each statement before it is sent
+(`migration_resource.statement_guard`). So does a plan for a database without tables, which
+previews nothing (`checked_as_sent`): nothing there can be destroyed or locked, and the
+apply judges each statement as it is sent.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -41,8 +42,11 @@ logger = logging.getLogger(ENGINE_LOGGER)
 RENDERED = "rendered"
 CAPTURED = "captured"
 NOT_PREVIEWED = "not_previewed"
-# How many times a stopped trial runs again with the revision it stopped at stamped instead.
+CHECKED_AS_SENT = "checked_as_sent"
+# How many times a stopped trial goes on with the revision it stopped at stamped instead.
 TRIAL_RETRIES = 3
+CHECKED_AS_SENT_NOTE = ("the database has no tables yet: nothing to preview against; each "
+                        "statement is judged by the change gate as it is sent")
 
 
 @dataclass(frozen=True)
@@ -79,10 +83,12 @@ class MigrationPlan:
 
     def describe_sources(self) -> str:
         counts = {source: sum(s.source == source for s in self.steps)
-                  for source in (RENDERED, CAPTURED, NOT_PREVIEWED)}
+                  for source in (RENDERED, CAPTURED, NOT_PREVIEWED, CHECKED_AS_SENT)}
+        if counts[CHECKED_AS_SENT]:
+            return f"SQL: {counts[CHECKED_AS_SENT]} judged as it is sent"
         parts = [f"{counts[RENDERED]} rendered offline"]
         if counts[CAPTURED]:
-            parts.append(f"{counts[CAPTURED]} captured in a rolled-back trial run")
+            parts.append(f"{counts[CAPTURED]} captured in a scratch database")
         if counts[NOT_PREVIEWED]:
             parts.append(f"{counts[NOT_PREVIEWED]} not previewed")
         return "SQL: " + ", ".join(parts)
@@ -93,12 +99,15 @@ def build_plan(
     classification: Classification,
     *,
     stamp: str | None = None,
-    hold_lock: Callable[[], AbstractContextManager[None]] = nullcontext,
+    preview: bool = True,
 ) -> MigrationPlan:
     """The plan from the classified database (or `stamp`) to its target; nothing changes.
 
-    `hold_lock` is entered around a trial run, which executes migration code: callers that
-    do not hold the migration lock yet pass a way to take it.
+    Revisions offline mode cannot render are run in a scratch database (a trial run), never
+    on the live one. `preview=False` renders nothing: each revision is `checked_as_sent`,
+    for the apply on a database with no tables, where nothing exists that a revision could
+    destroy or lock, the apply judges each statement before sending it, and a preview would
+    run the history a second time.
     """
     catalogue = core.catalogue
     (target,) = classification.target
@@ -108,6 +117,10 @@ def build_plan(
     def file_of(revision: str) -> str:
         return catalogue.file_path(revision).name
 
+    if not preview:
+        steps = tuple(PlannedRevision(r, file_of(r), "", CHECKED_AS_SENT, CHECKED_AS_SENT_NOTE)
+                      for r in order)
+        return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp)
     rendered = _render_what_offline_can(core, order, start, target)
     unrendered = [r for r in order if r not in rendered]
     if not unrendered:
@@ -115,66 +128,37 @@ def build_plan(
         return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp)
 
     logger.info("%d revisions read the database (the first: %s), so their SQL cannot be "
-                "rendered offline; capturing what they run in a trial run that is rolled back",
+                "rendered offline; capturing what they run in a scratch database",
                 len(unrendered), unrendered[0])
-    captured, failure, skipped = _capture(core, order, target, stamp=stamp,
-                                          wanted=set(unrendered), hold_lock=hold_lock)
-    left_out = ", ".join(skipped)
+    trial = trial_run(
+        core.database, core.scratch_engine, core.settings, start=start, order=order,
+        target=target, extensions=core.live_extensions(), retries=TRIAL_RETRIES,
+        script=catalogue.script,
+    )
+    failure = trial.failure
+    if failure is not None:
+        logger.warning("Trial run: %s", _failure_text(core, failure))
+    stamped = ", ".join(trial.stamped)
     steps = tuple(
         PlannedRevision(r, file_of(r), rendered[r], RENDERED) if r in rendered
-        else PlannedRevision(r, file_of(r), captured[r][0], CAPTURED,
-                             f"captured with {captured[r][1]} stamped instead of run (the "
-                             "trial could not run it)" if captured[r][1] else "")
-        if r in captured
+        else PlannedRevision(r, file_of(r), trial.sql(r), CAPTURED,
+                             f"captured with {stamped} stamped instead of run (the trial "
+                             "could not run it)" if stamped else "")
+        if r in trial.captured
         else PlannedRevision(r, file_of(r), "", NOT_PREVIEWED, _not_previewed_note(r, failure))
         for r in order
     )
-    if skipped:
-        logger.info("Trial run: captured with %s stamped instead of run", left_out)
+    if trial.stamped:
+        logger.info("Trial run: captured with %s stamped instead of run", stamped)
     return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
                          trial_failure=failure)
 
 
-def _capture(
-    core: EngineCore, order: tuple[str, ...], target: str, *, stamp: str | None,
-    wanted: set[str], hold_lock: Callable[[], AbstractContextManager[None]],
-) -> tuple[dict[str, tuple[str, str]], TrialFailure | None, tuple[str, ...]]:
-    """Captured SQL of the `wanted` revisions: revision → (SQL, revisions stamped instead).
-
-    A trial that stops at a revision is run again with that revision stamped instead of
-    run, a few times at most, so one revision the trial cannot run (a data migration using
-    an enum value added just before) does not hide every revision after it. The first
-    failure is the one reported.
-    """
-    settings = core.settings
-    captured: dict[str, tuple[str, str]] = {}
-    skip: list[str] = []
-    first_failure: TrialFailure | None = None
-    with hold_lock():
-        for _ in range(TRIAL_RETRIES + 1):
-            trial = trial_run(
-                lambda: core.connect("trial"), settings, order, target,
-                stamp=stamp,
-                skip=frozenset(skip), script=core.catalogue.script,
-                statement_timeout_seconds=settings.migration_timeout_seconds,
-                lock_timeout_seconds=settings.lock_timeout_seconds,
-            )
-            for revision in wanted & set(trial.captured) - set(captured):
-                captured[revision] = (trial.sql(revision), ", ".join(skip))
-            failure = trial.failure
-            if failure is None:
-                break
-            logger.warning("Trial run: revision %s (%s) raised %s: %s", failure.revision,
-                           core.catalogue.file_path(failure.revision).name,
-                           failure.error_type, failure.message)
-            first_failure = first_failure or failure
-            if failure.revision in skip or failure.revision not in order:
-                break
-            skip.append(failure.revision)
-            if not any(r not in captured for r in order[order.index(failure.revision) + 1:]
-                       if r in wanted):
-                break
-    return captured, first_failure, tuple(skip)
+def _failure_text(core: EngineCore, failure: TrialFailure) -> str:
+    if failure.replaying:
+        return f"the preview could not run: {failure.error_type}: {failure.message}"
+    return (f"revision {failure.revision} ({core.catalogue.file_path(failure.revision).name}) "
+            f"raised {failure.error_type}: {failure.message}")
 
 
 def _render_what_offline_can(
@@ -214,10 +198,11 @@ def _render_what_offline_can(
 def _not_previewed_note(revision: str, failure: TrialFailure | None) -> str:
     if failure is None:
         return "the trial run did not reach it"
-    if failure.revision == revision and "unsafe use of new value" in failure.message:
-        return ("it uses an enum value added earlier in this deploy, which PostgreSQL allows "
-                "only after a commit, and a trial run never commits; it runs for real after "
-                "that commit")
+    if failure.replaying and failure.error_type == "ScratchUnavailable":
+        return failure.message
+    if failure.replaying:
+        return (f"replaying the applied history into the scratch database stopped after "
+                f"{failure.revision}: {failure.error_type}: {failure.message}")
     if failure.revision == revision:
         return (f"its code raised in the trial run: {failure.error_type}: {failure.message}; "
                 "it will fail the same way for real unless that was the trial's limit (see "
@@ -251,6 +236,10 @@ class Judgement:
     decision: GateDecision
     phases: tuple[RevisionPhase, ...]
     split: ReleaseSplit
+    # what approves a destructive statement: the deploy's flag, or the revision's own
+    # approval line or its release (the apply's statement guard asks the same)
+    allow_destructive: bool = False
+    allowed_revisions: frozenset[str] = frozenset()
 
     def phases_dict(self) -> tuple[dict[str, object], ...]:
         deferred = set(self.split.deferred)
@@ -271,7 +260,7 @@ def judge(
     """
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
-    seen = {s.revision: s.sql for s in plan.steps if s.source != NOT_PREVIEWED}
+    seen = {s.revision: s.sql for s in plan.steps if s.source in (RENDERED, CAPTURED)}
     findings: list[Finding] = list(gate.analyse(seen))
     findings += [
         gate.Finding(
@@ -296,15 +285,16 @@ def judge(
                               lambda revision: core.catalogue.ancestry((revision,)))
     running = set(split.run)
     marked = frozenset(
-        revision for revision in {f.revision for f in findings}
-        if gate.allowed_by_marker(file_text(revision))
+        revision for revision in plan.order if gate.allowed_by_marker(file_text(revision))
     )
+    allowed = marked | split.released_contracts
+    allow = allow_destructive or core.settings.allow_destructive
     decision = gate.decide(
         [f for f in findings if f.revision in running], stage=core.settings.stage,
-        allow_destructive=allow_destructive or core.settings.allow_destructive,
-        allowed_revisions=marked | split.released_contracts,
+        allow_destructive=allow, allowed_revisions=allowed,
     )
-    return Judgement(decision=decision, phases=phases, split=split)
+    return Judgement(decision=decision, phases=phases, split=split, allow_destructive=allow,
+                     allowed_revisions=allowed)
 
 
 def log_findings(decision: GateDecision) -> None:

@@ -1,264 +1,186 @@
-"""A trial run: what the pending revisions really execute, captured and rolled back.
+"""A trial run: what the pending revisions really execute, seen in a scratch database.
 
 Alembic's offline mode renders SQL without a database, so `connection.execute()` returns
 None there and a data migration that reads rows (`op.get_bind().execute(...).fetchone()`,
 `for row in connection.execute(table.select())`) cannot be rendered at all. For those the
-engine runs the revisions for real, on the live database, inside ONE transaction that is
-always rolled back, and records every statement they send (`before_cursor_execute`).
+engine runs the revisions for real, but never on the live database: in a scratch database of
+the same server (`migration_resource.scratch_database`), created for this plan and dropped
+after it. The history is replayed there up to the revision the live database is at, then the
+pending revisions run as the real apply would run them (one transaction per revision,
+autocommit blocks, `CONCURRENTLY`), and every statement they send, through any connection of
+the scratch engine, is recorded.
 
-A trial must never change live data. Four guards, from the driver to the server:
-
-- the whole run is one transaction the trial opened, so Alembic's per-revision
-  transactions are no-ops (it sees an "external" transaction) and nothing commits at a
-  revision's end;
-- `autocommit_block()` (which would commit and switch to AUTOCOMMIT) is a plain block
-  during the trial: its statements run inside the trial's transaction;
-- a statement that ends or starts a transaction (`op.execute("COMMIT")`) is recorded but
-  not sent, and a statement PostgreSQL refuses inside a transaction is sent in its
-  transactional form (`CREATE INDEX` without `CONCURRENTLY`) or, when it has none
-  (`VACUUM`), recorded and not sent;
-- a deferred constraint trigger on a temporary table fails any COMMIT of the trial's
-  transaction at the server, whatever sends it (a `COMMIT` inside a multi-statement string,
-  `op.get_bind().commit()`), so the transaction can only end in a rollback.
-
-What it costs: the trial executes the revisions once more, holding their table locks until
-the rollback, and sequence values drawn by its inserts are not given back (PostgreSQL
-sequences are not transactional). That is why the engine tries offline rendering first and
-runs a trial only for revisions that read the database.
+What it cannot see: rows. The scratch tables are empty (or hold what the history's own
+seeds insert), so a data migration that loops over rows shows the statements it sends for
+the rows it finds there, not for the live ones; the real apply sees each statement before it
+is sent (`migration_resource.statement_guard`). Nor can it see revision code that opens a
+connection of its own to the live database (from an environment variable, say).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from migration_resource.execution import alembic_quiet, upgrade
-from migration_resource.revisions import alembic_config, to_tuple
+from migration_resource.revisions import alembic_config
+from migration_resource.scratch_database import ScratchUnavailable, scratch_database
 
 if TYPE_CHECKING:
     # Alembic loads when a trial runs, not with this module: the deploy's no-change path
     # imports the plan (and so this module) without ever trying a revision.
-    from alembic.config import Config
-    from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
     from migration_resource.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
 
-GUARD_TABLE = "migration_trial_guard"
-GUARD_MESSAGE = "a migration trial must never commit"
-_GUARD_SQL = (
-    f"CREATE TEMPORARY TABLE {GUARD_TABLE} (id integer)",
-    "CREATE FUNCTION pg_temp.migration_trial_refuse_commit() RETURNS trigger "
-    f"LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '{GUARD_MESSAGE}'; END $$",
-    f"CREATE CONSTRAINT TRIGGER refuse_commit AFTER INSERT ON pg_temp.{GUARD_TABLE} "
-    "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW "
-    "EXECUTE FUNCTION pg_temp.migration_trial_refuse_commit()",
-    f"INSERT INTO pg_temp.{GUARD_TABLE} VALUES (1)",
-)
-_TRANSACTION_CONTROL = re.compile(
-    r"^\s*(COMMIT|END|ROLLBACK|ABORT|BEGIN|START\s+TRANSACTION)\b[\s\w]*;?\s*$", re.I
-)
-_CONCURRENTLY = re.compile(
-    r"^(\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX|DROP\s+INDEX|REINDEX\s+\w+))\s+CONCURRENTLY\b", re.I
-)
-_NEVER_IN_TRANSACTION = re.compile(
-    r"^\s*(VACUUM|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM|CREATE\s+TABLESPACE|"
-    r"DROP\s+TABLESPACE|REINDEX\s+(SYSTEM|DATABASE)|CREATE\s+SUBSCRIPTION|"
-    r"DROP\s+SUBSCRIPTION)\b",
-    re.I,
-)
 # What Alembic and SQLAlchemy read for themselves: not the revision's statements.
 _BOOKKEEPING_READ = re.compile(
     r"^\s*SELECT\b.*\b(pg_catalog\.|alembic_version\.version_num\s+FROM)", re.I | re.S
 )
-NOT_SENT = "not executed in the trial"
-
-
-@dataclass(frozen=True)
-class CapturedStatement:
-    sql: str  # as the revision sent it, with its parameters rendered as literals
-    note: str = ""  # why the trial sent something else, or nothing
 
 
 @dataclass(frozen=True)
 class TrialFailure:
-    revision: str  # the revision whose code raised during the trial
+    revision: str  # the revision whose code raised, or the one the replay stopped at
     error_type: str
     message: str
+    replaying: bool = False  # raised while replaying the applied history, not a pending one
 
 
 @dataclass(frozen=True)
 class TrialResult:
-    captured: dict[str, tuple[CapturedStatement, ...]]  # revisions that completed, in order
+    captured: dict[str, tuple[str, ...]]  # revision → statements sent, in order
     failure: TrialFailure | None = None
+    stamped: tuple[str, ...] = ()  # revisions that raised and were stamped to go on past them
 
     def sql(self, revision: str) -> str:
-        """The revision's statements as one SQL text; a note stands on its own line above."""
-        return "\n\n".join(
-            (f"-- {s.note}\n" if s.note else "") + s.sql.rstrip().rstrip(";") + ";"
-            for s in self.captured[revision]
-        )
+        """The revision's statements as one SQL text."""
+        return "\n\n".join(s.rstrip().rstrip(";") + ";" for s in self.captured[revision])
 
 
 @dataclass
 class _Recorder:
     """Statements in the order they were sent, cut per revision at Alembic's callback."""
 
-    render: Callable[[Any, str, Any, bool], str]
-    pending: list[CapturedStatement] = field(default_factory=list)
-    by_revision: dict[str, tuple[CapturedStatement, ...]] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    by_revision: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    on: bool = False
 
     def before_execute(  # noqa: PLR0917 - SQLAlchemy's event signature
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
         executemany: bool,
-    ) -> tuple[str, Any]:
-        if _BOOKKEEPING_READ.match(statement):
-            return statement, parameters
-        shown = self.render(cursor, statement, parameters, executemany)
-        if _TRANSACTION_CONTROL.match(statement):
-            self.pending.append(CapturedStatement(shown, f"{NOT_SENT}: it ends the transaction"))
-            return "SELECT 1", [()] if executemany else ()
-        if _NEVER_IN_TRANSACTION.match(statement):
-            self.pending.append(CapturedStatement(
-                shown, f"{NOT_SENT}: PostgreSQL runs it outside transactions only"))
-            return "SELECT 1", [()] if executemany else ()
-        concurrent = _CONCURRENTLY.match(statement)
-        if concurrent:
-            self.pending.append(CapturedStatement(
-                shown, "tried without CONCURRENTLY (not allowed inside a transaction)"))
-            return concurrent.group(1) + statement[concurrent.end():], parameters
-        self.pending.append(CapturedStatement(shown))
-        return statement, parameters
+    ) -> None:
+        if self.on and not _BOOKKEEPING_READ.match(statement):
+            self.pending.append(literal_sql(cursor, statement, parameters, executemany))
 
     def after_revision(self, *, step: Any, **_: Any) -> None:
         self.by_revision[str(step.up_revision_id)] = tuple(self.pending)
         self.pending = []
 
-    def forget(self, revision: str) -> None:
-        """A stamped revision ran nothing of its own (the stamp's bookkeeping only)."""
-        self.by_revision.pop(revision, None)
-        self.pending = []
-
 
 def trial_run(
-    connect: Callable[[], AbstractContextManager[sa.Connection]],
-    scripts: EngineSettings | Path,
+    server: sa.Engine,
+    connect_to: Callable[[str], sa.Engine],
+    settings: EngineSettings,
+    *,
+    start: tuple[str, ...],
     order: Sequence[str],
     target: str,
-    *,
-    stamp: str | None = None,
-    skip: frozenset[str] = frozenset(),
+    extensions: tuple[str, ...] = (),
+    retries: int = 3,
     script: ScriptDirectory | None = None,
-    statement_timeout_seconds: int,
-    lock_timeout_seconds: int,
 ) -> TrialResult:
-    """Run the upgrade to `target` in a transaction that is rolled back; say what ran.
+    """Replay to `start` in a scratch database, then run `order` up to `target`; say what ran.
 
-    `connect` opens the trial's own connection. `order` is the pending revisions in the
-    order Alembic runs them (to name the revision that raised). `stamp` writes that revision
-    into alembic_version first, inside the same transaction: a plan made as if a baseline
-    had been stamped. The revisions in `skip` are stamped instead of run (an earlier trial
-    could not run them), so the trial sees the revisions after them. `script` is the
-    script directory when the caller has it loaded already.
+    A pending revision that raises is stamped (the database stays at its parent) and the run
+    goes on past it, `retries` times at most, so one revision the trial cannot run does not
+    hide every revision after it. The first failure is the one reported.
     """
     from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
-    from alembic.script import ScriptDirectory  # noqa: PLC0415
 
-    recorder = _Recorder(render=_literal_sql)
-    with connect() as connection:
-        connection.begin()
-        try:
-            for statement in _GUARD_SQL:
-                connection.exec_driver_sql(statement)
-            connection.exec_driver_sql(
-                f"SET LOCAL statement_timeout = '{int(statement_timeout_seconds)}s'")
-            connection.exec_driver_sql(f"SET LOCAL lock_timeout = '{int(lock_timeout_seconds)}s'")
-            config = alembic_config(scripts)
-            config.attributes["connection"] = connection
-            if stamp is not None:
-                command.stamp(config, stamp, purge=True)
-            config.attributes["on_version_apply"] = recorder.after_revision
-            sa.event.listen(connection, "before_cursor_execute", recorder.before_execute,
-                            retval=True)
-            try:
-                with _autocommit_blocks_stay_in_the_transaction(), alembic_quiet():
-                    _upgrade_skipping(config, order, target, skip, recorder,
-                                      script or ScriptDirectory.from_config(config))
-            except Exception as error:  # a revision's own code: anything can come out
-                failed = next(
-                    (r for r in order if r not in recorder.by_revision and r not in skip),
-                    target,
-                )
-                logger.info("Trial run: revision %s raised %s", failed, type(error).__name__,
-                            exc_info=True)
-                return TrialResult(
-                    captured=dict(recorder.by_revision),
-                    failure=TrialFailure(failed, type(error).__name__, _one_line(error)),
-                )
-            finally:
-                sa.event.remove(connection, "before_cursor_execute", recorder.before_execute)
-        finally:
-            _roll_back(connection)
-    return TrialResult(captured=dict(recorder.by_revision))
-
-
-def _upgrade_skipping(  # noqa: PLR0917 - private, one caller
-    config: Config, order: Sequence[str], target: str, skip: frozenset[str],
-    recorder: _Recorder, script: ScriptDirectory,
-) -> None:
-    """Upgrade to `target`; each revision in `skip` is stamped once what it stands on ran."""
-    from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
-
-    for revision in (r for r in order if r in skip):
-        found = script.get_revision(revision)
-        assert found is not None
-        for down in to_tuple(found.down_revision, default=()):
-            upgrade(config, down, script=script)
-        command.stamp(config, revision)
-        recorder.forget(revision)
-    upgrade(config, target, script=script)
-
-
-@contextmanager
-def _autocommit_blocks_stay_in_the_transaction() -> Iterator[None]:
-    """Alembic's autocommit_block commits first; during a trial it is an ordinary block.
-
-    Patched on the class for the length of the trial: the revision reaches it through
-    `op.get_context()`, which the trial cannot hand a different object.
-    """
-
-    from alembic.runtime.migration import MigrationContext  # noqa: PLC0415 - see above
-
-    @contextmanager
-    def in_the_transaction(self: MigrationContext) -> Iterator[None]:
-        yield
-
-    original = MigrationContext.autocommit_block
-    MigrationContext.autocommit_block = in_the_transaction  # type: ignore[method-assign]
+    recorder = _Recorder()
+    stamped: list[str] = []
+    first_failure: TrialFailure | None = None
     try:
-        yield
-    finally:
-        MigrationContext.autocommit_block = original  # type: ignore[method-assign]
+        with scratch_database(server, connect_to, extensions=extensions,
+                              schema=settings.schema) as scratch:
+            sa.event.listen(scratch, "before_cursor_execute", recorder.before_execute)
+            with scratch.connect() as connection, alembic_quiet():
+                config = alembic_config(settings)
+                config.attributes["connection"] = connection
+                replayed = _replay(config, connection, start, script)
+                if replayed is not None:
+                    return TrialResult(captured={}, failure=replayed)
+                recorder.on = True
+                config.attributes["on_version_apply"] = recorder.after_revision
+                for _ in range(retries + 1):
+                    try:
+                        upgrade(config, target, script=script)
+                        connection.commit()
+                        break
+                    except Exception as error:  # a revision's own code: anything can come out
+                        connection.rollback()
+                        failed = next((r for r in order if r not in recorder.by_revision
+                                       and r not in stamped), target)
+                        logger.info("Trial run: revision %s raised %s", failed,
+                                    type(error).__name__, exc_info=True)
+                        first_failure = first_failure or TrialFailure(
+                            failed, type(error).__name__, one_line(error))
+                        recorder.pending = []
+                        if failed in stamped or failed not in order:
+                            break
+                        stamped.append(failed)
+                        config.attributes["on_version_apply"] = None
+                        command.stamp(config, failed)
+                        connection.commit()
+                        config.attributes["on_version_apply"] = recorder.after_revision
+    except ScratchUnavailable as error:
+        return TrialResult(captured={}, failure=TrialFailure(
+            order[0] if order else target, "ScratchUnavailable",
+            f"no scratch database could be created on the server ({error}); the migration "
+            "role needs the CREATEDB privilege for a preview", replaying=True))
+    except sa.exc.SQLAlchemyError as error:  # the server went away, a connection failed
+        return TrialResult(captured=dict(recorder.by_revision), failure=TrialFailure(
+            order[0] if order else target, type(error).__name__, one_line(error),
+            replaying=True), stamped=tuple(stamped))
+    return TrialResult(captured=dict(recorder.by_revision), failure=first_failure,
+                       stamped=tuple(stamped))
 
 
-def _roll_back(connection: sa.Connection) -> None:
-    """The only way a trial ends; a connection the guard or a dead server broke closes."""
+def _replay(
+    config: Any, connection: sa.Connection, start: tuple[str, ...],
+    script: ScriptDirectory | None,
+) -> TrialFailure | None:
+    """The applied history, base → `start`, in the scratch database; None when it ran."""
+    done: list[str] = []
+
+    def mark(*, step: Any, **_: Any) -> None:
+        done.append(str(step.up_revision_id))
+
+    config.attributes["on_version_apply"] = mark
     try:
+        for head in start:
+            upgrade(config, head, script=script)
+            connection.commit()
+    except Exception as error:  # a revision's own code: anything can come out
         connection.rollback()
-    except sa.exc.SQLAlchemyError:
-        connection.invalidate()
+        after = done[-1] if done else "base"
+        logger.info("Trial run: replaying the applied history stopped after %s", after,
+                    exc_info=True)
+        return TrialFailure(after, type(error).__name__, one_line(error), replaying=True)
+    finally:
+        config.attributes["on_version_apply"] = None
+    return None
 
 
-def _literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool) -> str:
+def literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool) -> str:
     """The statement with its parameters as literals, for people and the change gate."""
     rows = list(parameters) if executemany else [parameters]
     if not rows or not rows[0]:
@@ -279,6 +201,6 @@ def _literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool
     return text.strip()
 
 
-def _one_line(error: BaseException) -> str:
+def one_line(error: BaseException) -> str:
     text = str(error).split("\n(Background on this error")[0].split("\n[parameters:")[0]
     return " ".join(text.split())[:500]

@@ -320,7 +320,7 @@ def exit_status(answer: dict[str, object]) -> int:
 
 SOURCES = {
     "rendered": "rendered offline",
-    "captured": "captured in a trial run that was rolled back",
+    "captured": "captured in a trial run in a scratch database",
     "not_previewed": "not previewed",
 }
 

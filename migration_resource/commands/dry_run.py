@@ -32,10 +32,10 @@ def dry_run(
 ) -> Outcome:
     """What `migrate` would do, shown as its plan; nothing changes.
 
-    Each pending revision's SQL is rendered offline, or captured in a trial run that is
-    rolled back when its code reads the database. With `fix_history` the verified baseline
-    replays the migrations into a scratch schema (dropped afterwards) to report the revision
-    it would stamp; the plan then starts from that revision.
+    Each pending revision's SQL is rendered offline, or, when its code reads the database,
+    captured in a trial run in a scratch database (never the live one). With `fix_history`
+    the verified baseline replays the migrations into a scratch schema (dropped afterwards)
+    to report the revision it would stamp; the plan then starts from that revision.
     """
     started = time.perf_counter()
     classification = core.classify(target, None, None)
@@ -76,16 +76,18 @@ def dry_run(
             notes=tuple(notes), baseline=report,
         )
 
-    plan = build_plan(core, classification, stamp=stamp,
-                      hold_lock=lambda: core.locked(classification))
+    plan = build_plan(core, classification, stamp=stamp)
     judgement = judge(core, plan, allow_destructive)
     decision = judgement.decision
     notes.append(plan.describe_sources())
     notes.append(phases_note(judgement.phases))
     if plan.trial_failure is not None:
         failure = plan.trial_failure
-        notes.append(f"revision {failure.revision} raised in the trial run: "
-                     f"{failure.error_type}: {failure.message}")
+        notes.append(
+            f"the preview in a scratch database could not run: {failure.error_type}: "
+            f"{failure.message}" if failure.replaying else
+            f"revision {failure.revision} raised in the trial run: {failure.error_type}: "
+            f"{failure.message}")
     message = (
         f"Dry run: {len(plan.steps)} pending migrations would run "
         f"({describe_revisions(classification.current)} → {resolved}); nothing was changed"

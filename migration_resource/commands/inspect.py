@@ -57,7 +57,7 @@ def status(
 def _phases(core: EngineCore, classification: Classification) -> tuple[dict[str, object], ...]:
     from migration_resource.plan import build_plan, judge  # noqa: PLC0415 - operators only
 
-    plan = build_plan(core, classification, hold_lock=lambda: core.locked(classification))
+    plan = build_plan(core, classification)
     deferred = core.deferred_revisions()
     return tuple({**one, "deferred": one["revision"] in deferred}
                  for one in judge(core, plan, allow_destructive=True).phases_dict())

@@ -106,6 +106,7 @@ def _apply(
 ) -> Outcome:
     """Run what the judgement lets run now, under the lock the caller holds."""
     from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
+    from migration_resource.statement_guard import StatementGuard  # noqa: PLC0415
 
     decision, split = judgement.decision, judgement.split
     phases = judgement.phases_dict()
@@ -118,11 +119,15 @@ def _apply(
                        final=now.current, seconds=time.perf_counter() - started,
                        baseline=baseline, phases=phases, deferred=split.deferred)
     findings = tuple(f.as_dict() for f in decision.findings)
+    guard = StatementGuard(stage=core.settings.stage,
+                           allow_destructive=judgement.allow_destructive,
+                           allowed_revisions=judgement.allowed_revisions)
     try:
         applied = apply_upgrade(
             core, connection, trail, now, order=split.run, target=split.target,
             destructive=frozenset(f.revision for f in decision.findings
                                   if f.kind == "destructive"),
+            guard=guard,
         )
     except RunInterrupted as stopped:
         return Outcome(
@@ -186,7 +191,7 @@ def check_gate(
         refuse_if_gated,
     )
 
-    plan = build_plan(core, classification, hold_lock=lambda: core.locked(classification))
+    plan = build_plan(core, classification)
     core.last_plan = plan
     judgement = judge(core, plan, allow_destructive, release)
     decision = judgement.decision
@@ -238,7 +243,8 @@ def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
     """The plan `check_gate` made for this very state, or a new one (the lock is held).
 
     A plan whose SQL came from a trial run is only reused for the same revisions: it ran the
-    same code on the same schema moments ago.
+    same code on the same schema moments ago. A database without tables gets no preview: the
+    apply judges each statement as it is sent, and a preview would run the history twice.
     """
     (target,) = now.target
     cached = core.last_plan
@@ -248,4 +254,4 @@ def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
         return cached
     from migration_resource.plan import build_plan  # noqa: PLC0415 - see TYPE_CHECKING
 
-    return build_plan(core, now)
+    return build_plan(core, now, preview=now.state is not DatabaseState.EMPTY)

@@ -402,13 +402,15 @@ def test_twenty_migrators_at_once_apply_each_revision_exactly_once(
 def test_a_run_short_of_time_stops_between_revisions_and_the_next_one_goes_on(
     make_engine: EngineFactory, db: sa.Engine, synthetic: Synthetic,
 ) -> None:
-    # GIVEN a run with 21 s left while a revision may need 2 s (MIGRATION_TIMEOUT) + 20 s
+    # GIVEN a run with 30 s left before the first revision and 21 s before the second, while a
+    # revision may need 2 s (MIGRATION_TIMEOUT) + 20 s
     folder, ids = synthetic(3)
     engine = make_engine(script_location=folder, migration_timeout_seconds=2)
-    engine.time_left = lambda: 21.0
+    left = iter([30.0])
+    engine.time_left = lambda: next(left, 21.0)
     # WHEN it migrates
     outcome = engine.migrate()
-    # THEN it applied the first revision (checked before the run started) and stopped cleanly
+    # THEN it applied the first revision and stopped cleanly before the second
     assert not outcome.complete and outcome.ok
     assert [a.revision for a in outcome.applied] == ids[:1]
     assert f"stopped before {ids[1]} with 21 s left" in outcome.message

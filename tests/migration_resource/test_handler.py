@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -775,3 +776,54 @@ def test_secrets_never_appear_in_logs(
     assert password not in out.out and password not in out.err
     assert all(password not in record.getMessage() for record in caplog.records)
     assert password not in json.dumps(answer)
+
+
+@dataclass
+class RealClockContext(LambdaContext):
+    """A Lambda run's remaining time as the runtime reports it: falling with the clock."""
+
+    deadline: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return int((self.deadline - time.monotonic()) * 1000)
+
+
+def running_for(seconds: float) -> RealClockContext:
+    return RealClockContext(deadline=time.monotonic() + seconds)
+
+
+def test_a_poll_starts_no_revision_once_planning_has_used_the_time_it_needs(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a revision that reads rows (so planning runs it in a trial: 3 s), a revision's
+    # MIGRATION_TIMEOUT of 5 s and so 25 s needed to start one, and a first run too short
+    scripts = tmp_path / "scripts"
+    shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "slow_read.py").write_text(
+        '"""a data fix that reads rows slowly"""\nimport sqlalchemy as sa\nfrom alembic import op\n'
+        f'\nrevision = "5a0e1c2d3b4f"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        'depends_on = None\n\n\ndef upgrade() -> None:\n'
+        '    bind = op.get_bind()\n'
+        '    bind.execute(sa.text("SELECT pg_sleep(3), count(*) FROM users")).fetchone()\n'
+        '    op.add_column("users", sa.Column("nickname", sa.Text(), nullable=True))\n\n\n'
+        'def downgrade() -> None:\n    op.drop_column("users", "nickname")\n')
+    monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
+    monkeypatch.setenv("MIGRATION_TIMEOUT", "5")
+    handler_module._resource = None
+    deploy.send(deploy.event("Create"))
+    update = deploy.event("Update", properties={"TargetRevision": "5a0e1c2d3b4f"})
+    handler(update, running_for(24))
+    (poll,) = deploy.scheduled_polls()
+    answered = len(deploy.recorder.requests)
+    # WHEN a poll starts with 27 s, passes the 25 s check, and its planning takes 3 s
+    handler(poll, running_for(27))
+    # THEN it starts no revision, answers nothing, and keeps polling
+    assert version_rows(db) == [HEAD]
+    assert len(deploy.recorder.requests) == answered
+    (again,) = deploy.scheduled_polls()
+    # AND the next poll, with a whole run, applies the revision and answers
+    handler(again, LambdaContext())
+    assert len(deploy.recorder.requests) == answered + 1
+    answer = deploy.recorder.requests[-1].body
+    assert answer["Status"] == "SUCCESS", answer.get("Reason")
+    assert version_rows(db) == ["5a0e1c2d3b4f"]

@@ -170,7 +170,7 @@ def test_a_backfill_terminated_mid_run_resumes_and_updates_every_row_exactly_onc
     assert version_rows(db) == ["r2"]
 
 
-def test_a_trial_run_tries_one_batch_and_commits_nothing(
+def test_a_trial_run_backfills_in_its_scratch_database_and_commits_nothing_live(
     make_engine: EngineFactory, db: sa.Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
     # GIVEN the table migrated, then a revision reading rows (so the dry run runs a trial)
@@ -186,9 +186,10 @@ def test_a_trial_run_tries_one_batch_and_commits_nothing(
     # WHEN the dry run previews them
     dry = make_engine(script_location=folder).dry_run()
 
-    # THEN the backfill ran one batch inside the trial's transaction, and it was rolled back
+    # THEN the backfill ran whole in the scratch database, and nothing of it reached the live
+    # database
     assert dry.ok and [p["source"] for p in dry.plan or ()] == ["captured", "rendered"]
-    assert "one batch of 100 rows tried inside this run's transaction" in caplog.text
+    assert "complete: 3000 rows in 30 batches" in caplog.text
     assert one(db, "SELECT count(*) FROM items WHERE v IS NOT NULL") == 0
     assert one(db, "SELECT count(*) FROM update_counts") == 0
     assert not progress_table_exists(db)

@@ -1,8 +1,9 @@
 """The trial run and the plan: what revisions that read the database really execute.
 
 Real PostgreSQL. Each test writes a small history into a throwaway script directory (the
-team-style env.py of localdev/history_env.py) and checks both what the trial captured and that
-the live database is exactly as it was: relations, rows and the committed-write counters.
+team-style env.py of localdev/history_env.py) and checks both what the trial captured in its
+scratch database and that the live database is exactly as it was: relations, rows and the
+transaction that last wrote each row; and that no scratch database is left behind.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from alembic import command
 from localdev.history_env import write_script_directory
 from migration_resource.engine import MigrationEngine, MigrationFailed, MigrationRefused
 from migration_resource.revisions import alembic_config
-from migration_resource.trial import GUARD_MESSAGE, trial_run
+from migration_resource.settings import EngineSettings
+from migration_resource.trial import TrialResult, trial_run
 from tests.migration_resource.support import execute, relations, version_rows
 
 HEADER = """import sqlalchemy as sa
@@ -77,9 +79,18 @@ def fingerprint(db: sa.Engine) -> tuple[object, ...]:
     return ours, tuple(version_rows(db)), roles
 
 
-def run_trial(db: sa.Engine, folder: Path, ids: list[str]) -> object:
-    return trial_run(db.connect, folder, ids, "head", statement_timeout_seconds=30,
-                     lock_timeout_seconds=5)
+def run_trial(db: sa.Engine, folder: Path, start: str, ids: list[str]) -> TrialResult:
+    settings = EngineSettings(database_url=db.url, script_location=folder)
+    return trial_run(db, lambda name: sa.create_engine(db.url.set(database=name),
+                                                       poolclass=sa.NullPool),
+                     settings, start=(start,), order=ids, target="head")
+
+
+def scratch_databases(db: sa.Engine) -> list[str]:
+    with db.connect() as conn:
+        return list(conn.exec_driver_sql(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, 'migration_trial_')"
+        ).scalars())
 
 
 def applied_by_alembic(db: sa.Engine, folder: Path, target: str) -> None:
@@ -105,10 +116,10 @@ def test_a_data_migration_that_reads_rows_is_captured_and_nothing_changes(
         applied_by_alembic(db, tmp_path / "h", ids[0])
         before = fingerprint(db)
         # WHEN the trial runs r2
-        result = run_trial(db, tmp_path / "h", ids[1:])
+        result = run_trial(db, tmp_path / "h", ids[0], ids[1:])
         # THEN it saw the read, the DDL and the update with its parameter as a literal
-        assert result.failure is None  # type: ignore[attr-defined]
-        sql = result.sql("r2")  # type: ignore[attr-defined]
+        assert result.failure is None
+        sql = result.sql("r2")
         assert "SELECT id FROM roles WHERE name = 'admin';" in sql
         assert "ALTER TABLE roles ADD COLUMN is_admin BOOLEAN;" in sql
         assert "UPDATE roles SET is_admin = (id = 1) WHERE is_admin IS NULL;" in sql
@@ -118,32 +129,49 @@ def test_a_data_migration_that_reads_rows_is_captured_and_nothing_changes(
         db.dispose()
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        # a COMMIT hidden in a multi-statement string reaches the server
-        '    op.execute("UPDATE roles SET name = \'x\'; COMMIT; UPDATE roles SET name = \'y\'")\n',
-        # SQLAlchemy's own commit of the connection the revision was handed
-        '    op.execute("UPDATE roles SET name = \'x\'")\n    op.get_bind().commit()\n',
-    ],
-    ids=["commit-in-a-string", "connection-commit"],
-)
-def test_a_revision_that_commits_cannot_change_anything_in_a_trial(
-    db: sa.Engine, tmp_path: Path, body: str
+# Revision code that would change the live database if it ran there: a second connection of
+# the revision's engine, the connection's own commit, COMMIT or ROLLBACK inside a string.
+ESCAPES = {
+    "engine-begin": (
+        "    with op.get_bind().engine.begin() as other:\n"
+        "        other.execute(sa.text(\"INSERT INTO roles VALUES (10, 'engine')\"))\n"),
+    "connection-commit": (
+        "    op.execute(\"INSERT INTO roles VALUES (11, 'committed')\")\n"
+        "    op.get_bind().commit()\n"),
+    "commit-in-a-string": (
+        "    op.execute(\"UPDATE roles SET name = 'x' WHERE id = 2; COMMIT; \"\n"
+        "               \"UPDATE roles SET name = 'y' WHERE id = 2\")\n"),
+    "rollback-in-a-string": (
+        "    op.execute(\"SELECT 1; ROLLBACK; INSERT INTO roles VALUES (12, 'after')\")\n"
+        "    op.execute(\"UPDATE roles SET name = 'z' WHERE id = 2\")\n"),
+}
+
+
+@pytest.mark.parametrize("body", ESCAPES.values(), ids=ESCAPES.keys())
+def test_status_dry_run_and_a_refused_deploy_change_nothing_whatever_the_revision_does(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path, body: str
 ) -> None:
-    ids = write_history(tmp_path / "h", CREATE_ROLES, body)
+    # GIVEN a database at r1 and a pending r2 that reads a row (so it runs in a trial), then
+    # escapes its transaction, and a destructive r3 the production gate refuses
+    ids = write_history(tmp_path / "h", CREATE_ROLES, body + READ_ADMIN,
+                        '    op.execute("DELETE FROM roles")\n')
     applied_by_alembic(db, tmp_path / "h", ids[0])
     before = fingerprint(db)
-    result = run_trial(db, tmp_path / "h", ids[1:])
-    # THEN the server refused the commit, the trial names the revision, and the rows are intact
-    failure = result.failure  # type: ignore[attr-defined]
-    assert failure is not None
-    assert failure.revision == "r2"
-    assert GUARD_MESSAGE in failure.message
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN an operator asks for the status with phases, a dry run, and a deploy
+    status = engine.status(with_phases=True)
+    preview = engine.dry_run()
+    with pytest.raises(MigrationRefused, match="r3: delete_without_where"):
+        engine.migrate()
+    # THEN the trial saw what r2 sends, and the live database is exactly as it was
+    assert status.phases is not None
+    assert preview.plan is not None
+    assert [s["source"] for s in preview.plan] == ["captured", "rendered"]
     assert fingerprint(db) == before
+    assert scratch_databases(db) == []
 
 
-def test_commit_statements_and_autocommit_blocks_stay_inside_the_trial(
+def test_commit_statements_and_autocommit_blocks_run_for_real_in_the_scratch_database(
     db: sa.Engine, tmp_path: Path
 ) -> None:
     body = (
@@ -156,15 +184,37 @@ def test_commit_statements_and_autocommit_blocks_stay_inside_the_trial(
     ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN, body)
     applied_by_alembic(db, tmp_path / "h", ids[0])
     before = fingerprint(db)
-    result = run_trial(db, tmp_path / "h", ids[1:])
-    assert result.failure is None  # type: ignore[attr-defined]
-    sql = result.sql("r3")  # type: ignore[attr-defined]
-    assert "-- not executed in the trial: it ends the transaction\nCOMMIT;" in sql
+    result = run_trial(db, tmp_path / "h", ids[0], ids[1:])
+    assert result.failure is None
+    sql = result.sql("r3")
+    assert "COMMIT;" in sql
     assert "CREATE INDEX CONCURRENTLY ix_roles_name ON roles (name);" in sql
-    # the schema-qualified update ran against the live table, inside the rolled-back trial
+    # the schema-qualified update ran against the scratch database's table, not the live one
     assert "UPDATE public.roles SET name = upper(name);" in sql
     assert fingerprint(db) == before
     assert "ix_roles_name:i" not in relations(db)
+    assert scratch_databases(db) == []
+
+
+def test_a_plan_waits_for_no_writer_of_a_live_table(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN an application transaction holding a row lock and an open write on roles
+    ids = write_history(tmp_path / "h", CREATE_ROLES, READ_ADMIN,
+                        '    op.create_index("ix_roles_name", "roles", ["name"])\n'
+                        '    op.execute("UPDATE roles SET name = name WHERE id = 1")\n')
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    engine = make_engine(script_location=tmp_path / "h", lock_timeout_seconds=1)
+    with db.connect() as app:
+        app.exec_driver_sql("UPDATE roles SET name = 'held' WHERE id = 2")
+        # WHEN a dry run previews revisions that index and update roles
+        preview = engine.dry_run()
+        # THEN it captured r2 without waiting for the writer (ALTER TABLE roles in r2 would
+        # wait for it, and give up after the 1 s lock timeout, on the live table)
+        assert preview.ok, preview.message
+        assert preview.plan is not None
+        assert [s["source"] for s in preview.plan] == ["captured", "rendered"]
+        app.rollback()
 
 
 def test_the_dry_run_says_which_sql_was_rendered_and_which_captured(
@@ -181,7 +231,7 @@ def test_the_dry_run_says_which_sql_was_rendered_and_which_captured(
     ]
     assert outcome.plan[1]["file"] == "r2_step.py"
     assert outcome.sql is not None and list(outcome.sql) == ids
-    assert "2 rendered offline, 1 captured in a rolled-back trial run" in " ".join(outcome.notes)
+    assert "2 rendered offline, 1 captured in a scratch database" in " ".join(outcome.notes)
     assert relations(db) == []
 
 

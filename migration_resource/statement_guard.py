@@ -1,0 +1,54 @@
+"""The change gate at execution: each statement of the real apply is judged before it is sent.
+
+The plan judges what it could see: SQL rendered offline, or captured in a scratch database
+where the tables hold no live rows. What a revision sends for the live rows (a loop over
+them, a statement built from what it read), and what a revision the plan could not preview
+sends, is seen here, on the migration session, before the server gets it. A statement the
+gate would refuse in this stage raises `StatementRefused` instead of being sent: the
+revision fails, its transaction is rolled back, and the failure names the statement.
+
+Only where the gate can refuse (production without AllowDestructive); elsewhere nothing is
+refused, and the statements are not parsed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from migration_resource.gate import StatementJudge, decide
+
+# What Alembic and SQLAlchemy read for themselves: never a change.
+_BOOKKEEPING_READ = re.compile(
+    r"^\s*SELECT\b.*\b(pg_catalog\.|alembic_version\.version_num\s+FROM)", re.I | re.S
+)
+
+
+class StatementRefused(Exception):
+    """A statement the change gate refuses, stopped before it reached the server."""
+
+
+@dataclass
+class StatementGuard:
+    stage: str
+    allow_destructive: bool
+    allowed_revisions: frozenset[str]  # approved by their file, or contracts the release holds
+    judge: StatementJudge = field(default_factory=StatementJudge)
+
+    @property
+    def active(self) -> bool:
+        return self.stage == "production" and not self.allow_destructive
+
+    def check(self, revision: str, statement: str) -> None:
+        """Raise StatementRefused when the gate refuses `statement` (parameters as literals)."""
+        if not self.active or _BOOKKEEPING_READ.match(statement):
+            return
+        findings = self.judge.findings(revision, statement)
+        blocking = decide(findings, stage=self.stage, allow_destructive=False,
+                          allowed_revisions=self.allowed_revisions).blocking
+        if blocking:
+            first = blocking[0]
+            raise StatementRefused(
+                f"the change gate refused {first.rule} before it was sent ({first.statement}): "
+                f"{first.message} It was not previewed by the plan; allow it with "
+                "AllowDestructive or the revision file's approval line")

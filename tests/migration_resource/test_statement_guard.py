@@ -1,0 +1,66 @@
+"""The change gate at execution: what a revision sends for the live rows is judged before it
+is sent. Real PostgreSQL; the histories are written by the tests (test_trial's helpers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from migration_resource.engine import MigrationEngine, MigrationFailed
+from tests.migration_resource.support import execute, version_rows
+from tests.migration_resource.test_trial import (
+    CREATE_ROLES,
+    applied_by_alembic,
+    fingerprint,
+    write_history,
+)
+
+# Sends a TRUNCATE only when the live table holds a 'guest' row: the scratch database, which
+# holds only the history's own seed rows (admin, member), never shows it to the plan.
+WIPE_IF_GUESTS = """    conn = op.get_bind()
+    guests = conn.execute(sa.text("SELECT id FROM roles WHERE name = 'guest'")).fetchall()
+    op.add_column("roles", sa.Column("note", sa.Text, nullable=True))
+    if guests:
+        conn.execute(sa.text("TRUNCATE roles"))
+"""
+
+
+def test_a_destructive_statement_the_plan_could_not_see_is_refused_before_it_is_sent(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN live rows the scratch database does not have, and a revision that reads them
+    ids = write_history(tmp_path / "h", CREATE_ROLES, WIPE_IF_GUESTS)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    before = fingerprint(db)
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN the dry run previews it (nothing destructive in the scratch database) and it deploys
+    preview = engine.dry_run()
+    assert preview.ok and not preview.findings, preview.findings
+    with pytest.raises(MigrationFailed) as failure:
+        engine.migrate()
+    # THEN the TRUNCATE never reached the server: the revision failed, rolled back
+    message = str(failure.value)
+    assert "the change gate refused truncate before it was sent (TRUNCATE roles)" in message
+    assert "its transaction was rolled back" in message
+    assert version_rows(db) == ["r1"]
+    assert fingerprint(db) == before
+
+
+def test_the_approval_the_plan_honours_lets_the_statement_through(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN the same revision, deployed with AllowDestructive
+    ids = write_history(tmp_path / "h", CREATE_ROLES, WIPE_IF_GUESTS)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN it deploys
+    outcome = engine.migrate(allow_destructive=True)
+    # THEN it ran as written
+    assert outcome.complete and version_rows(db) == ["r2"]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 0
