@@ -85,10 +85,14 @@ function bodies: a revision using those fails in the replay, and the baseline is
 (`BaselineError`) rather than wrong. After each revision the scratch schema is reflected with
 the extensions' schemas on the path, as the live one is, so both read ``citext`` unqualified.
 
-The replay writes (it creates and drops a schema), so callers run it under the migration
-lock. The scratch schema is always dropped, also when a migration or the comparison fails; a
-process killed mid-replay (a Lambda timeout) cannot do that, which `drop_scratch_schemas`
-cleans up on the next run.
+The engine runs the replay in a scratch database of the same server
+(`migration_resource.scratch_database`, as the plan's trial run does), so a revision's code
+never runs on the live database, not even through a connection of its own
+(`op.get_bind().engine.begin()`); the scratch schema and the checks above stay, a second
+wall. Run in the live database itself (`replay_on` not given), the replay writes (it creates
+and drops a schema), so callers run it under the migration lock. The scratch schema is
+always dropped, also when a migration or the comparison fails; a process killed mid-replay
+(a Lambda timeout) cannot do that, which `drop_scratch_schemas` cleans up on the next run.
 """
 
 from __future__ import annotations
@@ -211,8 +215,13 @@ def find_baseline(
     schema: str = "public",
     ignored_tables: Sequence[str] = (),
     statement_timeout_seconds: int = 300,
+    replay_on: sa.Engine | None = None,
 ) -> BaselineResult:
     """Replay `candidates` (base → head) into a scratch schema; say which match `schema`.
+
+    `database` is read (READ ONLY) for the live schema. The replay runs on `replay_on`, a
+    scratch database of the same server (the engine's way: then no revision code runs on the
+    live database at all), or, without it, in a scratch schema of `database` itself.
 
     Replaying stops at the first revision that differs after one or more matched: the
     earliest match is what gets stamped, so later revisions cannot change the answer. While
@@ -240,17 +249,18 @@ def find_baseline(
         "Verifying the baseline: replaying %d revisions into the scratch schema %s",
         len(candidates), scratch,
     )
+    replay_database = replay_on or database
     try:
         replay = _replay_and_compare(
-            database, scripts, candidates, live,
+            replay_database, scripts, candidates, live,
             schema=schema, scratch=scratch, skipped=skipped, installed=installed,
             objects=objects, statement_timeout_seconds=statement_timeout_seconds,
         )
     except BaseException:
         # The original error is what the caller must see; a failed drop is only logged.
-        _drop_schema(database, scratch, raise_errors=False)
+        _drop_schema(replay_database, scratch, raise_errors=False)
         raise
-    _drop_schema(database, scratch, raise_errors=True)
+    _drop_schema(replay_database, scratch, raise_errors=True)
 
     matches = tuple(replay.matches)
     nearest, found, weight = replay.nearest()

@@ -197,12 +197,14 @@ class EngineCore:
             with_checksums=with_checksums,
         )
 
-    def live_extensions(self) -> tuple[str, ...]:
-        """Extensions installed in the live database, for a scratch database to have too."""
+    def live_extensions(self) -> tuple[tuple[str, str], ...]:
+        """(extension, schema) installed in the live database, for a scratch database to
+        have too, in the same schemas."""
         with self.reading() as connection:
-            return tuple(connection.exec_driver_sql(
-                "SELECT extname FROM pg_catalog.pg_extension WHERE extname <> 'plpgsql' "
-                "ORDER BY extname").scalars())
+            return tuple((str(name), str(schema)) for name, schema in connection.exec_driver_sql(
+                "SELECT e.extname, n.nspname FROM pg_catalog.pg_extension e "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
+                "WHERE e.extname <> 'plpgsql' ORDER BY e.extname"))
 
     def scratch_engine(self, name: str) -> sa.Engine:
         """An engine on database `name` of the live server, with the live credentials, for a

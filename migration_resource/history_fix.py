@@ -23,6 +23,7 @@ from migration_resource.classification import Classification
 from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
 from migration_resource.execution import alembic_quiet, stamp_online
 from migration_resource.outcomes import MigrationRefused
+from migration_resource.scratch_database import ScratchUnavailable, scratch_database
 from migration_resource.states import (
     OVERLAPPING_REVISIONS,
     UNKNOWN_REVISION,
@@ -37,21 +38,30 @@ BASELINE_CAUSES = frozenset({UNKNOWN_REVISION, OVERLAPPING_REVISIONS, UNVERIFIAB
 
 
 def search_baseline(core: EngineCore) -> BaselineResult:
-    """Replay the history into a scratch schema; the caller holds the migration lock."""
-    # A run killed during an earlier replay (a Lambda timeout) left its scratch schema.
-    drop_scratch_schemas(core.database)
+    """Replay the history into a scratch database; the live database is only read."""
     catalogue = core.catalogue
     logger.info(
-        "Verifying the baseline: replaying %d revisions into a scratch schema (the live "
+        "Verifying the baseline: replaying %d revisions into a scratch database (the live "
         "tables are only read)", len(catalogue.ordered),
     )
     try:
-        with alembic_quiet():
+        with alembic_quiet(), scratch_database(
+            core.database, core.scratch_engine, extensions=core.live_extensions(),
+            schema=core.settings.schema,
+        ) as scratch:
             result = find_baseline(
                 core.database, core.settings, catalogue.ordered,
                 schema=core.settings.schema, ignored_tables=core.settings.ignored_tables,
                 statement_timeout_seconds=core.settings.migration_timeout_seconds,
+                replay_on=scratch,
             )
+    except ScratchUnavailable as error:
+        raise MigrationRefused(
+            f"tables_without_migration_history: the baseline check needs a scratch database "
+            f"and the server refused one ({error}); nothing was changed. Give the migration "
+            "role CREATEDB, or stamp the revision yourself with --baseline REV if you know "
+            f"it; see {RUNBOOK}#tables-without-migration-history"
+        ) from None
     except BaselineError as error:
         raise MigrationRefused(
             f"tables_without_migration_history: the baseline check could not replay the "
@@ -99,6 +109,9 @@ def verified_baseline(
     core: EngineCore, connection: sa.Connection, trail: AuditTrail, now: Classification,
     resolved: str,
 ) -> tuple[Classification, dict[str, Any]]:
+    # A replay killed by an earlier engine version left its scratch schema in the live
+    # database; under the lock, as this is, it can go.
+    drop_scratch_schemas(core.database)
     result = search_baseline(core)
     report = baseline_report(result)
     if result.matched is None:

@@ -49,14 +49,15 @@ def created_at(name: str) -> int | None:
 
 @contextmanager
 def scratch_database(
-    server: sa.Engine, connect_to: Callable[[str], sa.Engine], *, extensions: tuple[str, ...],
-    schema: str,
+    server: sa.Engine, connect_to: Callable[[str], sa.Engine], *,
+    extensions: tuple[tuple[str, str], ...], schema: str,
 ) -> Iterator[sa.Engine]:
     """An engine on a new, empty database; dropped when the block ends, whatever happened.
 
     `server` reaches the live database's server (its connection only creates and drops);
     `connect_to(name)` builds an engine on database `name` with the live credentials.
-    The live database's `extensions` are installed where they can be, and `schema` exists.
+    The live database's `extensions` ((name, schema) pairs) are installed where they can be,
+    in the same schemas, and `schema` exists.
     """
     name = scratch_name()
     with _admin(server) as admin:
@@ -83,16 +84,20 @@ def _admin(server: sa.Engine) -> Iterator[sa.Connection]:
         connection.close()
 
 
-def _prepare(engine: sa.Engine, extensions: tuple[str, ...], schema: str) -> None:
+def _prepare(
+    engine: sa.Engine, extensions: tuple[tuple[str, str], ...], schema: str
+) -> None:
     with engine.connect() as opened:
         connection = opened.execution_options(isolation_level="AUTOCOMMIT")
-        if schema != "public":
-            connection.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
-        for extension in extensions:
-            # What the live database has installed outside the migrations (pgcrypto, say),
-            # where this server can; a revision that needs one that failed says so itself.
+        quote = connection.dialect.identifier_preparer.quote
+        for name in sorted({schema} | {where for _, where in extensions} - {"public"}):
+            connection.exec_driver_sql(f"CREATE SCHEMA IF NOT EXISTS {quote(name)}")
+        for extension, where in extensions:
+            # What the live database has installed (pgcrypto, citext...), where this server
+            # can, so revisions find it where they do live; one that failed says so itself.
             try:
-                connection.exec_driver_sql(f'CREATE EXTENSION IF NOT EXISTS "{extension}"')
+                connection.exec_driver_sql(
+                    f"CREATE EXTENSION IF NOT EXISTS {quote(extension)} SCHEMA {quote(where)}")
             except sa.exc.DBAPIError as error:
                 logger.info("Scratch database: extension %s not installed (%s)", extension,
                             _one_line(error.orig or error))

@@ -93,7 +93,7 @@ def trial_run(
     start: tuple[str, ...],
     order: Sequence[str],
     target: str,
-    extensions: tuple[str, ...] = (),
+    extensions: tuple[tuple[str, str], ...] = (),
     retries: int = 3,
     script: ScriptDirectory | None = None,
 ) -> TrialResult:

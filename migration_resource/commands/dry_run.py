@@ -34,7 +34,7 @@ def dry_run(
 
     Each pending revision's SQL is rendered offline, or, when its code reads the database,
     captured in a trial run in a scratch database (never the live one). With `fix_history`
-    the verified baseline replays the migrations into a scratch schema (dropped afterwards)
+    the verified baseline replays the migrations into a scratch database (dropped afterwards)
     to report the revision it would stamp; the plan then starts from that revision.
     """
     started = time.perf_counter()
@@ -49,9 +49,8 @@ def dry_run(
         classification = as_if_stamped(core, classification, stamp, resolved)
         notes.append(f"would stamp {stamp} without verification, then migrate")
     elif fix_history and core.needs_history_fix(classification):
-        # The replay creates (and drops) a scratch schema: a change, so under the lock.
-        with core.locked(classification):
-            result = search_baseline(core)
+        # The replay runs in a scratch database: the live one is only read.
+        result = search_baseline(core)
         report = baseline_report(result)
         if result.matched is None:
             classification = unverifiable(classification, result)

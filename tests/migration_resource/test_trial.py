@@ -278,3 +278,25 @@ def test_a_revision_raising_in_the_trial_is_previewed_as_such_and_fails_cleanly(
     assert version_rows(db) == ["r1"]
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 3
+
+
+def test_the_baseline_search_of_a_dry_run_runs_no_revision_code_on_the_live_database(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN tables made without migration history, and a revision that writes through a
+    # connection of its own (which no scratch schema's search_path reaches)
+    ids = write_history(tmp_path / "h", CREATE_ROLES, (
+        "    with op.get_bind().engine.begin() as other:\n"
+        "        other.execute(sa.text(\"INSERT INTO roles \"\n"
+        "                              \"SELECT max(id) + 1, 'engine' FROM roles\"))\n"))
+    applied_by_alembic(db, tmp_path / "h", ids[1])
+    execute(db, "DROP TABLE alembic_version")
+    before = fingerprint(db)
+    # WHEN a dry run looks for the verified baseline
+    engine = make_engine(script_location=tmp_path / "h")
+    with pytest.raises(MigrationRefused, match="the baseline check could not replay"):
+        engine.dry_run(fix_history=True)
+    # THEN the replay ran in a scratch database, where that connection found no roles table
+    # (the baseline is unverifiable: refused, not guessed), and the live rows are as they were
+    assert fingerprint(db) == before
+    assert scratch_databases(db) == []
