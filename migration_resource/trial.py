@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from migration_resource.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
+ENGINE_LOGGER = "migration_resource.engine"  # where the online helpers log
 
 # What Alembic and SQLAlchemy read for themselves: not the revision's statements.
 _BOOKKEEPING_READ = re.compile(
@@ -112,7 +114,7 @@ def trial_run(
         with scratch_database(server, connect_to, extensions=extensions,
                               schema=settings.schema) as scratch:
             sa.event.listen(scratch, "before_cursor_execute", recorder.before_execute)
-            with scratch.connect() as connection, alembic_quiet():
+            with scratch.connect() as connection, alembic_quiet(), _labelled():
                 config = alembic_config(settings)
                 config.attributes["connection"] = connection
                 replayed = _replay(config, connection, start, script)
@@ -154,6 +156,26 @@ def trial_run(
                        stamped=tuple(stamped))
 
 
+class _TrialLabel(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = f"Trial run (scratch database): {record.msg}"
+        return True
+
+
+@contextmanager
+def _labelled() -> Iterator[None]:
+    """What revision code logs on the engine's channel during a trial (the online helpers'
+    "Index ... built concurrently") says it happened in the scratch database: in a deploy's
+    log it would otherwise read like work on the live one."""
+    channel = logging.getLogger(ENGINE_LOGGER)
+    label = _TrialLabel()
+    channel.addFilter(label)
+    try:
+        yield
+    finally:
+        channel.removeFilter(label)
+
+
 def _replay(
     config: Any, connection: sa.Connection, start: tuple[str, ...],
     script: ScriptDirectory | None,
@@ -183,7 +205,9 @@ def _replay(
 def literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool) -> str:
     """The statement with its parameters as literals, for people and the change gate."""
     rows = list(parameters) if executemany else [parameters]
-    if not rows or not rows[0]:
+    # An empty dict still goes through the driver's formatting (`%%` becomes `%`); None and an
+    # empty sequence do not.
+    if not rows or rows[0] is None or (not rows[0] and not isinstance(rows[0], dict)):
         return statement.strip()
     try:
         # psycopg2 (the bundled driver): every cursor renders its parameters (bytes).
