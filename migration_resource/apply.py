@@ -129,7 +129,7 @@ def run_steps(
         finally:
             sa.event.remove(connection, "before_cursor_execute", run.before_statement)
     run.finished()
-    _verify(core, before, target)
+    _verify(core, connection, before, target)
     return tuple(run.done)
 
 
@@ -157,14 +157,19 @@ class _Run:
     def __post_init__(self) -> None:
         self.next_up = self.order[0]
 
-    def start(self, revision: str) -> None:
+    def start(self, revision: str, *, concluding: AppliedRevision | None = None) -> None:
+        """The revision's `running` row; with `concluding`, the success of the one before
+        it is written by the same statement."""
         catalogue = self.core.catalogue
         self.rows[revision] = self.trail.start(
             self.direction, revision, direction="up" if self.direction == "upgrade" else "down",
             checksum=catalogue.checksum(revision),
             transactional=is_transactional(catalogue.file_path(revision)),
             parents=catalogue.parents(revision), destructive=revision in self.destructive,
+            concluding=None if concluding is None else self.rows[concluding.revision],
         )
+        if concluding is not None:
+            self._done(concluding)
 
     def conclude(self, step: AppliedRevision) -> None:
         last = len(self.done) + 1 == len(self.order)
@@ -173,6 +178,9 @@ class _Run:
             history_digest=history_digest(self.core.catalogue.versions_dir)
             if last and self.reaching_head else None,
         )
+        self._done(step)
+
+    def _done(self, step: AppliedRevision) -> None:
         self.done.append(step)
         verb = "Applied" if self.direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
@@ -181,14 +189,18 @@ class _Run:
         self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any,
         context: Any, executemany: bool,
     ) -> None:
-        if self.awaiting_commit is not None:
-            # A statement after a revision's callback: that revision's COMMIT is behind us.
-            self.conclude(self.awaiting_commit)
-            self.awaiting_commit = None
+        # A statement after a revision's callback: that revision's COMMIT is behind us.
+        committed, self.awaiting_commit = self.awaiting_commit, None
         if self.next_up is not None:
-            self._stop_if_out_of_time(self.next_up)
-            self.start(self.next_up)
+            stop = self._out_of_time(self.next_up)
+            if stop is not None:
+                if committed is not None:
+                    self.conclude(committed)
+                raise stop
+            self.start(self.next_up, concluding=committed)
             self.running, self.next_up = self.next_up, None
+        elif committed is not None:
+            self.conclude(committed)
         if self.guard is not None and self.guard.active and self.running is not None:
             self.guard.check(self.running,
                              literal_sql(cursor, statement, parameters, executemany))
@@ -197,17 +209,16 @@ class _Run:
             self.built_concurrently.append(built)
             self.connection = connection
 
-    def _stop_if_out_of_time(self, revision: str) -> None:
-        """Before each revision, the first included: stop unless it may finish in this run
-        (its statements get MIGRATION_TIMEOUT each), after whatever the run did first
+    def _out_of_time(self, revision: str) -> _OutOfTime | None:
+        """Before each revision, the first included: out of time unless it may finish in this
+        run (its statements get MIGRATION_TIMEOUT each), after whatever the run did first
         (classifying, planning, a trial run, the revisions before it)."""
         time_left = self.core.time_left
         if time_left is None:
-            return
+            return None
         needed = self.core.settings.migration_timeout_seconds + OUT_OF_TIME_MARGIN_SECONDS
         left = time_left()
-        if left < needed:
-            raise _OutOfTime(revision, left, needed)
+        return _OutOfTime(revision, left, needed) if left < needed else None
 
     def on_step(self, step: AppliedRevision) -> None:
         if self.built_concurrently:
@@ -409,8 +420,12 @@ def _first_line(text: str) -> str:
     return head if marker and len(text) > 300 else text
 
 
-def _verify(core: EngineCore, before: Classification, target: str) -> None:
-    final = core.current_revisions()
+def _verify(
+    core: EngineCore, connection: sa.Connection, before: Classification, target: str
+) -> None:
+    """alembic_version after the run, read on the migration session itself."""
+    final = core.read(connection, with_checksums=False).version_rows
+    connection.rollback()
     expected = () if target == "base" else (target,)
     if final != expected:
         message = (

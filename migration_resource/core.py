@@ -442,15 +442,18 @@ class EngineCore:
                                self.safe(error.orig or error))
                 self._sleep(delay)
         name = f"{self.settings.application_name}/{role}"[:APPLICATION_NAME_LIMIT]
-        connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
-                           {"name": name})
+        # One round trip: a run opens several connections, and each is a pause.
+        settings = ["set_config('application_name', :name, false)"]
         if (connection.dialect.server_version_info or (0,)) >= (14,):
             # A client that died (a Lambda timeout, kill -9) must not leave its statement
             # running and its locks held; a parameter group's idle_session_timeout must not
             # close a session that waits while another one works (audit, lock, trial).
-            connection.exec_driver_sql(
-                f"SET client_connection_check_interval = '{CONNECTION_CHECK_MS}ms'")
-            connection.exec_driver_sql("SET idle_session_timeout = 0")
+            settings += [
+                f"set_config('client_connection_check_interval', '{CONNECTION_CHECK_MS}ms', "
+                "false)",
+                "set_config('idle_session_timeout', '0', false)",
+            ]
+        connection.execute(sa.text(f"SELECT {', '.join(settings)}"), {"name": name})
         connection.commit()
         return connection
 
