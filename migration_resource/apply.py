@@ -96,7 +96,8 @@ def run_steps(
         try:
             run_online(connection, core.settings,
                        "base" if target == "base" else target, direction=direction,
-                       on_step=run.on_step, script=core.catalogue.script)
+                       on_step=run.on_step, script=core.catalogue.script,
+                       steps_for=core.catalogue.upgrade_steps)
             break
         except _OutOfTime as stop:
             logger.warning("Stopping before revision %s: %.0f s left in this run, %d s needed; "
@@ -167,6 +168,7 @@ class _Run:
             transactional=is_transactional(catalogue.file_path(revision)),
             parents=catalogue.parents(revision), destructive=revision in self.destructive,
             concluding=None if concluding is None else self.rows[concluding.revision],
+            durable=False,
         )
         if concluding is not None:
             self._done(concluding)
@@ -176,7 +178,7 @@ class _Run:
         self.trail.finish(
             self.rows[step.revision], "succeeded",
             history_digest=history_digest(self.core.catalogue.versions_dir)
-            if last and self.reaching_head else None,
+            if last and self.reaching_head else None, durable=False,
         )
         self._done(step)
 

@@ -45,11 +45,14 @@ def alembic_quiet() -> Iterator[None]:
 def upgrade(
     config: Config, target: str, *, start: str | None = None, sql: bool = False,
     script: ScriptDirectory | None = None,
+    steps_for: Callable[[tuple[str, ...], str], list[Any]] | None = None,
 ) -> None:
     """Alembic's `command.upgrade`, over a script directory that may be loaded already.
 
     `command.upgrade` builds a new ScriptDirectory, which imports every revision file again;
     the plan renders and tries a history several times, so it hands over the one it has.
+    `steps_for(current, target)` gives Alembic's upgrade steps when the caller has them
+    (`RevisionCatalogue.upgrade_steps`, which the plan asked already).
     """
     from alembic.runtime.environment import EnvironmentContext  # noqa: PLC0415 - see above
     from alembic.script import ScriptDirectory  # noqa: PLC0415
@@ -57,6 +60,8 @@ def upgrade(
     scripts = script or ScriptDirectory.from_config(config)
 
     def steps(current: Any, context: Any) -> Any:
+        if steps_for is not None:
+            return steps_for(tuple(current), target)
         return scripts._upgrade_revs(target, current)
 
     with EnvironmentContext(config, scripts, fn=steps, as_sql=sql, starting_rev=start,
@@ -110,6 +115,7 @@ def run_online(
     direction: str,
     on_step: Callable[[AppliedRevision], None] | None = None,
     script: ScriptDirectory | None = None,
+    steps_for: Callable[[tuple[str, ...], str], list[Any]] | None = None,
 ) -> list[AppliedRevision]:
     """Upgrade or downgrade on `connection`, one transaction per migration.
 
@@ -130,7 +136,7 @@ def run_online(
     config.attributes["on_version_apply"] = record
     timer.last_mark = timer.clock()
     if direction == "upgrade":
-        upgrade(config, target, script=script)
+        upgrade(config, target, script=script, steps_for=steps_for)
     else:
         from alembic import command  # noqa: PLC0415 - see the TYPE_CHECKING block
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -111,6 +111,10 @@ class RevisionCatalogue:
     head: str
     ordered: tuple[str, ...]  # base first, head last (a topological order)
     known: frozenset[str]
+    # Alembic's upgrade steps by (current heads, target): the plan and the run ask the same,
+    # and on a long history each answer costs as much as running a dozen revisions.
+    _steps: dict[tuple[tuple[str, ...], str], list[Any]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, scripts: EngineSettings | Path) -> RevisionCatalogue:
@@ -221,10 +225,16 @@ class RevisionCatalogue:
         Merges and several branches allow more than one topological order; the plan, the
         audit rows and the failure report must follow the one Alembic really runs.
         """
-        # Alembic's own upgrade passes the current heads as a tuple, as here; its annotation
-        # says str.
-        steps = self.script._upgrade_revs(target, current)  # type: ignore[arg-type]
-        return tuple(step.revision.revision for step in steps)
+        return tuple(step.revision.revision for step in self.upgrade_steps(current, target))
+
+    def upgrade_steps(self, current: tuple[str, ...], target: str) -> list[Any]:
+        """Alembic's own steps (RevisionStep) for an upgrade from `current` to `target`."""
+        key = (tuple(sorted(current)), target)
+        if key not in self._steps:
+            # Alembic's own upgrade passes the current heads as a tuple, as here; its
+            # annotation says str.
+            self._steps[key] = self.script._upgrade_revs(target, current)  # type: ignore[arg-type]
+        return self._steps[key]
 
     def ancestry(self, revisions: tuple[str, ...]) -> frozenset[str]:
         """The revisions and everything they stand on (inclusive)."""
