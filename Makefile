@@ -45,6 +45,7 @@ benchmark: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/python benchmarks/bundle_size.py
 	$(BIN)/python benchmarks/deploy_local.py
 	$(BIN)/python benchmarks/long_history.py
+	$(BIN)/python benchmarks/production_scale.py
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.
