@@ -309,16 +309,15 @@ class StatementJudge:
     def findings(self, revision: str, sql: str) -> list[Finding]:
         found: list[Finding] = []
         for text, parsed in _statements(sql):
-            shown = _display(text)
             if isinstance(parsed, ParseError):
                 reason = _cut(" ".join(str(parsed).split()), PARSER_MESSAGE_LIMIT)
-                found.append(_finding(revision, "unparsed", shown, reason))
+                found.append(_finding(revision, "unparsed", _display(text), reason))
                 continue
             for raw in parsed:
                 if raw.stmt is None or _is_bookkeeping(raw.stmt, self.version_table):
                     continue
                 for rule, subject in _check(raw.stmt, self.created):
-                    found.append(_finding(revision, rule, shown, subject))
+                    found.append(_finding(revision, rule, _display(text), subject))
                 self.created.record(raw.stmt)
         return found
 

@@ -10,6 +10,8 @@ import pytest
 import sqlalchemy as sa
 
 from migration_resource.engine import MigrationEngine, MigrationFailed
+from migration_resource.gate import StatementJudge
+from migration_resource.statement_guard import _NEVER_FLAGGED, StatementGuard, StatementRefused
 from tests.migration_resource.support import execute, version_rows
 from tests.migration_resource.test_trial import (
     CREATE_ROLES,
@@ -64,3 +66,37 @@ def test_the_approval_the_plan_honours_lets_the_statement_through(
     assert outcome.complete and version_rows(db) == ["r2"]
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 0
+
+
+NEVER_FLAGGED = [
+    "INSERT INTO roles VALUES (1, 'admin')",
+    "insert into roles (name) select name from legacy_roles",
+    "SELECT id FROM roles WHERE name = 'admin'",
+    "UPDATE alembic_version SET version_num='r2' WHERE alembic_version.version_num = 'r1'",
+    "DELETE FROM alembic_version WHERE alembic_version.version_num = 'r1'",
+]
+PARSED = [
+    "SELECT 1; DROP TABLE roles",  # two statements: never skipped
+    "INSERT INTO roles VALUES (1, 'a;b')",  # a `;` anywhere but the end: parsed
+    "INSERT INTO roles VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET name = 'x'",
+    "SELECT * INTO roles_copy FROM roles",  # creates a table the rules must know of
+    "WITH gone AS (DELETE FROM roles RETURNING id) SELECT count(*) FROM gone",
+    "UPDATE roles SET name = 'x'",
+]
+
+
+@pytest.mark.parametrize("statement", NEVER_FLAGGED + PARSED)
+def test_what_the_guard_skips_unparsed_is_what_the_gate_never_flags(statement: str) -> None:
+    # GIVEN the guard in production and the gate's own judge, each on an existing table
+    guard = StatementGuard(stage="production", allow_destructive=False,
+                           allowed_revisions=frozenset())
+    skipped = _NEVER_FLAGGED.match(statement) is not None and ";" not in statement
+    # THEN a statement skipped without parsing is one the gate finds nothing in, and the
+    # statements that might hide something are parsed
+    assert skipped == (statement in NEVER_FLAGGED)
+    if skipped:
+        assert StatementJudge().findings("r1", statement) == []
+    try:
+        guard.check("r1", statement)
+    except StatementRefused:
+        assert not skipped
