@@ -175,43 +175,51 @@ def _only_helper(statement: ast.stmt) -> bool:
 
 
 # -- the canonical form ---------------------------------------------------------------------
-class _Text(str):
-    """Punctuation of the canonical form, written as is (not a value to encode)."""
-
-    __slots__ = ()
-
-
 def _canonical(tree: ast.AST) -> str:
-    """`Type(field=value,...)`, lists as `[a,b]`; iterative, so nesting depth costs no stack."""
+    """`Type(field=value,...)`, lists as `[a,b]`; iterative, so nesting depth costs no stack.
+
+    The stack holds text to write as is (punctuation, and plain values already written out by
+    `_value`), nodes and lists still to expand; text is pushed in reverse, popped in order.
+    """
     out = [_CANONICAL_FORM]
     pending: list[object] = [tree]
     while pending:
         item = pending.pop()
-        if isinstance(item, _Text):
+        if type(item) is str:
             out.append(item)
         elif isinstance(item, ast.AST):
-            parts: list[object] = [_Text(type(item).__name__ + "(")]
+            parts: list[object] = [type(item).__name__ + "("]
             for name, value in _fields(item):
-                parts += [_Text(name + "="), value, _Text(",")]
-            parts.append(_Text(")"))
-            pending.extend(reversed(parts))
-        elif isinstance(item, list):
-            parts = [_Text("[")]
-            for element in item:
-                parts += [element, _Text(",")]
-            parts.append(_Text("]"))
+                parts += [name + "=", _expand(value), ","]
+            parts.append(")")
             pending.extend(reversed(parts))
         else:
-            out.append(_value(item))
+            assert isinstance(item, list)
+            parts = ["["]
+            for element in item:
+                parts += [_expand(element), ","]
+            parts.append("]")
+            pending.extend(reversed(parts))
     return "".join(out)
+
+
+def _expand(value: object) -> object:
+    """A node or a list to expand later, or a plain value written out now."""
+    return value if isinstance(value, ast.AST | list) else _value(value)
+
+
+_SORTED_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def _fields(node: ast.AST) -> list[tuple[str, object]]:
     """The fields that say what the node does, sorted by name."""
     if isinstance(node, ast.Constant):
         return [("value", node.value)]  # always (None is a value here); never `kind`
+    names = _SORTED_FIELDS.get(type(node))
+    if names is None:
+        names = _SORTED_FIELDS[type(node)] = tuple(sorted(node._fields))
     fields: list[tuple[str, object]] = []
-    for name in sorted(node._fields):
+    for name in names:
         value: object = getattr(node, name, None)
         if name == "body" and isinstance(node, _WITH_DOCSTRING) and _has_docstring(node):
             value = node.body[1:]
