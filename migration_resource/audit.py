@@ -212,8 +212,14 @@ class AuditTrail:
         raise AssertionError("unreachable")
 
     def ensure_table(self) -> None:
-        self._execute(_DDL.format(table=self.table))
-        self._execute(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
+        # One round trip, and no ALTER (whose lock would queue behind any reader of the
+        # trail, an application's schema check say) unless a column is really missing.
+        self._execute(
+            f"DO $ensure$ BEGIN {_DDL.format(table=self.table)}; "
+            "IF (SELECT count(*) FROM pg_catalog.pg_attribute "
+            f"WHERE attrelid = '{self.table}'::regclass "
+            "AND attname IN ('parents', 'destructive') AND NOT attisdropped) < 2 THEN "
+            f"ALTER TABLE {self.table} {_NEW_COLUMNS}; END IF; END $ensure$")
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,

@@ -99,6 +99,11 @@ class EngineCore:
         self.settings = settings
         self.database = database or create_database_engine(settings)
         self._catalogue: RevisionCatalogue | None = None
+        # The connection the last READ ONLY read used, kept for the next connection asked
+        # for: a run classifies, then takes the lock, and each new connection costs the
+        # server a backend (and RDS a TLS handshake). Only READ ONLY readers leave one here:
+        # they change no session state beyond the application name, set again on reuse.
+        self._idle: sa.Connection | None = None
         # Counted by the Lambda as a metric: a just-created or resuming database refuses
         # connections for a while, and a trend of these deserves an alarm.
         self._on_connection_error = on_connection_error
@@ -130,6 +135,9 @@ class EngineCore:
         return self.catalogue.resolve_target(target)
 
     def close(self) -> None:
+        idle, self._idle = self._idle, None
+        if idle is not None:
+            self._close(idle)
         self.database.dispose()
 
     # -- classification ------------------------------------------------------------------
@@ -314,13 +322,15 @@ class EngineCore:
 
     def settle(self, connection: sa.Connection, trail: AuditTrail) -> DatabaseSnapshot:
         """Conclude audit rows a dead run left `running`; then read the database afresh."""
-        rows = self.read(connection, with_checksums=False).version_rows
-        connection.commit()
-        known = tuple(r for r in rows if self.catalogue.is_known(r))
-        for note in trail.settle_unfinished(self.catalogue.ancestry(known)):
-            logger.warning("Settled an unfinished audit row: %s", note)
         snapshot = self.read(connection, with_checksums=True)
         connection.commit()  # Alembic must receive a connection outside a transaction
+        known = tuple(r for r in snapshot.version_rows if self.catalogue.is_known(r))
+        notes = trail.settle_unfinished(self.catalogue.ancestry(known))
+        for note in notes:
+            logger.warning("Settled an unfinished audit row: %s", note)
+        if notes:  # the trail changed: read it again
+            snapshot = self.read(connection, with_checksums=True)
+            connection.commit()
         return snapshot
 
     # -- connections ------------------------------------------------------------------------
@@ -355,7 +365,7 @@ class EngineCore:
     @contextmanager
     def reading(self) -> Iterator[sa.Connection]:
         """A READ ONLY transaction: the server itself rejects any write on this path."""
-        with self.connect("read") as connection:
+        with self.connect("read", reusable=True) as connection:
             connection.exec_driver_sql("SET TRANSACTION READ ONLY")
             try:
                 yield connection
@@ -407,16 +417,42 @@ class EngineCore:
         )
 
     @contextmanager
-    def connect(self, role: str = "read") -> Iterator[sa.Connection]:
-        """A connection of the product's own, named for `pg_stat_activity` by its role."""
-        connection = self._open(role)
+    def connect(self, role: str = "read", *, reusable: bool = False) -> Iterator[sa.Connection]:
+        """A connection of the product's own, named for `pg_stat_activity` by its role.
+
+        `reusable`: the caller changes no session state, so the connection may be kept for
+        the next one asked for (see `_idle`)."""
+        connection = self._reuse(role) or self._open(role)
+        kept = False
         try:
             yield connection
+            if reusable and self._idle is None and not connection.in_transaction() and (
+                not connection.invalidated
+            ):
+                self._idle, kept = connection, True
         finally:
-            try:
-                connection.close()
-            except sa.exc.SQLAlchemyError as error:  # a dead session: nothing left to close
-                logger.warning("Closing a database connection failed: %s", self.safe(error))
+            if not kept:
+                self._close(connection)
+
+    def _reuse(self, role: str) -> sa.Connection | None:
+        connection, self._idle = self._idle, None
+        if connection is None:
+            return None
+        name = f"{self.settings.application_name}/{role}"[:APPLICATION_NAME_LIMIT]
+        try:
+            connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
+                               {"name": name})
+            connection.commit()
+        except sa.exc.SQLAlchemyError:  # closed by the server meanwhile: open a new one
+            self._close(connection)
+            return None
+        return connection
+
+    def _close(self, connection: sa.Connection) -> None:
+        try:
+            connection.close()
+        except sa.exc.SQLAlchemyError as error:  # a dead session: nothing left to close
+            logger.warning("Closing a database connection failed: %s", self.safe(error))
 
     def _open(self, role: str) -> sa.Connection:
         attempts = self.settings.connect_attempts
