@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from migration_resource.audit import AuditTrail
 from migration_resource.checksums import history_digest, is_resumable, is_transactional
 from migration_resource.classification import Classification, describe_revisions
-from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
+from migration_resource.core import ENGINE_LOGGER, ROLE_INFO, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
 from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
 from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
@@ -91,44 +91,51 @@ def run_steps(
                reaching_head=direction == "upgrade" and target == core.catalogue.head,
                guard=guard)
     retries_left = core.settings.lock_retries
-    while True:
-        sa.event.listen(connection, "before_cursor_execute", run.before_statement)
-        try:
-            run_online(connection, core.settings,
-                       "base" if target == "base" else target, direction=direction,
-                       on_step=run.on_step, script=core.catalogue.script,
-                       steps_for=core.catalogue.upgrade_steps)
-            break
-        except _OutOfTime as stop:
-            logger.warning("Stopping before revision %s: %.0f s left in this run, %d s needed; "
-                           "the next run continues from here", stop.revision, stop.left,
-                           stop.needed)
-            raise RunInterrupted(
-                f"Applied {len(run.done)} of {len(order)} pending migrations; stopped before "
-                f"{stop.revision} with {stop.left:.0f} s left in this run (a revision may need "
-                f"{stop.needed} s); the next run continues", tuple(run.done),
-            ) from None
-        except Exception as error:  # a revision's own code: anything can come out
-            failed, final = run.failed_revision()
-            blocker = _blocker(core, error) if _is_lock_timeout(error) else None
-            if blocker is not None and retries_left > 0 and run.may_retry(failed):
-                tried = core.settings.lock_retries - retries_left
-                delay = LOCK_RETRY_BACKOFF_SECONDS[min(tried, len(LOCK_RETRY_BACKOFF_SECONDS) - 1)]
-                logger.warning(
-                    "Revision %s waited %d s for a table lock held by %s; its transaction was "
-                    "rolled back, trying again in %.0f s (%d tries left)", failed,
-                    core.settings.lock_timeout_seconds, blocker, delay, retries_left)
-                run.again(failed, detail=f"lock timeout, held by {blocker}; tried again")
-                retries_left -= 1
-                core._sleep(delay)
-                continue
-            _record_failure(core, trail, run.rows.get(failed), error)
-            note = None if blocker is None else (
-                f"waited for a table lock {core.settings.lock_retries - retries_left + 1} "
-                f"times, {core.settings.lock_timeout_seconds} s each; it is held by {blocker}")
-            raise _failed(core, before, tuple(run.done), failed, error, final, note) from None
-        finally:
-            sa.event.remove(connection, "before_cursor_execute", run.before_statement)
+    # Revision code may open connections of its own on the engine (op.get_bind().engine
+    # .begin()): what it sends there is judged too, as the running revision's.
+    sa.event.listen(core.database, "before_cursor_execute", run.before_other_statement)
+    try:
+        while True:
+            sa.event.listen(connection, "before_cursor_execute", run.before_statement)
+            try:
+                run_online(connection, core.settings,
+                           "base" if target == "base" else target, direction=direction,
+                           on_step=run.on_step, script=core.catalogue.script,
+                           steps_for=core.catalogue.upgrade_steps)
+                break
+            except _OutOfTime as stop:
+                logger.warning("Stopping before revision %s: %.0f s left in this run, %d s needed; "
+                               "the next run continues from here", stop.revision, stop.left,
+                               stop.needed)
+                raise RunInterrupted(
+                    f"Applied {len(run.done)} of {len(order)} pending migrations; stopped before "
+                    f"{stop.revision} with {stop.left:.0f} s left in this run (a revision may need "
+                    f"{stop.needed} s); the next run continues", tuple(run.done),
+                ) from None
+            except Exception as error:  # a revision's own code: anything can come out
+                failed, final = run.failed_revision()
+                blocker = _blocker(core, error) if _is_lock_timeout(error) else None
+                if blocker is not None and retries_left > 0 and run.may_retry(failed):
+                    tried = core.settings.lock_retries - retries_left
+                    delay = LOCK_RETRY_BACKOFF_SECONDS[
+                        min(tried, len(LOCK_RETRY_BACKOFF_SECONDS) - 1)]
+                    logger.warning(
+                        "Revision %s waited %d s for a table lock held by %s; its transaction was "
+                        "rolled back, trying again in %.0f s (%d tries left)", failed,
+                        core.settings.lock_timeout_seconds, blocker, delay, retries_left)
+                    run.again(failed, detail=f"lock timeout, held by {blocker}; tried again")
+                    retries_left -= 1
+                    core._sleep(delay)
+                    continue
+                _record_failure(core, trail, run.rows.get(failed), error)
+                note = None if blocker is None else (
+                    f"waited for a table lock {core.settings.lock_retries - retries_left + 1} "
+                    f"times, {core.settings.lock_timeout_seconds} s each; it is held by {blocker}")
+                raise _failed(core, before, tuple(run.done), failed, error, final, note) from None
+            finally:
+                sa.event.remove(connection, "before_cursor_execute", run.before_statement)
+    finally:
+        sa.event.remove(core.database, "before_cursor_execute", run.before_other_statement)
     run.finished()
     _verify(core, connection, before, target)
     return tuple(run.done)
@@ -186,6 +193,17 @@ class _Run:
         self.done.append(step)
         verb = "Applied" if self.direction == "upgrade" else "Reverted"
         logger.info("%s revision %s (%.2f s)", verb, step.revision, step.seconds)
+
+    def before_other_statement(  # noqa: PLR0917 - SQLAlchemy's event signature
+        self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any,
+        context: Any, executemany: bool,
+    ) -> None:
+        """A statement on a connection the engine did not open: revision code's own."""
+        if ROLE_INFO in connection.info or self.running is None:
+            return  # the engine's: the migration session's listener, the trail, its reads
+        if self.guard is not None and self.guard.active:
+            self.guard.check(self.running,
+                             literal_sql(cursor, statement, parameters, executemany))
 
     def before_statement(  # noqa: PLR0917 - SQLAlchemy's event signature
         self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any,

@@ -54,6 +54,9 @@ CONNECT_BACKOFF_SECONDS = 1.0
 # How often the server checks that the client of a running statement is still there.
 CONNECTION_CHECK_MS = 500
 APPLICATION_NAME_LIMIT = 63  # PostgreSQL truncates longer names
+# Where a connection the engine opened keeps its role ("read", "admin/work", ...): a
+# connection without one was opened by revision code (op.get_bind().engine.begin()).
+ROLE_INFO = "migration_engine_role"
 # TCP keepalives: a connection through a NAT or a failed-over endpoint that went silent is
 # noticed in about a minute, not after the kernel's two hours.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
@@ -221,13 +224,21 @@ class EngineCore:
             self.settings, database_url=self.settings.database_url.set(database=name),
             application_name=f"{self.settings.application_name}/trial"[:APPLICATION_NAME_LIMIT])
         engine = create_database_engine(settings)
-        timeouts = (f"SET statement_timeout = '{int(settings.migration_timeout_seconds)}s'",
-                    f"SET lock_timeout = '{int(settings.lock_timeout_seconds)}s'")
+        bounds = [f"SET statement_timeout = '{int(settings.migration_timeout_seconds)}s'",
+                  f"SET lock_timeout = '{int(settings.lock_timeout_seconds)}s'"]
 
         def bounded(dbapi_connection: Any, _: Any) -> None:
             cursor = dbapi_connection.cursor()
-            for statement in timeouts:
+            for statement in bounds:
                 cursor.execute(statement)
+            version = getattr(dbapi_connection, "server_version", None)  # psycopg2
+            if version is None:  # psycopg 3
+                version = dbapi_connection.info.server_version
+            if version >= 140000:
+                # A plan whose process died (a Lambda timeout) must not leave its trial
+                # running on the server.
+                cursor.execute(
+                    f"SET client_connection_check_interval = '{CONNECTION_CHECK_MS}ms'")
             cursor.close()
             dbapi_connection.commit()
 
@@ -438,6 +449,7 @@ class EngineCore:
         connection, self._idle = self._idle, None
         if connection is None:
             return None
+        connection.info[ROLE_INFO] = role
         name = f"{self.settings.application_name}/{role}"[:APPLICATION_NAME_LIMIT]
         try:
             connection.execute(sa.text("SELECT set_config('application_name', :name, false)"),
@@ -477,6 +489,7 @@ class EngineCore:
                                "%.0f s: %s", attempt, attempts, delay,
                                self.safe(error.orig or error))
                 self._sleep(delay)
+        connection.info[ROLE_INFO] = role
         name = f"{self.settings.application_name}/{role}"[:APPLICATION_NAME_LIMIT]
         # One round trip: a run opens several connections, and each is a pause.
         settings = ["set_config('application_name', :name, false)"]

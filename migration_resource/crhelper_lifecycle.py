@@ -14,7 +14,8 @@ What changes against plain crhelper:
   cold start);
 - `_log_setup`: nothing per event (the handler configures logging once);
 - `_polling_init`: a first run that finished answers at once instead of polling; a poll that
-  found its request over removes its rule and answers nothing;
+  found its request over removes its rule and answers nothing; a poll that polls on leaves
+  the Data it changed to the next poll;
 - `_remove_polling`: only a poll that set one up removes it, and a failure to clean up
   after a success is a warning, not the answer;
 - `_timeout`: the product's own reason;
@@ -61,6 +62,8 @@ RELIED_ON = {
                            "0.5 s before the run ends",
     "send_signature": "__call__ answers through self._send() or self._send(FAILED, reason)",
     "client_attributes": "polling uses self._lambda_client and self._events_client",
+    "poll_input_replaced": "_put_targets(function_name) replaces the rule target's Input "
+                           "with json of self._event",
 }
 
 # crhelper's partial annotations do not cover the attributes and hooks overridden here.
@@ -162,6 +165,11 @@ class CrHelperLifecycle(_CfnResource):  # type: ignore[misc]
             self._send_response = False
             return
         super()._polling_init(event)
+        if "CrHelperPoll" in event and not self._send_response:
+            # A poll that polls on: the next one gets the Data this one left (crhelper stores
+            # the first run's only; one call to EventBridge, every few minutes).
+            self._event["CrHelperData"] = self.Data
+            self._put_targets(self._context.function_name)
 
     def _remove_polling(self) -> None:
         if "CrHelperRule" not in self._event:

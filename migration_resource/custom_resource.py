@@ -54,6 +54,10 @@ TIME_MARGIN_SECONDS = 20
 POLLING_INTERVAL_MINUTES = 1
 # What the runs of one request carry to its polls (crhelper's CrHelperData).
 PLAN_KEY, SNAPSHOT_KEY, STARTED_KEY = "DeployPlan", "SnapshotId", "StartedAt"
+# Runs in a row that stopped before their first revision for lack of time: planning (a trial
+# in a scratch database, say) leaves too little of a whole Lambda run for a revision, and
+# every poll would stop the same way until ServiceTimeout. After this many the deploy fails.
+STALLED_KEY, MAX_STALLED_RUNS = "StalledRuns", 3
 RESPONSE_DATA_KEYS = ("State", "FromRevision", "ToRevision", "Applied", "SnapshotId", "Expand",
                       "Contract", "Deferred")
 # The State answered when migrations on deploy are disabled and the database cannot be read.
@@ -200,10 +204,22 @@ class MigrationResource(CrHelperLifecycle):
         if not outcome.complete:
             # Committed revisions stay; crhelper's next poll (a whole Lambda run) goes on.
             logger.info("%s", outcome.message)
+            self._count_stalled_runs(outcome, engine)
             self.keep_polling()
             return None
         self._answer(outcome)
         return self.own_physical_id(event)
+
+    def _count_stalled_runs(self, outcome: Outcome, engine: MigrationEngine) -> None:
+        stalled = 0 if outcome.applied else int(self.Data.get(STALLED_KEY) or 0) + 1
+        if stalled >= MAX_STALLED_RUNS:
+            raise EngineError(
+                f"timeout: {stalled} runs in a row stopped before their first revision, each "
+                "with less than MIGRATION_TIMEOUT "
+                f"({engine.settings.migration_timeout_seconds} s) plus {TIME_MARGIN_SECONDS} s "
+                "left after planning; nothing more was changed. Raise the Lambda timeout or "
+                "lower MIGRATION_TIMEOUT, and deploy again")
+        self.Data[STALLED_KEY] = str(stalled)
 
     def _report_without_migrating(self, properties: MigrationProperties) -> None:
         """migrateOnDeploy false: classify read-only and answer SUCCESS, whatever happens.

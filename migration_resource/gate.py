@@ -260,6 +260,8 @@ class _Created:
             self.tables.add(_table(stmt.relation))
         elif isinstance(stmt, ast.CreateTableAsStmt) and stmt.into and stmt.into.rel:
             self.tables.add(_table(stmt.into.rel))
+        elif isinstance(stmt, ast.SelectStmt) and stmt.intoClause and stmt.intoClause.rel:
+            self.tables.add(_table(stmt.intoClause.rel))  # SELECT ... INTO new_table
         elif isinstance(stmt, ast.CreateSchemaStmt) and stmt.schemaname:
             self.schemas.add(stmt.schemaname)
         elif (

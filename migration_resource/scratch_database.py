@@ -18,6 +18,7 @@ plan running now may use.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,9 +43,13 @@ def scratch_name(now: float | None = None) -> str:
     return f"{PREFIX}{created}_{uuid.uuid4().hex[:8]}"
 
 
+_OURS = re.compile(rf"^{PREFIX}(\d{{10}})_[0-9a-f]{{8}}$")
+
+
 def created_at(name: str) -> int | None:
-    stamp = name.removeprefix(PREFIX).split("_", 1)[0]
-    return int(stamp) if name.startswith(PREFIX) and stamp.isdigit() else None
+    """When a scratch database of ours was made; None for any other name."""
+    found = _OURS.match(name)
+    return int(found.group(1)) if found else None
 
 
 @contextmanager
@@ -66,12 +71,14 @@ def scratch_database(
             admin.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
         except sa.exc.DBAPIError as error:
             raise ScratchUnavailable(_one_line(error.orig or error)) from None
-    engine = connect_to(name)
+    engine: sa.Engine | None = None
     try:
+        engine = connect_to(name)
         _prepare(engine, extensions, schema)
         yield engine
     finally:
-        engine.dispose()
+        if engine is not None:
+            engine.dispose()
         _drop(server, name)
 
 

@@ -25,7 +25,7 @@ from migration_resource.gate import StatementJudge, decide
 # one inside a literal) is parsed.
 _NEVER_FLAGGED = re.compile(
     r"^\s*(?:SELECT\b(?!.*\bINTO\b)|INSERT\b(?!.*\bON\s+CONFLICT\b)"
-    r"|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?alembic_version\b)",
+    r"|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?alembic_version(?=\s))",
     re.I | re.S,
 )
 

@@ -67,9 +67,17 @@ class TrialResult:
         return "\n\n".join(s.rstrip().rstrip(";") + ";" for s in self.captured[revision])
 
 
+NOT_SENT = "not executed in the trial"
+
+
 @dataclass
 class _Recorder:
-    """Statements in the order they were sent, cut per revision at Alembic's callback."""
+    """Statements in the order they were sent, cut per revision at Alembic's callback.
+
+    A statement that would act beyond the scratch database (on roles, the server, other
+    sessions, files) or that the trial cannot see into (`DO`, `CALL`) is recorded and not
+    sent: the scratch database is on the live server, and only a database is kept apart.
+    """
 
     pending: list[str] = field(default_factory=list)
     by_revision: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -78,9 +86,19 @@ class _Recorder:
     def before_execute(  # noqa: PLR0917 - SQLAlchemy's event signature
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
         executemany: bool,
-    ) -> None:
-        if self.on and not _BOOKKEEPING_READ.match(statement):
-            self.pending.append(literal_sql(cursor, statement, parameters, executemany))
+    ) -> tuple[str, Any]:
+        if _BOOKKEEPING_READ.match(statement):
+            return statement, parameters
+        shown = literal_sql(cursor, statement, parameters, executemany) if self.on else ""
+        beyond = beyond_the_database(statement)
+        if beyond is not None:
+            if self.on:
+                self.pending.append(f"-- {NOT_SENT}: {beyond}\n{shown}")
+            logger.info("Trial run: not sent (%s): %s", beyond, " ".join(statement.split())[:200])
+            return "SELECT 1", [{}] * len(parameters) if executemany else {}
+        if self.on:
+            self.pending.append(shown)
+        return statement, parameters
 
     def after_revision(self, *, step: Any, **_: Any) -> None:
         self.by_revision[str(step.up_revision_id)] = tuple(self.pending)
@@ -113,7 +131,8 @@ def trial_run(
     try:
         with scratch_database(server, connect_to, extensions=extensions,
                               schema=settings.schema) as scratch:
-            sa.event.listen(scratch, "before_cursor_execute", recorder.before_execute)
+            sa.event.listen(scratch, "before_cursor_execute", recorder.before_execute,
+                            retval=True)
             with scratch.connect() as connection, alembic_quiet(), _labelled():
                 config = alembic_config(settings)
                 config.attributes["connection"] = connection
@@ -200,6 +219,79 @@ def _replay(
     finally:
         config.attributes["on_version_apply"] = None
     return None
+
+
+# Statements whose effect is not confined to the database they run in.
+_BEYOND_STATEMENTS = {
+    "CreateRoleStmt": "it creates a role (roles belong to the server)",
+    "AlterRoleStmt": "it alters a role (roles belong to the server)",
+    "AlterRoleSetStmt": "it alters a role (roles belong to the server)",
+    "DropRoleStmt": "it drops a role (roles belong to the server)",
+    "GrantRoleStmt": "it grants a role (roles belong to the server)",
+    "ReassignOwnedStmt": "it reassigns objects between roles",
+    "AlterSystemStmt": "it changes the server's configuration",
+    "AlterDatabaseStmt": "it alters a database",
+    "AlterDatabaseSetStmt": "it alters a database",
+    "AlterDatabaseRefreshCollStmt": "it alters a database",
+    "CreatedbStmt": "it creates a database",
+    "DropdbStmt": "it drops a database",
+    "CreateTableSpaceStmt": "it creates a tablespace",
+    "DropTableSpaceStmt": "it drops a tablespace",
+    "AlterTableSpaceOptionsStmt": "it alters a tablespace",
+    "CreateSubscriptionStmt": "it subscribes to another server",
+    "AlterSubscriptionStmt": "it alters a subscription",
+    "DropSubscriptionStmt": "it drops a subscription",
+    "LoadStmt": "it loads a library into the server",
+    "CheckPointStmt": "it makes the server write a checkpoint",
+    "DoStmt": "it runs code the trial cannot see into (DO)",
+    "CallStmt": "it calls a procedure the trial cannot see into (CALL)",
+}
+# Functions that act on other sessions, the server, files or other databases.
+_BEYOND_FUNCTIONS = frozenset({
+    "pg_terminate_backend", "pg_cancel_backend", "pg_signal_backend", "pg_reload_conf",
+    "pg_rotate_logfile", "pg_promote", "pg_switch_wal", "pg_create_restore_point",
+    "pg_file_write", "pg_file_unlink", "pg_file_rename", "lo_export", "lo_import",
+    "dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query",
+    "dblink_open", "pg_logical_emit_message", "pg_create_logical_replication_slot",
+    "pg_create_physical_replication_slot", "pg_drop_replication_slot",
+})
+
+
+# A word any such statement holds: only statements with one are parsed.
+_MAYBE_BEYOND = re.compile(
+    r"\b(ROLE|USER|GROUP|GRANT|REASSIGN|SYSTEM|DATABASE|TABLESPACE|SUBSCRIPTION|LOAD|"
+    r"CHECKPOINT|DO|CALL|COPY|pg_\w+|lo_\w+|dblink\w*)\b", re.I)
+
+
+def beyond_the_database(statement: str) -> str | None:
+    """Why `statement` may act beyond the database it runs in, or None."""
+    if _MAYBE_BEYOND.search(statement) is None:
+        return None
+    from pglast import ast  # noqa: PLC0415 - the parser loads with a trial only
+    from pglast.parser import ParseError, parse_sql  # noqa: PLC0415
+    from pglast.visitors import Visitor  # noqa: PLC0415
+
+    try:
+        tree = parse_sql(statement)
+    except ParseError:
+        return None  # the server refuses it as well
+    for raw in tree:
+        why = _BEYOND_STATEMENTS.get(type(raw.stmt).__name__)
+        if why is not None:
+            return why
+        if isinstance(raw.stmt, ast.CopyStmt) and (raw.stmt.is_program or raw.stmt.filename):
+            return "it copies to or from a server file or program"
+    called: list[str] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors: object, node: ast.FuncCall) -> None:
+            names = [n.sval for n in node.funcname or () if isinstance(n, ast.String)]
+            if names:
+                called.append(str(names[-1]).lower())
+
+    Calls()(tree)
+    named = sorted(set(called) & _BEYOND_FUNCTIONS)
+    return f"it calls {named[0]}(), which acts beyond this database" if named else None
 
 
 def literal_sql(cursor: Any, statement: str, parameters: Any, executemany: bool) -> str:

@@ -175,6 +175,22 @@ def test_poll_input_fixed(lifecycle: Lifecycle, response_recorder: Any, aws: Any
     assert stored["CrHelperData"]["Plan"] == "plan-json"
 
 
+def test_poll_input_replaced(lifecycle: Lifecycle, response_recorder: Any, aws: Any) -> None:
+    # a poll that polls on and changed the Data: the next poll gets it
+    def unfinished(e: Mapping[str, Any], c: Any) -> None:
+        lifecycle.keep_polling()
+        lifecycle.Data["Runs"] = str(int(lifecycle.Data.get("Runs") or 0) + 1)
+
+    lifecycle.first = unfinished
+    lifecycle.poll = unfinished
+    lifecycle(event(response_recorder), Context())
+    (stored,) = rules(aws)
+    lifecycle(stored, Context())
+    (again,) = rules(aws)
+    assert again["CrHelperData"]["Runs"] == "2"
+    assert answers(response_recorder) == []
+
+
 def test_remove_polling_when_done(lifecycle: Lifecycle, response_recorder: Any,
                                   aws: Any) -> None:
     lifecycle.first = lambda e, c: None

@@ -585,3 +585,9 @@ def test_the_marker_allows_the_revision(text: str) -> None:
 )
 def test_anything_else_is_not_the_marker(text: str) -> None:
     assert not allowed_by_marker(text)
+
+
+def test_a_table_made_by_select_into_is_new_to_the_batch() -> None:
+    # SELECT ... INTO makes a table as CREATE TABLE AS does: dropping it later drops no data
+    # from before the deploy
+    assert analyse({"r1": "SELECT 1 AS id INTO legacy", "r2": "DROP TABLE legacy"}) == ()

@@ -792,11 +792,9 @@ def running_for(seconds: float) -> RealClockContext:
     return RealClockContext(deadline=time.monotonic() + seconds)
 
 
-def test_a_poll_starts_no_revision_once_planning_has_used_the_time_it_needs(
-    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    # GIVEN a revision that reads rows (so planning runs it in a trial: 3 s), a revision's
-    # MIGRATION_TIMEOUT of 5 s and so 25 s needed to start one, and a first run too short
+def slow_reading_revision(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A revision that reads rows (so planning runs it in a trial: 3 s), with a revision's
+    MIGRATION_TIMEOUT of 5 s and so 25 s needed to start one."""
     scripts = tmp_path / "scripts"
     shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "slow_read.py").write_text(
@@ -810,6 +808,13 @@ def test_a_poll_starts_no_revision_once_planning_has_used_the_time_it_needs(
     monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
     monkeypatch.setenv("MIGRATION_TIMEOUT", "5")
     handler_module._resource = None
+
+
+def test_a_poll_starts_no_revision_once_planning_has_used_the_time_it_needs(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a slow revision to plan and a first run too short to start it
+    slow_reading_revision(monkeypatch, tmp_path)
     deploy.send(deploy.event("Create"))
     update = deploy.event("Update", properties={"TargetRevision": "5a0e1c2d3b4f"})
     handler(update, running_for(24))
@@ -827,3 +832,27 @@ def test_a_poll_starts_no_revision_once_planning_has_used_the_time_it_needs(
     answer = deploy.recorder.requests[-1].body
     assert answer["Status"] == "SUCCESS", answer.get("Reason")
     assert version_rows(db) == ["5a0e1c2d3b4f"]
+
+
+def test_runs_that_never_have_the_time_for_a_revision_fail_the_deploy(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a slow revision to plan, and Lambda runs that each leave too little after it
+    slow_reading_revision(monkeypatch, tmp_path)
+    deploy.send(deploy.event("Create"))
+    handler(deploy.event("Update", properties={"TargetRevision": "5a0e1c2d3b4f"}),
+            running_for(24))
+    answered = len(deploy.recorder.requests)
+    # WHEN every poll stops before the revision
+    for _ in range(3):
+        (poll,) = deploy.scheduled_polls()
+        handler(poll, running_for(27))
+    # THEN the third answers FAILED with what to do, polls no more, and nothing changed
+    assert len(deploy.recorder.requests) == answered + 1
+    answer = deploy.recorder.requests[-1].body
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith("timeout: 3 runs in a row stopped before their first "
+                                       "revision")
+    assert "Raise the Lambda timeout" in answer["Reason"]
+    assert deploy.scheduled_polls() == []
+    assert version_rows(db) == [HEAD]

@@ -100,3 +100,26 @@ def test_what_the_guard_skips_unparsed_is_what_the_gate_never_flags(statement: s
         guard.check("r1", statement)
     except StatementRefused:
         assert not skipped
+
+
+def test_a_statement_sent_on_a_connection_the_revision_opened_is_judged_too(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a revision that, finding more rows than the scratch database holds, deletes them
+    # all through a connection of its own
+    ids = write_history(tmp_path / "h", CREATE_ROLES, (
+        "    conn = op.get_bind()\n"
+        "    if conn.execute(sa.text('SELECT count(*) FROM roles')).scalar() > 2:\n"
+        "        with conn.engine.begin() as other:\n"
+        "            other.execute(sa.text('DELETE FROM roles'))\n"))
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN it deploys in production (its preview in the scratch database deleted nothing)
+    assert engine.dry_run().ok
+    with pytest.raises(MigrationFailed, match="the change gate refused delete_without_where"):
+        engine.migrate()
+    # THEN the DELETE never reached the server
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 3
+    assert version_rows(db) == ["r1"]

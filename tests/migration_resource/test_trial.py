@@ -300,3 +300,43 @@ def test_the_baseline_search_of_a_dry_run_runs_no_revision_code_on_the_live_data
     # (the baseline is unverifiable: refused, not guessed), and the live rows are as they were
     assert fingerprint(db) == before
     assert scratch_databases(db) == []
+
+
+def test_a_trial_sends_nothing_that_acts_beyond_its_scratch_database(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN an application session, and a pending revision (read by a trial) that creates a
+    # role, changes the role it runs as, ends other sessions and runs a DO block
+    body = READ_ADMIN + (
+        '    op.execute("CREATE ROLE reporting_trial NOLOGIN")\n'
+        '    op.execute("ALTER ROLE CURRENT_USER SET work_mem = \'77MB\'")\n'
+        '    op.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "\n'
+        '               "WHERE application_name = \'the_app\'")\n'
+        '    op.execute("DO $$ BEGIN PERFORM 1; END $$")\n')
+    ids = write_history(tmp_path / "h", CREATE_ROLES, body)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    app = sa.create_engine(db.url.update_query_dict({"application_name": "the_app"}),
+                           poolclass=sa.NullPool)
+    try:
+        with app.connect() as live:
+            live.exec_driver_sql("SELECT 1").all()
+            # WHEN a dry run previews it
+            preview = make_engine(script_location=tmp_path / "h").dry_run()
+            # THEN the application's session lives on, and no role or setting changed
+            assert live.exec_driver_sql("SELECT 1").scalar() == 1
+    finally:
+        app.dispose()
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'reporting_trial'").scalar() == 0
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_db_role_setting WHERE 'work_mem=77MB' = ANY(setconfig)"
+        ).scalar() == 0
+    # AND the plan shows each of them, marked as not executed, with why
+    assert preview.plan is not None
+    sql = preview.plan[0]["sql"]
+    assert "-- not executed in the trial: it creates a role" in sql
+    assert "-- not executed in the trial: it alters a role" in sql
+    assert "-- not executed in the trial: it calls pg_terminate_backend()" in sql
+    assert "-- not executed in the trial: it runs code the trial cannot see into (DO)" in sql
+    assert scratch_databases(db) == []
