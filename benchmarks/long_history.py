@@ -58,15 +58,19 @@ from alembic import command
 from alembic.config import Config
 from report import publish  # benchmarks/report.py, beside this script
 
-from localdev.history_env import NAMING_CONVENTION
+from localdev.history_env import NAMING_CONVENTION, write_script_directory
 from localdev.postgres import database_server, find_bin_dir
 from localdev.team_history import DEFAULT_COUNT, TeamHistory, write_team_history
+from migration_resource import checksums
 from migration_resource.audit import AUDIT_TABLE
 from migration_resource.dsn import mask_text, normalize_url
 from migration_resource.engine import MigrationEngine, Outcome
 from migration_resource.settings import EngineSettings
 
 DEFAULT_REPEAT = 3
+# The team-style histories the tests run (their revision files are data, read from there).
+TEST_HISTORIES_DIR = Path(__file__).resolve().parents[1] / "tests" / "histories"
+TEST_HISTORIES = ("branchy", "concurrent_indexes", "flask_app", "seeded_service")
 WARMUPS = 1
 REASON_LIMIT = 200
 WARNING_LIMIT = 160
@@ -133,8 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # the postgres user must reach the data folder when we are root
     try:
         history = write_team_history(work / "history", args.count)
+        team_histories = [test_history(work, name) for name in TEST_HISTORIES]
         with database_server(work) as url, Databases(normalize_url(url)) as databases:
             report = run(history, databases, args.repeat)
+            report += "\n\n" + run_test_histories(team_histories, databases, args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return publish(report, args.output, started)
@@ -183,6 +189,9 @@ def run(history: TeamHistory, databases: Databases, repeat: int) -> str:
         Case("engine `migrate()`, empty → head", databases.create,
              lambda url: engine_migrate(history, url),
              lambda url: expect_version(url, history.head), engine=True),
+        Case("engine `migrate()` with production rules, empty → head", databases.create,
+             lambda url: engine_migrate(history, url, stage="production"),
+             lambda url: expect_version(url, history.head), engine=True),
         Case(f"engine `dry_run()` at revision {position} of {len(history.ordered)}",
              lambda: databases.create(template=at_middle),
              lambda url: engine_dry_run(history, url, after_middle),
@@ -192,6 +201,65 @@ def run(history: TeamHistory, databases: Databases, repeat: int) -> str:
     return render(history, cases, repeat, compare(cases[0], cases[2]))
 
 
+@dataclass(frozen=True)
+class Folder:
+    """A migrations folder and its head: what the plain and the engine runs need of a history."""
+
+    folder: Path
+    head: str
+    revisions: int
+
+
+def test_history(work: Path, name: str) -> Folder:
+    """One of the tests' team-style histories (tests/histories/NAME) as a script directory."""
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 - alembic is loaded already
+
+    folder = write_script_directory(work / name, versions_from=TEST_HISTORIES_DIR / name)
+    config = Config()
+    config.set_main_option("script_location", str(folder))
+    script = ScriptDirectory.from_config(config)
+    return Folder(folder, script.get_current_head() or "",
+                  sum(1 for _ in script.walk_revisions()))
+
+
+def run_test_histories(histories: list[Folder], databases: Databases, repeat: int) -> str:
+    """Plain Alembic and the engine's migrate() from empty on each of the tests' histories."""
+    pairs = [pair_for(history, databases) for history in histories]
+    measure([case for pair in pairs for case in pair], repeat)
+    lines = [
+        "Team-style histories of the tests (tests/histories), empty → head; the engine with "
+        "production rules:",
+        "",
+        "| history | revisions | plain Alembic median s | engine `migrate()` median s "
+        "| engine / plain |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for history, (plain, engine) in zip(histories, pairs, strict=True):
+        if not plain.samples or not engine.samples:
+            failed = plain if not plain.samples else engine
+            lines.append(f"| {history.folder.name} | {history.revisions} | failed: "
+                         f"{failed.failure} | - | - |")
+            continue
+        lines.append(f"| {history.folder.name} | {history.revisions} | {plain.median:.3f} "
+                     f"| {engine.median:.3f} | {engine.median / plain.median:.2f}x |")
+    return "\n".join(lines)
+
+
+def pair_for(history: Folder, databases: Databases) -> tuple[Case, Case]:
+    def plain(url: sa.URL) -> str:
+        return plain_upgrade(history, url, "head")
+
+    def engine(url: sa.URL) -> str:
+        return engine_migrate(history, url, stage="production")
+
+    def at_head(url: sa.URL) -> None:
+        expect_version(url, history.head)
+
+    name = history.folder.name
+    return (Case(f"{name}: plain", databases.create, plain, at_head, engine=False),
+            Case(f"{name}: engine", databases.create, engine, at_head, engine=True))
+
+
 def middle_revision(history: TeamHistory) -> str:
     """The trunk revision nearest the middle: a database there has one current revision."""
     middle = len(history.ordered) // 2
@@ -199,7 +267,7 @@ def middle_revision(history: TeamHistory) -> str:
     return history.ordered[min(trunk, key=lambda i: abs(i - middle))]
 
 
-def plain_upgrade(history: TeamHistory, url: sa.URL, target: str) -> str:
+def plain_upgrade(history: TeamHistory | Folder, url: sa.URL, target: str) -> str:
     """What a team runs by hand: its script directory, its env.py, a fresh engine."""
     config = Config()
     config.set_main_option("script_location", str(history.folder))
@@ -212,14 +280,21 @@ def plain_upgrade(history: TeamHistory, url: sa.URL, target: str) -> str:
     return ""
 
 
-def engine_settings(history: TeamHistory, url: sa.URL) -> EngineSettings:
+def engine_settings(history: TeamHistory | Folder, url: sa.URL,
+                    stage: str = "development") -> EngineSettings:
     """The engine runs its own Alembic environment: the history's env.py is not run, and the
     naming convention its revisions rely on is a setting."""
     return EngineSettings(database_url=url, script_location=history.folder,
-                          naming_convention=NAMING_CONVENTION)
+                          naming_convention=NAMING_CONVENTION, stage=stage)
+
+
+def fresh_process_caches() -> None:
+    """What a new Lambda process starts without: the checksums of the revision files."""
+    checksums._code_checksum.cache_clear()
 
 
 def engine_dry_run(history: TeamHistory, url: sa.URL, pending: int) -> str:
+    fresh_process_caches()
     engine = MigrationEngine(engine_settings(history, url))
     try:
         outcome = engine.dry_run()
@@ -231,8 +306,10 @@ def engine_dry_run(history: TeamHistory, url: sa.URL, pending: int) -> str:
     return findings_summary(outcome)
 
 
-def engine_migrate(history: TeamHistory, url: sa.URL) -> str:
-    engine = MigrationEngine(engine_settings(history, url))
+def engine_migrate(history: TeamHistory | Folder, url: sa.URL,
+                   stage: str = "development") -> str:
+    fresh_process_caches()
+    engine = MigrationEngine(engine_settings(history, url, stage))
     try:
         outcome = engine.migrate()
     finally:
