@@ -44,7 +44,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -56,7 +55,12 @@ import alembic
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from report import publish  # benchmarks/report.py, beside this script
+from report import (  # benchmarks/report.py, beside this script
+    CaseFailed,
+    expect_ok,
+    findings_summary,
+    publish,
+)
 
 from localdev.history_env import NAMING_CONVENTION, write_script_directory
 from localdev.postgres import database_server, find_bin_dir
@@ -64,7 +68,7 @@ from localdev.team_history import DEFAULT_COUNT, TeamHistory, write_team_history
 from migration_resource import checksums
 from migration_resource.audit import AUDIT_TABLE
 from migration_resource.dsn import mask_text, normalize_url
-from migration_resource.engine import MigrationEngine, Outcome
+from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
 
 DEFAULT_REPEAT = 3
@@ -76,10 +80,6 @@ REASON_LIMIT = 200
 WARNING_LIMIT = 160
 DIFF_LINES = 20
 ENGINE_LOGGER = "migration_resource"
-
-
-class CaseFailed(Exception):
-    """A case's answer was wrong or refused: its time would mean nothing."""
 
 
 @dataclass
@@ -318,19 +318,6 @@ def engine_migrate(history: TeamHistory | Folder, url: sa.URL,
     if outcome.final != (history.head,):
         raise CaseFailed(f"migrate() ended at {outcome.final}, not {history.head}")
     return findings_summary(outcome)
-
-
-def expect_ok(outcome: Outcome) -> None:
-    if not outcome.ok:
-        raise CaseFailed(outcome.message)
-
-
-def findings_summary(outcome: Outcome) -> str:
-    rules = Counter(finding["rule"] for finding in outcome.findings)
-    if not rules:
-        return "no gate findings"
-    shown = ", ".join(f"{rule} {n}" for rule, n in rules.most_common())
-    return f"{sum(rules.values())} gate findings ({shown})"
 
 
 def expect_version(url: sa.URL, revision: str) -> None:

@@ -89,12 +89,17 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from report import publish  # benchmarks/report.py, beside this script
+from report import (  # benchmarks/report.py, beside this script
+    CaseFailed,
+    expect_ok,
+    findings_summary,
+    publish,
+)
 
 import migration_resource
 from localdev.postgres import LocalPostgres, database_server
 from migration_resource.dsn import mask_text, normalize_url
-from migration_resource.engine import MigrationEngine, Outcome
+from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
 from sample_app.models import NAMING_CONVENTION
 
@@ -114,10 +119,6 @@ UNTRIMMED_EVERY = 5000  # one display name in this many saved with trailing spac
 DATA_FIX_LIMIT = 1000  # what history (b)'s data fix reads and fixes at most
 INDEX_B = "ix_users_display_name"
 REASON_LIMIT = 240
-
-
-class CaseFailed(Exception):
-    """A case's answer was wrong or refused: its time would mean nothing."""
 
 
 class DurablePostgres(LocalPostgres):
@@ -499,19 +500,6 @@ def plain_upgrade(history: History, url: sa.URL) -> str:
     finally:
         database.dispose()
     return ""
-
-
-def expect_ok(outcome: Outcome) -> None:
-    if not outcome.ok:
-        raise CaseFailed(outcome.message)
-
-
-def findings_summary(outcome: Outcome) -> str:
-    rules = Counter(finding["rule"] for finding in outcome.findings)
-    if not rules:
-        return "no gate findings"
-    shown = ", ".join(f"{rule} {n}" for rule, n in rules.most_common())
-    return f"{sum(rules.values())} gate findings ({shown})"
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,16 @@
-"""How every benchmark hands over its report: stdout, the run's duration, an optional file."""
+"""What the benchmarks share: how a report is handed over (stdout, the run's duration, an
+optional file) and how an engine answer is checked and summed up."""
 
 from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from migration_resource.outcomes import Outcome
 
 
 def publish(report: str, output: Path | None, started: float) -> int:
@@ -14,3 +20,21 @@ def publish(report: str, output: Path | None, started: float) -> int:
     if output:
         output.write_text(report + "\n")
     return 0
+
+
+class CaseFailed(Exception):
+    """A case's answer was wrong or refused: its time would mean nothing."""
+
+
+def expect_ok(outcome: Outcome) -> None:
+    if not outcome.ok:
+        raise CaseFailed(outcome.message)
+
+
+def findings_summary(outcome: Outcome) -> str:
+    """The change gate's findings of an engine answer, counted by rule."""
+    rules = Counter(finding["rule"] for finding in outcome.findings)
+    if not rules:
+        return "no gate findings"
+    shown = ", ".join(f"{rule} {n}" for rule, n in rules.most_common())
+    return f"{sum(rules.values())} gate findings ({shown})"
