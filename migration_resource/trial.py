@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from migration_resource.core import ENGINE_LOGGER  # where the online helpers log too
 from migration_resource.execution import alembic_quiet, upgrade
 from migration_resource.revisions import alembic_config
 from migration_resource.scratch_database import ScratchUnavailable, scratch_database
@@ -40,7 +41,6 @@ if TYPE_CHECKING:
     from migration_resource.settings import EngineSettings
 
 logger = logging.getLogger(__name__)
-ENGINE_LOGGER = "migration_resource.engine"  # where the online helpers log
 
 # What Alembic and SQLAlchemy read for themselves: not the revision's statements.
 _BOOKKEEPING_READ = re.compile(
@@ -87,16 +87,17 @@ class _Recorder:
         self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
         executemany: bool,
     ) -> tuple[str, Any]:
-        if _BOOKKEEPING_READ.match(statement):
-            return statement, parameters
-        shown = literal_sql(cursor, statement, parameters, executemany) if self.on else ""
-        beyond = beyond_the_database(statement)
+        # Judged before anything else, on the statement with its parameters as literals:
+        # a pg_catalog read can end sessions too (pg_terminate_backend over pg_stat_activity).
+        shown = (literal_sql(cursor, statement, parameters, executemany)
+                 if self.on or _MAYBE_BEYOND.search(statement) else statement)
+        beyond = beyond_the_database(shown)
         if beyond is not None:
             if self.on:
                 self.pending.append(f"-- {NOT_SENT}: {beyond}\n{shown}")
-            logger.info("Trial run: not sent (%s): %s", beyond, " ".join(statement.split())[:200])
+            logger.info("Trial run: not sent (%s): %s", beyond, " ".join(shown.split())[:200])
             return "SELECT 1", [{}] * len(parameters) if executemany else {}
-        if self.on:
+        if self.on and not _BOOKKEEPING_READ.match(statement):
             self.pending.append(shown)
         return statement, parameters
 
@@ -274,7 +275,9 @@ def beyond_the_database(statement: str) -> str | None:
     try:
         tree = parse_sql(statement)
     except ParseError:
-        return None  # the server refuses it as well
+        # Fail closed: it holds a word such statements hold, and the trial cannot read it
+        # (a driver's placeholder the rendering left, say). Not sent; the real apply runs it.
+        return "the trial could not read it to tell whether it acts beyond this database"
     for raw in tree:
         why = _BEYOND_STATEMENTS.get(type(raw.stmt).__name__)
         if why is not None:

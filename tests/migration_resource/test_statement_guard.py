@@ -30,13 +30,19 @@ WIPE_IF_GUESTS = """    conn = op.get_bind()
 """
 
 
+def at_r1_with_a_guest(db: sa.Engine, folder: Path) -> None:
+    """The history r1 (roles) → r2 (WIPE_IF_GUESTS) in `folder`, the database at r1 with a
+    row the history's own seeds do not insert."""
+    ids = write_history(folder, CREATE_ROLES, WIPE_IF_GUESTS)
+    applied_by_alembic(db, folder, ids[0])
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+
+
 def test_a_destructive_statement_the_plan_could_not_see_is_refused_before_it_is_sent(
     make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
 ) -> None:
     # GIVEN live rows the scratch database does not have, and a revision that reads them
-    ids = write_history(tmp_path / "h", CREATE_ROLES, WIPE_IF_GUESTS)
-    applied_by_alembic(db, tmp_path / "h", ids[0])
-    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    at_r1_with_a_guest(db, tmp_path / "h")
     before = fingerprint(db)
     engine = make_engine(script_location=tmp_path / "h", stage="production")
     # WHEN the dry run previews it (nothing destructive in the scratch database) and it deploys
@@ -56,9 +62,7 @@ def test_the_approval_the_plan_honours_lets_the_statement_through(
     make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
 ) -> None:
     # GIVEN the same revision, deployed with AllowDestructive
-    ids = write_history(tmp_path / "h", CREATE_ROLES, WIPE_IF_GUESTS)
-    applied_by_alembic(db, tmp_path / "h", ids[0])
-    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    at_r1_with_a_guest(db, tmp_path / "h")
     engine = make_engine(script_location=tmp_path / "h", stage="production")
     # WHEN it deploys
     outcome = engine.migrate(allow_destructive=True)

@@ -306,12 +306,14 @@ def test_a_trial_sends_nothing_that_acts_beyond_its_scratch_database(
     make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
 ) -> None:
     # GIVEN an application session, and a pending revision (read by a trial) that creates a
-    # role, changes the role it runs as, ends other sessions and runs a DO block
+    # role, changes the role it runs as, ends other sessions (a pg_catalog read with a bound
+    # parameter) and runs a DO block
     body = READ_ADMIN + (
         '    op.execute("CREATE ROLE reporting_trial NOLOGIN")\n'
         '    op.execute("ALTER ROLE CURRENT_USER SET work_mem = \'77MB\'")\n'
-        '    op.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "\n'
-        '               "WHERE application_name = \'the_app\'")\n'
+        '    op.get_bind().execute(sa.text("SELECT pg_terminate_backend(pid) "\n'
+        '        "FROM pg_catalog.pg_stat_activity WHERE application_name = :name"),\n'
+        '        {"name": "the_app"})\n'
         '    op.execute("DO $$ BEGIN PERFORM 1; END $$")\n')
     ids = write_history(tmp_path / "h", CREATE_ROLES, body)
     applied_by_alembic(db, tmp_path / "h", ids[0])
