@@ -12,7 +12,12 @@ database of one server (created untimed, from an empty or a prepared template da
    history's own env.py on a fresh NullPool engine: the baseline;
 2. the engine's ``dry_run()`` on an empty database;
 3. the engine's ``migrate()`` empty → head;
-4. the engine's ``dry_run()`` on a database at a trunk revision in the middle of the history.
+4. the same with production rules (the change gate judges every statement);
+5. the same as a deploy runs it: from a copy of the folder carrying ``code-checksums.json``,
+   the checksums the synth writes into the Lambda bundle (`cdk_app.bundling`), so a cold
+   process hashes bytes instead of computing them; cases 2-4 are what the CLI on an
+   operator's machine pays, computing every checksum;
+6. the engine's ``dry_run()`` on a database at a trunk revision in the middle of the history.
 
 Each engine case builds a fresh ``MigrationEngine`` inside the timed region, as a deploy does.
 The cases are taken round-robin (1 warm-up round, then ``--repeat`` timed rounds), so drift on
@@ -32,6 +37,7 @@ dropped there); otherwise a throwaway server is started and stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import gc
 import logging
@@ -48,6 +54,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,7 +76,7 @@ from migration_resource import checksums
 from migration_resource.audit import AUDIT_TABLE
 from migration_resource.dsn import mask_text, normalize_url
 from migration_resource.engine import MigrationEngine
-from migration_resource.settings import EngineSettings
+from migration_resource.settings import EngineSettings, versions_location
 
 DEFAULT_REPEAT = 3
 # The team-style histories the tests run (their revision files are data, read from there).
@@ -80,6 +87,8 @@ REASON_LIMIT = 200
 WARNING_LIMIT = 160
 DIFF_LINES = 20
 ENGINE_LOGGER = "migration_resource"
+# The generated history or one of the tests': `as_deployed` copies either.
+HistoryT = TypeVar("HistoryT", "TeamHistory", "Folder")
 
 
 @dataclass
@@ -173,7 +182,16 @@ class Databases:
 
 
 # -- the cases --------------------------------------------------------------------------------
+def as_deployed(history: HistoryT) -> HistoryT:
+    """A copy of the folder with the checksum manifest the synth puts in the Lambda bundle."""
+    copy = history.folder.with_name(history.folder.name + "-deployed")
+    shutil.copytree(history.folder, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    checksums.write_manifest(versions_location(copy))
+    return dataclasses.replace(history, folder=copy)
+
+
 def run(history: TeamHistory, databases: Databases, repeat: int) -> str:
+    deployed = as_deployed(history)
     middle = middle_revision(history)
     position = history.ordered.index(middle) + 1
     at_middle = databases.create()
@@ -191,6 +209,10 @@ def run(history: TeamHistory, databases: Databases, repeat: int) -> str:
              lambda url: expect_version(url, history.head), engine=True),
         Case("engine `migrate()` with production rules, empty → head", databases.create,
              lambda url: engine_migrate(history, url, stage="production"),
+             lambda url: expect_version(url, history.head), engine=True),
+        Case("engine `migrate()` with production rules as deployed (checksum manifest), "
+             "empty → head", databases.create,
+             lambda url: engine_migrate(deployed, url, stage="production"),
              lambda url: expect_version(url, history.head), engine=True),
         Case(f"engine `dry_run()` at revision {position} of {len(history.ordered)}",
              lambda: databases.create(template=at_middle),
@@ -223,41 +245,50 @@ def test_history(work: Path, name: str) -> Folder:
 
 
 def run_test_histories(histories: list[Folder], databases: Databases, repeat: int) -> str:
-    """Plain Alembic and the engine's migrate() from empty on each of the tests' histories."""
-    pairs = [pair_for(history, databases) for history in histories]
-    measure([case for pair in pairs for case in pair], repeat)
+    """Plain Alembic and the engine's migrate() from empty on each of the tests' histories,
+    the engine as the CLI runs it and as a deploy does (with the checksum manifest)."""
+    triples = [cases_for(history, databases) for history in histories]
+    measure([case for triple in triples for case in triple], repeat)
     lines = [
         "Team-style histories of the tests (tests/histories), empty → head; the engine with "
-        "production rules:",
+        "production rules, as the CLI runs it and as deployed (checksum manifest):",
         "",
-        "| history | revisions | plain Alembic median s | engine `migrate()` median s "
-        "| engine / plain |",
-        "|---|---:|---:|---:|---:|",
+        "| history | revisions | plain Alembic median s | engine (CLI) median s "
+        "| CLI / plain | engine as deployed median s | deployed / plain |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for history, (plain, engine) in zip(histories, pairs, strict=True):
-        if not plain.samples or not engine.samples:
-            failed = plain if not plain.samples else engine
-            lines.append(f"| {history.folder.name} | {history.revisions} | failed: "
-                         f"{failed.failure} | - | - |")
+    for history, (plain, cli, deployed) in zip(histories, triples, strict=True):
+        failed = next((c for c in (plain, cli, deployed) if not c.samples), None)
+        if failed is not None:
+            lines.append(f"| {history.folder.name} | {history.revisions} | failed "
+                         f"({failed.name}): {failed.failure} | - | - | - | - |")
             continue
         lines.append(f"| {history.folder.name} | {history.revisions} | {plain.median:.3f} "
-                     f"| {engine.median:.3f} | {engine.median / plain.median:.2f}x |")
+                     f"| {cli.median:.3f} | {cli.median / plain.median:.2f}x "
+                     f"| {deployed.median:.3f} | {deployed.median / plain.median:.2f}x |")
     return "\n".join(lines)
 
 
-def pair_for(history: Folder, databases: Databases) -> tuple[Case, Case]:
+def cases_for(history: Folder, databases: Databases) -> tuple[Case, Case, Case]:
+    deployed = as_deployed(history)
+
     def plain(url: sa.URL) -> str:
         return plain_upgrade(history, url, "head")
 
     def engine(url: sa.URL) -> str:
         return engine_migrate(history, url, stage="production")
 
+    def engine_deployed(url: sa.URL) -> str:
+        return engine_migrate(deployed, url, stage="production")
+
     def at_head(url: sa.URL) -> None:
         expect_version(url, history.head)
 
     name = history.folder.name
     return (Case(f"{name}: plain", databases.create, plain, at_head, engine=False),
-            Case(f"{name}: engine", databases.create, engine, at_head, engine=True))
+            Case(f"{name}: engine", databases.create, engine, at_head, engine=True),
+            Case(f"{name}: engine as deployed", databases.create, engine_deployed, at_head,
+                 engine=True))
 
 
 def middle_revision(history: TeamHistory) -> str:
@@ -290,7 +321,7 @@ def engine_settings(history: TeamHistory | Folder, url: sa.URL,
 
 def fresh_process_caches() -> None:
     """What a new Lambda process starts without: the checksums of the revision files."""
-    checksums._code_checksum.cache_clear()
+    checksums.clear_caches()
 
 
 def engine_dry_run(history: TeamHistory, url: sa.URL, pending: int) -> str:

@@ -12,7 +12,8 @@ What goes in:
   the repository's `alembic/`), copied to `migrations/versions/`, where the engine's default
   discovery finds them (`migration_resource.settings`). Not `alembic/`: pip puts the alembic
   *library* at `<bundle>/alembic/`. The folder's own env.py is not packed: the engine never
-  runs it.
+  runs it. Beside them, `code-checksums.json` (`migration_resource.checksums.write_manifest`):
+  their code checksums, computed here once rather than by every cold start.
 Then `bundle_slim` leaves out what never runs in Lambda (build sources, type stubs, tests,
 caches, install bookkeeping) and strips the shared objects.
 
@@ -50,7 +51,7 @@ from aws_cdk import aws_lambda as lambda_
 
 from cdk_app import bundle_slim
 from cdk_app.lambda_platform import PIP_OPTIONS
-from migration_resource.checksums import history_digest
+from migration_resource.checksums import history_digest, write_manifest
 from migration_resource.revisions import RevisionCatalogue
 from migration_resource.settings import versions_location
 
@@ -217,6 +218,10 @@ def copy_sources(project_root: Path, output_dir: Path, spec: BundleSpec = MIGRAT
         destination = output_dir / target
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
+    # The checksums the synth computes anyway, so a cold Lambda does not compute them again.
+    versions = output_dir / VERSIONS_TARGET
+    versions.mkdir(parents=True, exist_ok=True)
+    write_manifest(versions)
 
 
 def build_bundle(project_root: Path, out: Path, spec: BundleSpec,
@@ -289,6 +294,8 @@ def docker_command(spec: BundleSpec = MIGRATION_BUNDLE,
         f"cp -r {' '.join(spec.packages)} /asset-output/",
         f"mkdir -p /asset-output/{VERSIONS_TARGET}",
         f"cp -r {shlex.quote(source)}/. /asset-output/{VERSIONS_TARGET}/",
+        "python -c 'import pathlib, migration_resource.checksums as c; "
+        f"c.write_manifest(pathlib.Path(\"/asset-output/{VERSIONS_TARGET}\"))'",
         "python cdk_app/bundle_slim.py /asset-output",
     ])]
 

@@ -9,12 +9,13 @@ and what to do next; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
 
-from migration_resource.audit import AuditTrail
+from migration_resource.audit import AuditTrail, NewRow
 from migration_resource.checksums import history_digest, is_resumable, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, ROLE_INFO, RUNBOOK, EngineCore
@@ -153,7 +154,7 @@ class _Run:
     reaching_head: bool
     guard: StatementGuard | None = None
     done: list[AppliedRevision] = field(default_factory=list)
-    rows: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, Future[int]] = field(default_factory=dict)  # audit row ids
     # statements ran, COMMIT not yet known to have succeeded
     awaiting_commit: AppliedRevision | None = None
     next_up: str | None = None  # its row starts with its first statement
@@ -167,22 +168,30 @@ class _Run:
 
     def start(self, revision: str, *, concluding: AppliedRevision | None = None) -> None:
         """The revision's `running` row; with `concluding`, the success of the one before
-        it is written by the same statement."""
+        it is written by the same statement.
+
+        A transactional revision's row is written by the trail's writer thread while the
+        revision runs (should the run die first, PostgreSQL rolls the revision back: there is
+        nothing for the row to witness). A revision that is not one transaction starts only
+        once its row, and every row before it, is committed."""
+        self.trail.raise_failure()  # a row that could not be written stops the run here
         catalogue = self.core.catalogue
-        self.rows[revision] = self.trail.start(
-            self.direction, revision, direction="up" if self.direction == "upgrade" else "down",
-            checksum=catalogue.checksum(revision),
-            transactional=is_transactional(catalogue.file_path(revision)),
-            parents=catalogue.parents(revision), destructive=revision in self.destructive,
-            concluding=None if concluding is None else self.rows[concluding.revision],
-            durable=False,
-        )
+        transactional = is_transactional(catalogue.file_path(revision))
+        row = NewRow(self.direction, revision,
+                     direction="up" if self.direction == "upgrade" else "down",
+                     checksum=catalogue.checksum(revision), transactional=transactional,
+                     parents=catalogue.parents(revision),
+                     destructive=revision in self.destructive, durable=False)
+        before = None if concluding is None else self.rows[concluding.revision]
+        self.rows[revision] = self.trail.start_in_background(row, concluding=before)
+        if not transactional:
+            self.trail.flush()
         if concluding is not None:
             self._done(concluding)
 
     def conclude(self, step: AppliedRevision) -> None:
         last = len(self.done) + 1 == len(self.order)
-        self.trail.finish(
+        self.trail.finish_in_background(
             self.rows[step.revision], "succeeded",
             history_digest=history_digest(self.core.catalogue.versions_dir)
             if last and self.reaching_head else None, durable=False,
@@ -216,6 +225,7 @@ class _Run:
             if stop is not None:
                 if committed is not None:
                     self.conclude(committed)
+                self.trail.flush()
                 raise stop
             self.start(self.next_up, concluding=committed)
             self.running, self.next_up = self.next_up, None
@@ -283,7 +293,7 @@ class _Run:
 
     def again(self, revision: str, *, detail: str) -> None:
         """The revision was rolled back and runs again: its row is concluded, a new one starts."""
-        self.trail.finish(self.rows.pop(revision), "failed", detail=detail)
+        self.trail.finish(self.rows.pop(revision).result(), "failed", detail=detail)
         self.awaiting_commit, self.next_up = None, revision
         self.built_concurrently = []
 
@@ -291,6 +301,7 @@ class _Run:
         if self.awaiting_commit is not None:
             self.conclude(self.awaiting_commit)
             self.awaiting_commit = None
+        self.trail.flush()
 
 
 def _is_lock_timeout(error: BaseException) -> bool:
@@ -369,12 +380,13 @@ def _committed(
 
 
 def _record_failure(
-    core: EngineCore, trail: AuditTrail, row: int | None, error: BaseException
+    core: EngineCore, trail: AuditTrail, row: Future[int] | None, error: BaseException
 ) -> None:
     if row is None:
         return
     try:
-        trail.finish(row, "failed", detail=f"{type(error).__name__}: {core.safe(error)}")
+        trail.finish(row.result(), "failed",
+                     detail=f"{type(error).__name__}: {core.safe(error)}")
     except sa.exc.SQLAlchemyError:
         # The next run settles the row it finds `running`; the failure itself is reported.
         logger.warning("Could not record the failure in migration_audit; the next run will")

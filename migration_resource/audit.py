@@ -16,16 +16,22 @@ instead of calling the database `inconsistent`.
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
+import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 AUDIT_TABLE = "migration_audit"
+T = TypeVar("T")
+logger = logging.getLogger("migration_resource.engine")  # core.ENGINE_LOGGER
 ACTORS = ("deploy", "admin", "auto-migrate")
 
 _DDL = """
@@ -91,6 +97,11 @@ class AuditState:
     # revision → what it stands on, as recorded when it was applied (full reads only)
     parents: dict[str, tuple[str, ...]] = field(default_factory=dict)
     destructive: frozenset[str] = frozenset()  # applied revisions the gate found destructive
+
+
+@functools.lru_cache(maxsize=32)
+def _row_type(columns: tuple[str, ...]) -> Any:
+    return collections.namedtuple("AuditRow", columns)
 
 
 def _table(connection: sa.Connection, schema: str) -> str:
@@ -173,6 +184,21 @@ def _recorded_ancestry(
 UNHURRIED = "FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unhurried"
 
 
+@dataclass(frozen=True)
+class NewRow:
+    """What a `running` row says about the work it stands for."""
+
+    action: str
+    revision: str | None
+    direction: str | None = None
+    checksum: str | None = None
+    transactional: bool = True
+    detail: str | None = None
+    parents: tuple[str, ...] | None = None
+    destructive: bool | None = None
+    durable: bool = True
+
+
 class AuditTrail:
     """Writes rows on a connection of its own; each write commits at once.
 
@@ -189,27 +215,92 @@ class AuditTrail:
         self.table = _table(connection, schema)
         self.context = context
         self._reconnect = reconnect
+        # Rows a run writes while its revisions go on (`start_in_background`): one thread, so
+        # they are written in the order asked, on this connection alone.
+        self._writer: ThreadPoolExecutor | None = None
+        self._sent: list[Future[Any]] = []
 
     def close(self) -> None:
+        """Wait for what the writer thread still has to send, then close the connection."""
+        try:
+            self.flush()
+        except sa.exc.SQLAlchemyError as error:
+            logger.warning("An audit row could not be written; the next run settles what it "
+                           "finds unfinished: %s", " ".join(str(error).split())[:300])
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            self._close_connection()
+
+    def _close_connection(self) -> None:
         with contextlib.suppress(sa.exc.SQLAlchemyError):  # a dead one has nothing to close
             self.connection.close()
 
+    # -- sending: in the caller's thread, or in order by the writer thread -------------------
     def _execute(self, statement: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run one statement and commit; on a dead connection, once more on a new one."""
+        """Run one statement and wait for it; behind whatever the writer thread has queued."""
+        if self._writer is None:
+            return self._write(statement, parameters)
+        return self._in_background(lambda: self._write(statement, parameters)).result()
+
+    def _in_background(self, write: Callable[[], T]) -> Future[T]:
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1,
+                                              thread_name_prefix="migration-audit")
+        sent = self._writer.submit(write)
+        self._sent = [f for f in self._sent if not f.done() or f.exception() is not None]
+        self._sent.append(sent)
+        return sent
+
+    def flush(self) -> None:
+        """Wait until every row sent in the background is written; raise the first failure."""
+        sent, self._sent = self._sent, []
+        for future in sent:
+            future.result()
+
+    def raise_failure(self) -> None:
+        """Raise a background write's failure known by now, without waiting for the others."""
+        for future in self._sent:
+            if future.done() and future.exception() is not None:
+                self.flush()
+
+    def _write(self, statement: str, parameters: dict[str, Any] | None = None) -> Any:
+        """Run one statement (it commits: the connection is in autocommit); on a dead
+        connection, once more on a new one."""
         for attempt in (1, 2):
             try:
-                result = self.connection.execute(sa.text(statement), parameters or {})
-                rows = result.all() if result.returns_rows else result.rowcount
-                self.connection.commit()
-                return rows
+                return self._send(statement, parameters or {})
             except sa.exc.DBAPIError as error:
                 if attempt == 2 or self._reconnect is None or not (
                     error.connection_invalidated or isinstance(error, sa.exc.OperationalError)
                 ):
                     raise
-                self.close()
+                self._close_connection()
                 self.connection = self._reconnect()
         raise AssertionError("unreachable")
+
+    def _send(self, statement: str, parameters: dict[str, Any]) -> Any:
+        """On the driver's own cursor (psycopg2 or psycopg, both `%(name)s`): a long run
+        writes a row per revision, and SQLAlchemy's statement handling costs as much as the
+        round trip. Errors come out as SQLAlchemy's, as everywhere else in the engine."""
+        driver = self.connection.connection.dbapi_connection
+        assert driver is not None
+        dbapi = self.connection.dialect.loaded_dbapi
+        try:
+            cursor = driver.cursor()
+            try:
+                cursor.execute(statement, parameters or None)
+                if cursor.description is None:
+                    return cursor.rowcount
+                row = _row_type(tuple(column[0] for column in cursor.description))
+                return [row(*values) for values in cursor.fetchall()]
+            finally:
+                cursor.close()
+        except dbapi.Error as error:
+            raise sa.exc.DBAPIError.instance(
+                statement, parameters, error, dbapi.Error,
+                connection_invalidated=bool(driver.closed)) from None
 
     def ensure_table(self) -> None:
         # One round trip, and no ALTER (whose lock would queue behind any reader of the
@@ -230,42 +321,71 @@ class AuditTrail:
         """A `running` row; with `concluding`, that row's success is written by the same
         statement (one round trip per revision, not two, on a long history). `durable=False`:
         see `UNHURRIED`."""
+        row = NewRow(action, revision, direction, checksum, transactional, detail, parents,
+                      destructive, durable)
+        return int(self._execute(*self._start_sql(row, concluding))[0][0])
+
+    def start_in_background(self, row: NewRow, *,
+                            concluding: Future[int] | None = None) -> Future[int]:
+        """`start`, written by the writer thread while the caller goes on. For the row of a
+        transactional revision: should the run die before the row is written, PostgreSQL
+        rolls that revision back, and the next run finds it pending as before."""
+        def write() -> int:
+            before = None if concluding is None else concluding.result()
+            return int(self._write(*self._start_sql(row, before))[0][0])
+        return self._in_background(write)
+
+    def _start_sql(self, row: NewRow, concluding: int | None) -> tuple[str, dict[str, Any]]:
         conclude = "" if concluding is None else (
             f"WITH concluded AS (UPDATE {self.table} SET outcome = 'succeeded', "
             "finished_at = clock_timestamp(), "
             "duration_seconds = extract(epoch FROM clock_timestamp() - started_at), "
-            "detail = NULL WHERE id = :concluding AND outcome = 'running') ")
-        rows = self._execute(
+            "detail = NULL WHERE id = %(concluding)s AND outcome = 'running') ")
+        return (
             f"{conclude}INSERT INTO {self.table} (request_id, actor, action, revision, direction, "
             "checksum, transactional, outcome, snapshot_id, detail, parents, destructive) "
-            "SELECT :request_id, :actor, :action, :revision, :direction, :checksum, "
-            ":transactional, 'running', :snapshot_id, :detail, :parents, :destructive "
-            f"{'' if durable else UNHURRIED} RETURNING id",
+            "SELECT %(request_id)s, %(actor)s, %(action)s, %(revision)s, %(direction)s, "
+            "%(checksum)s, %(transactional)s, 'running', %(snapshot_id)s, %(detail)s, "
+            "%(parents)s, %(destructive)s "
+            f"{'' if row.durable else UNHURRIED} RETURNING id",
             {
                 "request_id": self.context.request_id, "actor": self.context.actor,
-                "action": action, "revision": revision, "direction": direction,
-                "checksum": checksum, "transactional": transactional,
-                "snapshot_id": self.context.snapshot_id, "detail": detail,
-                "parents": None if parents is None else ",".join(parents),
-                "destructive": destructive, "concluding": concluding,
+                "action": row.action, "revision": row.revision, "direction": row.direction,
+                "checksum": row.checksum, "transactional": row.transactional,
+                "snapshot_id": self.context.snapshot_id, "detail": row.detail,
+                "parents": None if row.parents is None else ",".join(row.parents),
+                "destructive": row.destructive, "concluding": concluding,
             },
         )
-        return int(rows[0][0])
 
     def finish(
         self, row_id: int, outcome: str, *, detail: str | None = None,
         history_digest: str | None = None, durable: bool = True,
     ) -> None:
+        self._execute(*self._finish_sql(row_id, outcome, detail, history_digest, durable))
+
+    def finish_in_background(
+        self, row: Future[int], outcome: str, *, history_digest: str | None = None,
+        durable: bool = True,
+    ) -> None:
+        """`finish`, written by the writer thread (`flush` waits for it)."""
+        self._in_background(lambda: self._write(*self._finish_sql(
+            row.result(), outcome, None, history_digest, durable)))
+
+    def _finish_sql(
+        self, row_id: int, outcome: str, detail: str | None, history_digest: str | None,
+        durable: bool,
+    ) -> tuple[str, dict[str, Any]]:
         # Only a row still running is concluded, and a success keeps no earlier detail: a
         # row another run settled is never flipped, nor a success left saying "rolled back".
-        self._execute(
-            f"UPDATE {self.table} SET outcome = :outcome, finished_at = clock_timestamp(), "
+        return (
+            f"UPDATE {self.table} SET outcome = %(outcome)s, finished_at = clock_timestamp(), "
             "duration_seconds = extract(epoch FROM clock_timestamp() - started_at), "
-            "detail = CASE WHEN :outcome = 'succeeded' THEN CAST(:detail AS text) "
-            "ELSE coalesce(:detail, detail) END, "
-            "history_digest = coalesce(:digest, history_digest) "
+            "detail = CASE WHEN %(outcome)s = 'succeeded' THEN CAST(%(detail)s AS text) "
+            "ELSE coalesce(%(detail)s, detail) END, "
+            "history_digest = coalesce(%(digest)s, history_digest) "
             f"{'' if durable else UNHURRIED} "
-            f"WHERE {self.table}.id = :id AND {self.table}.outcome = 'running'",
+            f"WHERE {self.table}.id = %(id)s AND {self.table}.outcome = 'running'",
             {"outcome": outcome, "detail": detail, "digest": history_digest, "id": row_id},
         )
 
@@ -310,7 +430,7 @@ class AuditTrail:
         filled = 0
         for revision, stands_on in parents.items():
             filled += int(self._execute(
-                f"UPDATE {self.table} SET parents = :parents WHERE revision = :revision "
+                f"UPDATE {self.table} SET parents = %(parents)s WHERE revision = %(revision)s "
                 "AND parents IS NULL AND outcome = 'succeeded' "
                 "AND action IN ('upgrade', 'baseline', 'adopt', 'repair')",
                 {"parents": ",".join(stands_on), "revision": revision},
@@ -318,7 +438,7 @@ class AuditTrail:
         return filled
 
     def resolve(self, failure_ids: list[int]) -> None:
-        self._execute(f"UPDATE {self.table} SET resolved = true WHERE id = ANY(:ids)",
+        self._execute(f"UPDATE {self.table} SET resolved = true WHERE id = ANY(%(ids)s)",
                       {"ids": failure_ids})
 
 

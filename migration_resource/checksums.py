@@ -29,6 +29,13 @@ Only the file is read (no import, no compile), with the standard library alone, 
 app computes the same history digest at synth time that the engine records, and the engine
 compares it with one query. `file_checksum` (SHA-256 of the bytes) stays: audit rows
 written before the code checksum existed hold it, and the engine accepts either.
+
+The synth has computed every code checksum already, so the Lambda bundle carries them:
+`write_manifest` puts `code-checksums.json` beside the revision files (each file's byte
+SHA-256 and code checksum). A cold Lambda then hashes bytes (microseconds) instead of
+parsing and walking every file (a quarter of a millisecond each, most of a long history's
+overhead on a first deploy). A file whose bytes differ from its manifest entry, or a
+missing or unreadable manifest, is computed as before: the manifest only saves work.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ _CANONICAL_FORM = "code-checksum/1\n"
 _WITH_DOCSTRING = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _TRAILING_SPACE = " \t\f\v"
+MANIFEST_NAME = "code-checksums.json"
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def file_checksum(path: Path) -> str:
@@ -86,7 +95,11 @@ def _code_checksum(path_text: str, mtime_ns: int, size: int) -> str:
     between Python versions, so such a file may have a different checksum under another
     interpreter: an edit is then reported that was not made, never the other way round.
     """
-    source = Path(path_text).read_bytes()
+    path = Path(path_text)
+    source = path.read_bytes()
+    known = _manifest(str(path.parent)).get(path.name)
+    if known is not None and known[0] == hashlib.sha256(source).hexdigest():
+        return known[1]
     try:
         # An invalid escape such as "\d" is a SyntaxWarning (DeprecationWarning before
         # 3.12), and a SyntaxError where warnings are errors: not what the file does.
@@ -96,6 +109,49 @@ def _code_checksum(path_text: str, mtime_ns: int, size: int) -> str:
     except (SyntaxError, ValueError, RecursionError):
         return _text_checksum(source)
     return hashlib.sha256(_canonical(tree).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def write_manifest(versions_dir: Path) -> Path:
+    """`code-checksums.json` in `versions_dir`: the checksums of its revision files, for the
+    engine to look up instead of computing (the bundle's copy, written at synth)."""
+    files = {
+        path.name: {"sha256": file_checksum(path), "code": code_checksum(path)}
+        for path in sorted(versions_dir.glob("*.py"))
+    }
+    manifest = versions_dir / MANIFEST_NAME
+    manifest.write_text(json.dumps({"form": _CANONICAL_FORM.strip(), "files": files},
+                                   indent=1, sort_keys=True) + "\n")
+    return manifest
+
+
+@functools.lru_cache(maxsize=64)
+def _manifest(directory: str) -> dict[str, tuple[str, str]]:
+    """name → (byte SHA-256, code checksum) from the directory's manifest; empty without one.
+
+    Anything unexpected in it (another canonical form, a malformed entry) leaves the entry
+    out: the checksum is then computed, never taken on trust from a file we cannot read."""
+    try:
+        document = json.loads((Path(directory) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(document, dict) or document.get("form") != _CANONICAL_FORM.strip():
+        return {}
+    files = document.get("files")
+    if not isinstance(files, dict):
+        return {}
+    return {
+        name: (entry["sha256"], entry["code"]) for name, entry in files.items()
+        if isinstance(entry, dict) and all(
+            isinstance(entry.get(key), str) and _SHA256.fullmatch(entry[key])
+            for key in ("sha256", "code"))
+    }
+
+
+def clear_caches() -> None:
+    """Forget computed checksums and read manifests (what a new process starts without)."""
+    _code_checksum.cache_clear()
+    _manifest.cache_clear()
+    _is_transactional.cache_clear()
 
 
 def history_digest(versions_dir: Path) -> str:
@@ -113,7 +169,14 @@ def is_transactional(path: Path) -> bool:
     backfill, a concurrent index) make a revision non-transactional, unless they are all it
     does: such a revision is resumable (`is_resumable`) and a failure needs no resolving.
     """
-    text = path.read_text(errors="replace")
+    stat = path.stat()
+    return _is_transactional(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_transactional(path_text: str, mtime_ns: int, size: int) -> bool:
+    """`is_transactional` for one version of the file (a run asks several times)."""
+    text = Path(path_text).read_text(errors="replace")
     if NON_TRANSACTIONAL_MARKER in text or _EXPLICIT_COMMIT.search(text) is not None:
         return False
     return _ONLINE_MODULE not in text or _online_steps(text) != _MIXED

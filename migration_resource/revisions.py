@@ -115,6 +115,8 @@ class RevisionCatalogue:
     # and on a long history each answer costs as much as running a dozen revisions.
     _steps: dict[tuple[tuple[str, ...], str], list[Any]] = field(
         default_factory=dict, compare=False, repr=False)
+    # revision → its file: asked for several times per revision a run applies.
+    _paths: dict[str, Path] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, scripts: EngineSettings | Path) -> RevisionCatalogue:
@@ -154,7 +156,10 @@ class RevisionCatalogue:
         return script
 
     def file_path(self, revision: str) -> Path:
-        return Path(self.get(revision).path)
+        path = self._paths.get(revision)
+        if path is None:
+            path = self._paths[revision] = Path(self.get(revision).path)
+        return path
 
     def down_revisions(self, revision: str) -> tuple[str, ...]:
         return tuple(to_tuple(self.get(revision).down_revision, default=()))

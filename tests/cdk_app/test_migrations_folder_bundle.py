@@ -17,6 +17,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from cdk_app import bundling
+from migration_resource import checksums
 from migration_resource.checksums import history_digest
 from tests.cdk_app.support import project_copy
 from tests.migration_resource.team_folder import (
@@ -156,3 +157,9 @@ def test_the_engine_migrates_from_the_bundled_layout(
     assert report["modules"] == []  # neither the sample app nor the team's Flask app loaded
     assert names(db) == CONVENTION_NAMES
     assert not (folder / "env_py_ran").exists()
+    # and the bundle carries the revisions' code checksums, as the engine computes them
+    versions = out / bundling.VERSIONS_TARGET
+    manifest = json.loads((versions / checksums.MANIFEST_NAME).read_text())
+    assert {name: entry["code"] for name, entry in manifest["files"].items()} == {
+        path.name: checksums.code_checksum(path) for path in versions.glob("*.py")}
+    assert len(manifest["files"]) == 2

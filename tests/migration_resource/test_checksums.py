@@ -13,7 +13,14 @@ from pathlib import Path
 import pytest
 
 from localdev.lambda_python import LambdaPythonMissing, find_lambda_python
-from migration_resource.checksums import code_checksum, file_checksum, history_digest
+from migration_resource.checksums import (
+    MANIFEST_NAME,
+    clear_caches,
+    code_checksum,
+    file_checksum,
+    history_digest,
+    write_manifest,
+)
 from tests.alembic.support import REPO_ROOT
 
 REVISION = '''"""Add tasks.due_date and backfill it from the project's deadline.
@@ -289,6 +296,41 @@ def test_history_digest_follows_code_checksums(tmp_path: Path) -> None:
     write(versions, REVISION, "0002_due_date.py")
     first.rename(versions / "0001_renamed.py")
     assert history_digest(versions) != digest
+
+
+def test_a_manifest_saves_the_work_only_for_the_bytes_it_names(tmp_path: Path) -> None:
+    versions = tmp_path / "versions"
+    due = write(versions, REVISION, "0002_due_date.py")
+    tour = write(versions, SYNTAX_TOUR, "0001_tour.py")
+    computed = {path.name: code_checksum(path) for path in (due, tour)}
+    manifest = write_manifest(versions)
+    document = json.loads(manifest.read_text())
+    assert manifest.name == MANIFEST_NAME
+    assert {name: entry["code"] for name, entry in document["files"].items()} == computed
+    # The engine takes an entry whose bytes match without computing: proven with an entry
+    # that says something no computation would.
+    document["files"]["0001_tour.py"]["code"] = "f" * 64
+    manifest.write_text(json.dumps(document))
+    clear_caches()
+    assert code_checksum(tour) == "f" * 64
+    assert code_checksum(due) == computed["0002_due_date.py"]
+    # Other bytes than the manifest names: computed, never taken from it.
+    write(versions, CHANGED_STATEMENT["another SQL string"], "0001_tour.py")
+    assert code_checksum(tour) == checksum(tmp_path / "fresh", CHANGED_STATEMENT[
+        "another SQL string"])
+
+
+@pytest.mark.parametrize("content", [
+    "not json", '{"form": "code-checksum/0", "files": {}}', '["a list"]',
+    '{"form": "code-checksum/1", "files": {"0001_tour.py": {"sha256": "x", "code": "y"}}}',
+])
+def test_a_manifest_it_cannot_read_is_ignored(tmp_path: Path, content: str) -> None:
+    versions = tmp_path / "versions"
+    tour = write(versions, SYNTAX_TOUR, "0001_tour.py")
+    expected = code_checksum(tour)
+    (versions / MANIFEST_NAME).write_text(content)
+    clear_caches()
+    assert code_checksum(tour) == expected
 
 
 def interpreters() -> dict[str, str]:
