@@ -20,6 +20,7 @@ from migration_resource.checksums import history_digest, is_resumable, is_transa
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, ROLE_INFO, RUNBOOK, EngineCore
 from migration_resource.execution import AppliedRevision, run_online
+from migration_resource.inspection import read_versions
 from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
 from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
 from migration_resource.statement_guard import StatementGuard
@@ -456,7 +457,7 @@ def _verify(
     core: EngineCore, connection: sa.Connection, before: Classification, target: str
 ) -> None:
     """alembic_version after the run, read on the migration session itself."""
-    final = core.read(connection, with_checksums=False).version_rows
+    final = read_versions(connection, schema=core.settings.schema)
     connection.rollback()
     expected = () if target == "base" else (target,)
     if final != expected:

@@ -105,7 +105,12 @@ def _row_type(columns: tuple[str, ...]) -> Any:
 
 
 def _table(connection: sa.Connection, schema: str) -> str:
-    quote = connection.dialect.identifier_preparer.quote
+    return audit_table(connection.dialect, schema)
+
+
+def audit_table(dialect: sa.Dialect, schema: str) -> str:
+    """The trail's table, schema-qualified and quoted for SQL."""
+    quote = dialect.identifier_preparer.quote
     return f"{quote(schema)}.{quote(AUDIT_TABLE)}"
 
 
@@ -200,31 +205,35 @@ class NewRow:
 
 
 class AuditTrail:
-    """Writes rows on a connection of its own; each write commits at once.
+    """Writes rows on a connection of its own, in autocommit: each write commits at once.
 
-    With `reconnect`, a write whose connection died (terminated, closed by a parameter
-    group's idle_session_timeout, the server restarted) is tried once more on a new one: the
-    trail must not be the reason a revision fails.
+    Everything is sent by one writer thread, in the order asked, so its connection is opened
+    (`open_connection`) while the caller goes on with its own work. A write whose connection
+    died (terminated, closed by a parameter group's idle_session_timeout, the server
+    restarted) is tried once more on a new one: the trail must not be the reason a revision
+    fails.
     """
 
     def __init__(
-        self, connection: sa.Connection, schema: str, context: RunContext,
-        *, reconnect: Callable[[], sa.Connection] | None = None,
+        self, open_connection: Callable[[], sa.Connection], table: str, context: RunContext,
     ) -> None:
-        self.connection = connection
-        self.table = _table(connection, schema)
+        self.table = table
         self.context = context
-        self._reconnect = reconnect
-        # Rows a run writes while its revisions go on (`start_in_background`): one thread, so
-        # they are written in the order asked, on this connection alone.
-        self._writer: ThreadPoolExecutor | None = None
+        self._reconnect = open_connection
+        self._writer: ThreadPoolExecutor | None = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="migration-audit")
         self._sent: list[Future[Any]] = []
+        self.connection: sa.Connection | None = None
+
+        def connect() -> None:
+            self.connection = open_connection()
+        self._in_background(connect)
 
     def close(self) -> None:
         """Wait for what the writer thread still has to send, then close the connection."""
         try:
             self.flush()
-        except sa.exc.SQLAlchemyError as error:
+        except Exception as error:  # never hide what the run itself raised
             logger.warning("An audit row could not be written; the next run settles what it "
                            "finds unfinished: %s", " ".join(str(error).split())[:300])
         finally:
@@ -234,20 +243,22 @@ class AuditTrail:
             self._close_connection()
 
     def _close_connection(self) -> None:
+        if self.connection is None:
+            return
         with contextlib.suppress(sa.exc.SQLAlchemyError):  # a dead one has nothing to close
             self.connection.close()
 
     # -- sending: in the caller's thread, or in order by the writer thread -------------------
     def _execute(self, statement: str, parameters: dict[str, Any] | None = None) -> Any:
-        """Run one statement and wait for it; behind whatever the writer thread has queued."""
-        if self._writer is None:
-            return self._write(statement, parameters)
-        return self._in_background(lambda: self._write(statement, parameters)).result()
+        """Run one statement and wait for it, behind whatever the writer thread has queued; an
+        earlier write's failure (the connection could not be opened, say) is raised first."""
+        sent = self._in_background(lambda: self._write(statement, parameters))
+        self.flush()
+        return sent.result()
 
     def _in_background(self, write: Callable[[], T]) -> Future[T]:
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1,
-                                              thread_name_prefix="migration-audit")
+            raise RuntimeError("the audit trail is closed")
         sent = self._writer.submit(write)
         self._sent = [f for f in self._sent if not f.done() or f.exception() is not None]
         self._sent.append(sent)
@@ -272,7 +283,7 @@ class AuditTrail:
             try:
                 return self._send(statement, parameters or {})
             except sa.exc.DBAPIError as error:
-                if attempt == 2 or self._reconnect is None or not (
+                if attempt == 2 or not (
                     error.connection_invalidated or isinstance(error, sa.exc.OperationalError)
                 ):
                     raise
@@ -284,6 +295,8 @@ class AuditTrail:
         """On the driver's own cursor (psycopg2 or psycopg, both `%(name)s`): a long run
         writes a row per revision, and SQLAlchemy's statement handling costs as much as the
         round trip. Errors come out as SQLAlchemy's, as everywhere else in the engine."""
+        if self.connection is None:  # opening it failed: that failure was raised before
+            raise RuntimeError("the audit trail has no connection")
         driver = self.connection.connection.dbapi_connection
         assert driver is not None
         dbapi = self.connection.dialect.loaded_dbapi
@@ -303,14 +316,25 @@ class AuditTrail:
                 connection_invalidated=bool(driver.closed)) from None
 
     def ensure_table(self) -> None:
-        # One round trip, and no ALTER (whose lock would queue behind any reader of the
-        # trail, an application's schema check say) unless a column is really missing.
-        self._execute(
-            f"DO $ensure$ BEGIN {_DDL.format(table=self.table)}; "
-            "IF (SELECT count(*) FROM pg_catalog.pg_attribute "
-            f"WHERE attrelid = '{self.table}'::regclass "
-            "AND attname IN ('parents', 'destructive') AND NOT attisdropped) < 2 THEN "
-            f"ALTER TABLE {self.table} {_NEW_COLUMNS}; END IF; END $ensure$")
+        self.ensure_table_in_background()
+        self.flush()
+
+    def ensure_table_in_background(self) -> None:
+        """The table, made if missing (under the migration lock: the caller holds it).
+
+        One round trip: two statements in one simple query (no DO block, whose procedural
+        language costs as much again on a new database). No ALTER (whose lock would queue
+        behind any reader of the trail, an application's schema check say) unless a column
+        is really missing."""
+        def ensure() -> None:
+            rows = self._write(
+                f"{_DDL.format(table=self.table)}; "
+                "SELECT count(*) FROM pg_catalog.pg_attribute "
+                f"WHERE attrelid = '{self.table}'::regclass "
+                "AND attname IN ('parents', 'destructive') AND NOT attisdropped")
+            if rows[0][0] < 2:
+                self._write(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
+        self._in_background(ensure)
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
 
-from migration_resource.audit import AuditTrail, RunContext, deferred_revisions, recent_actions
+from migration_resource.audit import (
+    AuditTrail,
+    RunContext,
+    audit_table,
+    deferred_revisions,
+    recent_actions,
+)
 from migration_resource.classification import (
     Classification,
     classify,
@@ -349,15 +355,20 @@ class EngineCore:
     def audit_trail(self, context: RunContext) -> Iterator[AuditTrail]:
         """The audit trail on its own autocommit connection: its rows are committed at once,
         whatever happens to the migration's transactions. A connection that dies is opened
-        again for the next row (the trail is bookkeeping; the work is on its own session)."""
+        again for the next row (the trail is bookkeeping; the work is on its own session).
+
+        The connection is opened and the table made by the trail's writer thread while the
+        caller reads the state under the lock; the first write that waits for an answer
+        waits for them too (and raises what they raised)."""
         role = f"{context.actor}/audit"
 
         def reopen() -> sa.Connection:
             return self._open(role).execution_options(isolation_level="AUTOCOMMIT")
 
-        trail = AuditTrail(reopen(), self.settings.schema, context, reconnect=reopen)
+        trail = AuditTrail(reopen, audit_table(self.database.dialect, self.settings.schema),
+                           context)
         try:
-            trail.ensure_table()
+            trail.ensure_table_in_background()
             yield trail
         finally:
             trail.close()

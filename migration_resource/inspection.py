@@ -35,6 +35,20 @@ class DatabaseSnapshot:
     audit: AuditState = field(default_factory=AuditState)
 
 
+def read_versions(connection: sa.Connection, *, schema: str) -> tuple[str, ...]:
+    """alembic_version alone, sorted, in one round trip: where a run ended. The table is
+    there after any run (Alembic keeps it, empty, at base); were it gone, the full read
+    below says so (none)."""
+    quote = connection.dialect.identifier_preparer.quote
+    try:
+        result = connection.exec_driver_sql(
+            f"SELECT version_num FROM {quote(schema)}.{quote(VERSION_TABLE)}")
+        return tuple(sorted(str(row[0]) for row in result))
+    except sa.exc.ProgrammingError:
+        connection.rollback()
+        return read_database(connection, schema=schema).version_rows
+
+
 def read_database(
     connection: sa.Connection,
     *,
