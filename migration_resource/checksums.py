@@ -8,8 +8,8 @@ an applied revision leave the checksum alone and the next deploy goes ahead. A c
 statement (another column name, another SQL string, an added `op.execute`, another
 `down_revision`) is behaviour and changes it, so the deploy refuses the database as
 `inconsistent` rather than pretend the revision it runs is the one that ran. The migration
-gate's `# migration-gate: allow-destructive` marker is a comment: adding it to an applied
-revision no longer changes that revision's checksum.
+gate's `# migration-approve: ...` line is a comment: adding it to an applied revision does
+not change that revision's checksum.
 
 The canonical form is independent of the Python version: the Lambda runs 3.12 while the
 CDK synth and the CLI run 3.11, and they must agree on the same file. `ast.dump` does not

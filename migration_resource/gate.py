@@ -1,34 +1,34 @@
 """The destructive and locking change gate: what in the pending revisions' SQL is risky.
 
 Pure: no database, no AWS. The engine renders each pending revision's SQL with Alembic's offline
-mode and passes it here; `analyse` parses it with pglast (PostgreSQL's own parser) and reports
-two kinds of findings, after the rules squawk and strong_migrations enforce:
+mode (or captures what a trial run in a scratch database executed) and passes it here;
+`analyse` parses it with pglast (PostgreSQL's own parser) and reports two kinds of findings,
+after the rules squawk and strong_migrations enforce:
 
 - destructive: loses data or breaks the code still running during the deploy (DROP TABLE,
-  DROP COLUMN, DROP SCHEMA, TRUNCATE, column type changes, DELETE/UPDATE without WHERE or with
-  a WHERE that is always true such as `WHERE true` or `WHERE 1 = 1`, renames, and DROP TYPE,
-  DROP DOMAIN, DROP EXTENSION or DROP COLLATION with CASCADE, which drops every column using
-  it). In production these block the deploy unless explicitly allowed.
+  DROP COLUMN, DROP SCHEMA, TRUNCATE, column type changes, renames, DROP TYPE/DOMAIN/
+  EXTENSION/COLLATION with CASCADE, which drops every column using it); a DELETE of rows from
+  before the deploy whatever its WHERE; an UPDATE or an upsert's DO UPDATE that overwrites a
+  column from before the deploy (filling a column the same deploy added, or only rows where
+  it IS NULL, is a backfill); MERGE; and, failing closed, what the gate cannot see into: DO
+  blocks, CALL, EXECUTE, a SELECT calling a function that may do anything, and SQL the parser
+  cannot read. In production these block the deploy unless approved.
 - locking: holds a lock that blocks the application, or fails on existing rows (CREATE INDEX
   without CONCURRENTLY, NOT NULL without a default, SET NOT NULL, FOREIGN KEY/CHECK without
-  NOT VALID), plus SQL the parser cannot read. These only warn.
+  NOT VALID). These only warn.
 
 A change to a table created earlier in the same batch is not reported: the table holds no rows
 from before the deploy and no running code uses it yet (this is what lets a fresh database replay
 the whole history). Likewise for a type, domain, collation or extension created earlier in the
 batch, unless with IF NOT EXISTS, which may have found one from before. Alembic's own bookkeeping
-on alembic_version is never reported.
+on alembic_version, and the backfill helper's on its progress table, is never reported.
 
-The SQL may be Alembic's offline rendering or the statements a trial run really executed, with
-their parameters as literals; `join_statements` joins the latter safely.
+A destructive finding is approved by the deploy (AllowDestructive / --allow-destructive) or by
+a line in its revision file naming it and why:
 
-A revision whose destructive change is intended says so in its file with a line
+    # migration-approve: drop_column users.name -- unused since v41
 
-    # migration-gate: allow-destructive
-
-at the start of a line (indentation allowed; case and the spaces after `#` and `:` do not
-matter); a reason may follow, e.g. `# migration-gate: allow-destructive -- unused since v41`.
-The stage-wide alternative is the AllowDestructive property / --allow-destructive flag.
+(`Approval`; the refusal prints the line to add). Nothing else approves.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from typing import Any
 
 from pglast import ast
 from pglast.enums import (
@@ -45,21 +46,25 @@ from pglast.enums import (
     BoolExprType,
     ConstrType,
     DropBehavior,
+    NullTestType,
     ObjectType,
+    OnConflictAction,
 )
 from pglast.parser import ParseError, parse_sql, scan, split
+from pglast.visitors import Visitor
+
+from migration_resource.online import PROGRESS_DROP_WHEN_EMPTY, PROGRESS_TABLE
 
 DESTRUCTIVE = "destructive"
 LOCKING = "locking"
 STAGES = ("production", "development")
-MARKER = "# migration-gate: allow-destructive"
+APPROVAL = "# migration-approve:"
 STATEMENT_LIMIT = 200
 REFUSAL_LIMIT = 200
 PARSER_MESSAGE_LIMIT = 120
 
-_MARKER_LINE = re.compile(
-    r"^[ \t]*#[ \t]*migration-gate:[ \t]*allow-destructive(?![\w-])", re.I | re.M
-)
+_APPROVAL_LINE = re.compile(r"^[ \t]*#[ \t]*migration-approve[ \t]*:(?P<body>[^\n]*)$",
+                            re.I | re.M)
 _COMMENT_TOKENS = frozenset({"SQL_COMMENT", "C_COMMENT"})
 _LINE_COMMENT = re.compile(r"--[^\n]*")
 _RENAMED_OBJECTS = frozenset(
@@ -86,6 +91,19 @@ _CASCADE_RULES = {
 }
 # Domains are types: one namespace, so CREATE DOMAIN d and DROP TYPE d CASCADE meet.
 _NAMESPACE = {ObjectType.OBJECT_DOMAIN: ObjectType.OBJECT_TYPE}
+# Built-ins a migration calls in a SELECT of no table, which read or set sequence, session
+# or lock state and change no row: everything else called that way is opaque.
+_READING_FUNCTIONS = frozenset({
+    "setval", "nextval", "currval", "lastval", "set_config", "current_setting",
+    "pg_advisory_lock", "pg_advisory_unlock", "pg_advisory_xact_lock", "pg_try_advisory_lock",
+    "pg_try_advisory_xact_lock", "pg_advisory_unlock_all", "pg_sleep", "now",
+    "clock_timestamp", "statement_timestamp", "transaction_timestamp", "version",
+    "current_database", "current_schema", "current_user", "session_user", "txid_current",
+    "pg_current_xact_id", "to_regclass", "to_regtype", "has_table_privilege",
+    "pg_get_serial_sequence", "pg_backend_pid", "gen_random_uuid", "random",
+})
+# The body of the one DO block the product sends itself (`online.backfill`'s clean-up).
+_HELPER_CLEANUP_BODY = " ".join(PROGRESS_DROP_WHEN_EMPTY.split("$$")[1].split())
 # A comparison's value when both sides are the same constant.
 _WHEN_EQUAL = {"=": True, "<=": True, ">=": True, "<>": False, "<": False, ">": False}
 
@@ -96,8 +114,17 @@ _KIND_OF_RULE = {
     "truncate": DESTRUCTIVE,
     "alter_column_type": DESTRUCTIVE,
     "delete_without_where": DESTRUCTIVE,
-    "update_without_where": DESTRUCTIVE,
+    "delete_rows": DESTRUCTIVE,
+    "update_overwrites": DESTRUCTIVE,
     "rename": DESTRUCTIVE,
+    # What the gate cannot see into: it may do anything, so it is judged as if it did.
+    "do_block": DESTRUCTIVE,
+    "call_procedure": DESTRUCTIVE,
+    "execute_prepared": DESTRUCTIVE,
+    "function_call": DESTRUCTIVE,
+    "merge": DESTRUCTIVE,
+    "unparsed": DESTRUCTIVE,
+    "not_previewed": DESTRUCTIVE,
     "drop_type_cascade": DESTRUCTIVE,
     "drop_domain_cascade": DESTRUCTIVE,
     "drop_extension_cascade": DESTRUCTIVE,
@@ -107,7 +134,6 @@ _KIND_OF_RULE = {
     "set_not_null": LOCKING,
     "foreign_key_without_not_valid": LOCKING,
     "check_without_not_valid": LOCKING,
-    "unparsed": LOCKING,
 }
 
 _MESSAGES = {
@@ -132,11 +158,11 @@ _MESSAGES = {
     "clause naming the rows to delete.",
     "delete_where_always_true": "DELETE FROM {0} with a WHERE that is always true deletes every "
     "row; make the WHERE clause name the rows to delete.",
-    "update_without_where": "UPDATE {0} without WHERE overwrites every row and locks them all; "
-    "add a WHERE clause (e.g. only rows still NULL) and batch large tables.",
-    "update_where_always_true": "UPDATE {0} with a WHERE that is always true overwrites every row "
-    "and locks them all; make the WHERE clause name the rows (e.g. only rows still NULL) and "
-    "batch large tables.",
+    "delete_rows": "DELETE FROM {0} deletes rows that existed before this deploy, recoverable "
+    "only from a snapshot; approve it once you know which rows and why.",
+    "update_overwrites": "UPDATE overwrites values of {0}, a column that existed before this "
+    "deploy, recoverable only from a snapshot; fill a new column instead, or only rows where "
+    "it IS NULL, or approve it once you know which values and why.",
     "rename": "Renaming {0} breaks the code still running with the old name during the deploy; "
     "add the new name alongside, move the code, then drop the old name in a later release.",
     "drop_type_cascade": "DROP TYPE {0} CASCADE also drops every column of that type, with its "
@@ -167,8 +193,19 @@ _MESSAGES = {
     "check_without_not_valid": "Adding CHECK constraint {0} scans every row under an ACCESS "
     "EXCLUSIVE lock; add it NOT VALID (postgresql_not_valid=True), then VALIDATE CONSTRAINT "
     "in a later step.",
-    "unparsed": "The SQL parser could not read this ({0}); a reviewer must check it by hand "
-    "for destructive or locking changes.",
+    "unparsed": "The SQL parser could not read this ({0}); it may do anything, so it counts "
+    "as destructive: check it by hand and approve it.",
+    "do_block": "A DO block runs code the gate cannot see into{0}; it may drop or overwrite "
+    "anything, so it counts as destructive: check it by hand and approve it, or write its "
+    "statements out.",
+    "call_procedure": "CALL {0} runs a procedure the gate cannot see into; it may drop or "
+    "overwrite anything, so it counts as destructive: check it by hand and approve it.",
+    "execute_prepared": "EXECUTE {0} runs a prepared statement the gate cannot see; it counts "
+    "as destructive: check it by hand and approve it, or write the statement out.",
+    "function_call": "SELECT calls {0}, a function the gate cannot see into (it may run DDL or "
+    "change rows); it counts as destructive: check it by hand and approve it.",
+    "merge": "MERGE INTO {0} may update and delete rows that existed before this deploy; it "
+    "counts as destructive: check it by hand and approve it.",
 }
 
 # A message variant reported under its rule: the rule names what happens, the message how.
@@ -176,7 +213,6 @@ _RULE_OF_VARIANT = {
     "drop_table_cascade": "drop_table",
     "drop_schema_cascade": "drop_schema",
     "delete_where_always_true": "delete_without_where",
-    "update_where_always_true": "update_without_where",
 }
 
 # (schema, table): unqualified names are taken to be in public, Alembic's default search_path.
@@ -190,15 +226,19 @@ class Finding:
     rule: str
     statement: str  # whitespace-collapsed, cut to about STATEMENT_LIMIT characters
     message: str
+    # what it acts on, as an approval line names it: `orders`, `users.name`, `a, b`, or ""
+    subject: str = ""
 
     def as_dict(self) -> dict[str, str]:
         return {
             "revision": self.revision,
             "kind": self.kind,
             "rule": self.rule,
+            "subject": self.subject,
             "statement": self.statement,
             "message": self.message,
         }
+
 
 
 @dataclass(frozen=True)
@@ -214,10 +254,10 @@ class GateDecision:
         first = self.blocking[0]
         more = len(self.blocking) - 1
         also = f" (+{more} more)" if more else ""
-        tail = (
-            f" blocked in production; allow it with AllowDestructive / --allow-destructive "
-            f"or `{MARKER}` in the revision file"
-        )
+        subject = _cut(first.subject, 60)
+        line = f"{APPROVAL} {first.rule} {subject}".rstrip() + " -- <why>"
+        tail = (f" blocked in production; approve it with AllowDestructive / --allow-destructive "
+                f"or `{line}` in the revision file")
         # Revision ids are free text in Alembic: cut a long one rather than the next step.
         room = REFUSAL_LIMIT - len(tail) - len(also) - len(first.rule) - 2
         revision = first.revision if len(first.revision) <= room else first.revision[: room - 3]
@@ -226,14 +266,62 @@ class GateDecision:
         return f"{revision}: {first.rule}{also}{tail}"
 
 
-def _finding(revision: str, message: str, statement: str, subject: str) -> Finding:
+class ApprovalLineError(ValueError):
+    """A revision file's approval line cannot be read; the message says how to write it."""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """One `# migration-approve: <what> [<subject>] -- <why>` line of a revision file.
+
+    `what` is a finding's rule (`drop_column`, `do_block`) or the word it starts with (`drop`,
+    `delete`, `update`, `alter`); `subject` is what the finding names (`orders`,
+    `users.name`), left out for what names nothing (`do_block`, `not_previewed`)."""
+
+    what: str
+    subject: str
+    why: str
+
+    def approves(self, finding: Finding) -> bool:
+        rule = finding.rule
+        return (finding.kind == DESTRUCTIVE
+                and (rule == self.what or rule.startswith(self.what + "_"))
+                and _subjects(finding.subject) <= _subjects(self.subject))
+
+
+def approvals_in(revision: str, file_text: str) -> tuple[Approval, ...]:
+    """The approval lines of a revision file; ApprovalLineError for one without a reason."""
+    found: list[Approval] = []
+    for match in _APPROVAL_LINE.finditer(file_text):
+        body, _, why = match["body"].partition(" --")
+        words = body.split(None, 1)
+        if not words or not why.strip():
+            raise ApprovalLineError(
+                f"revision {revision}: its `{APPROVAL}` line must name what it approves and "
+                f"why, e.g. `{APPROVAL} drop_column users.name -- unused since v41`")
+        found.append(Approval(what=words[0].lower(),
+                              subject=words[1].strip() if len(words) > 1 else "",
+                              why=why.strip()))
+    return tuple(found)
+
+
+def _subjects(subject: str) -> frozenset[str]:
+    """`public.orders, Users.name` → {orders, users.name}: the names an approval compares."""
+    names = (part.strip().lower() for part in subject.split(","))
+    return frozenset(name.removeprefix("public.") for name in names if name)
+
+
+def _finding(revision: str, message: str, statement: str, subject: str,
+             shown: str | None = None) -> Finding:
+    """`subject` is what an approval names; `shown` what the message says, when not that."""
     rule = _RULE_OF_VARIANT.get(message, message)
     return Finding(
         revision=revision,
         kind=_KIND_OF_RULE[rule],
         rule=rule,
         statement=statement,
-        message=_MESSAGES[message].format(subject),
+        message=_MESSAGES[message].format(subject if shown is None else shown),
+        subject=subject,
     )
 
 
@@ -245,6 +333,13 @@ class _Created:
     schemas: set[str] = field(default_factory=set)
     # (kind, schema, name) of types, domains, collations; extensions have no schema.
     objects: set[tuple[ObjectType, str, str]] = field(default_factory=set)
+    # (schema, table, column) added to a table from before: it holds no values to overwrite
+    columns: set[tuple[str, str, str]] = field(default_factory=set)
+    # (schema, name) of functions and procedures: what calling one does is not known before
+    functions: set[_Table] = field(default_factory=set)
+
+    def is_new_column(self, table: _Table, column: str) -> bool:
+        return self.has(table) or (*table, column) in self.columns
 
     def has(self, table: _Table) -> bool:
         return table in self.tables or table[0] in self.schemas
@@ -286,6 +381,20 @@ class _Created:
             self._add(stmt.kind, stmt.defnames)
         elif isinstance(stmt, ast.CreateExtensionStmt) and not stmt.if_not_exists:
             self.objects.add((ObjectType.OBJECT_EXTENSION, "", stmt.extname or ""))
+        else:
+            self._record_columns_and_functions(stmt)
+
+    def _record_columns_and_functions(self, stmt: ast.Node) -> None:
+        if isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
+            table = _table(stmt.relation)
+            for cmd in stmt.cmds or ():
+                if (isinstance(cmd, ast.AlterTableCmd)
+                        and cmd.subtype == AlterTableType.AT_AddColumn
+                        and isinstance(cmd.def_, ast.ColumnDef) and cmd.def_.colname
+                        and not cmd.missing_ok):  # IF NOT EXISTS may find one with values
+                    self.columns.add((*table, cmd.def_.colname))
+        elif isinstance(stmt, ast.CreateFunctionStmt):
+            self.functions.add(_dropped_table(tuple(stmt.funcname or ())))
 
 
 def analyse(
@@ -313,7 +422,7 @@ class StatementJudge:
         for text, parsed in _statements(sql):
             if isinstance(parsed, ParseError):
                 reason = _cut(" ".join(str(parsed).split()), PARSER_MESSAGE_LIMIT)
-                found.append(_finding(revision, "unparsed", _display(text), reason))
+                found.append(_finding(revision, "unparsed", _display(text), "", shown=reason))
                 continue
             for raw in parsed:
                 if raw.stmt is None or _is_bookkeeping(raw.stmt, self.version_table):
@@ -333,19 +442,18 @@ def join_statements(statements: Iterable[str]) -> str:
     return "\n;\n".join(statements)
 
 
-def allowed_by_marker(revision_file_text: str) -> bool:
-    """True when the revision file carries the `# migration-gate: allow-destructive` line."""
-    return _MARKER_LINE.search(revision_file_text) is not None
-
-
 def decide(
     findings: Sequence[Finding],
     *,
     stage: str,
     allow_destructive: bool,
-    allowed_revisions: frozenset[str],
+    approvals: Mapping[str, Sequence[Approval]],
 ) -> GateDecision:
-    """Split findings into what blocks this stage's deploy and what only warns."""
+    """Split findings into what blocks this stage's deploy and what only warns.
+
+    In production a destructive finding blocks unless the deploy allows destructive changes
+    or its revision's file approves that very finding (`approvals`: revision → its lines).
+    Nothing else approves: not a release, not a deferral, not an earlier refusal."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, not {stage!r}")
 
@@ -354,7 +462,7 @@ def decide(
             finding.kind == DESTRUCTIVE
             and stage == "production"
             and not allow_destructive
-            and finding.revision not in allowed_revisions
+            and not any(a.approves(finding) for a in approvals.get(finding.revision, ()))
         )
 
     return GateDecision(
@@ -478,9 +586,17 @@ def _object_name(kind: ObjectType, obj: object) -> _Table:
 
 
 def _is_bookkeeping(stmt: ast.Node, version_table: str) -> bool:
+    """Alembic's writes to alembic_version, and the backfill helper's to its progress table
+    (the product's own rows, never application data), its DO block that drops the table once
+    empty included."""
     relation = getattr(stmt, "relation", None)
     if isinstance(relation, ast.RangeVar):
-        return relation.relname == version_table
+        return relation.relname in (version_table, PROGRESS_TABLE)
+    if isinstance(stmt, ast.DoStmt):
+        bodies = [" ".join(str(a.arg.sval).split()) for a in stmt.args or ()
+                  if isinstance(a, ast.DefElem) and a.defname == "as"
+                  and isinstance(a.arg, ast.String)]
+        return bodies == [_HELPER_CLEANUP_BODY]
     if isinstance(stmt, ast.DropStmt) and stmt.removeType == ObjectType.OBJECT_TABLE:
         return all(_dropped_table(obj)[1] == version_table for obj in stmt.objects or ())
     if isinstance(stmt, ast.TruncateStmt):
@@ -491,6 +607,13 @@ def _is_bookkeeping(stmt: ast.Node, version_table: str) -> bool:
 
 def _check(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
     """(rule, subject) for each risky thing the statement does."""
+    if isinstance(stmt, ast.DoStmt | ast.CallStmt | ast.ExecuteStmt | ast.SelectStmt):
+        yield from _check_opaque(stmt, created)
+    else:
+        yield from _check_schema_change(stmt, created)
+
+
+def _check_schema_change(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
     if isinstance(stmt, ast.DropStmt):
         yield from _check_drop(stmt, created)
     elif isinstance(stmt, ast.TruncateStmt):
@@ -512,9 +635,25 @@ def _check(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
         table = _table(stmt.relation)
         if stmt.renameType in _RENAMED_OBJECTS and not created.has(table):
             renamed = f"{_name(table)}.{stmt.subname}" if stmt.subname else _name(table)
-            yield "rename", f"{renamed} to {stmt.newname}"
+            yield "rename", renamed
     else:
         yield from _check_dml(stmt, created)
+
+
+def _check_opaque(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
+    """What runs code the gate cannot read: it may do anything."""
+    if isinstance(stmt, ast.DoStmt):
+        yield "do_block", ""
+    elif isinstance(stmt, ast.CallStmt):
+        called = stmt.funccall.funcname if stmt.funccall is not None else None
+        yield "call_procedure", ".".join(_qualified_names(tuple(called or ())))
+    elif isinstance(stmt, ast.ExecuteStmt):
+        yield "execute_prepared", stmt.name or ""
+    elif isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
+        for name in _opaque_calls(stmt, created):
+            yield "function_call", name
+    if isinstance(stmt, ast.SelectStmt):
+        yield from _check_dml(stmt, created)  # its WITH may hold a DELETE or an UPDATE
 
 
 def _check_drop(stmt: ast.DropStmt, created: _Created) -> Iterator[tuple[str, str]]:
@@ -579,20 +718,88 @@ def _check_new_column(column: ast.ColumnDef, table: str) -> Iterator[tuple[str, 
 
 
 def _check_dml(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
-    """DELETE/UPDATE of every row, at top level or as a data-modifying WITH query."""
-    if isinstance(stmt, ast.DeleteStmt | ast.UpdateStmt) and stmt.relation is not None:
+    """Data changes judged by what they destroy, at top level or as a data-modifying WITH
+    query: a DELETE of rows from before the deploy whatever its WHERE, an UPDATE (or an
+    upsert's DO UPDATE) overwriting a column from before the deploy, a MERGE. Filling a
+    column the same deploy added, or only rows where it IS NULL, is a backfill."""
+    if isinstance(stmt, ast.DeleteStmt) and stmt.relation is not None:
         table = _table(stmt.relation)
-        verb = "delete" if isinstance(stmt, ast.DeleteStmt) else "update"
         if not created.has(table):
             if stmt.whereClause is None:
-                yield f"{verb}_without_where", _name(table)
+                yield "delete_without_where", _name(table)
             elif _truth(stmt.whereClause) is True:
-                yield f"{verb}_where_always_true", _name(table)
+                yield "delete_where_always_true", _name(table)
+            else:
+                yield "delete_rows", _name(table)
+    elif isinstance(stmt, ast.UpdateStmt) and stmt.relation is not None:
+        yield from _overwrites(_table(stmt.relation), stmt.targetList, stmt.whereClause, created)
+    elif (isinstance(stmt, ast.InsertStmt) and stmt.relation is not None
+          and isinstance(stmt.onConflictClause, ast.OnConflictClause)
+          and stmt.onConflictClause.action == OnConflictAction.ONCONFLICT_UPDATE):
+        clause = stmt.onConflictClause
+        yield from _overwrites(_table(stmt.relation), clause.targetList, clause.whereClause,
+                               created)
+    elif isinstance(stmt, ast.MergeStmt) and stmt.relation is not None:
+        table = _table(stmt.relation)
+        if not created.has(table):
+            yield "merge", _name(table)
     with_clause = getattr(stmt, "withClause", None)
     if isinstance(with_clause, ast.WithClause):
         for cte in with_clause.ctes or ():
             if isinstance(cte, ast.CommonTableExpr) and cte.ctequery is not None:
                 yield from _check_dml(cte.ctequery, created)
+
+
+def _overwrites(
+    table: _Table, targets: tuple[object, ...] | None, where: object, created: _Created
+) -> Iterator[tuple[str, str]]:
+    """`update_overwrites` naming the columns from before the deploy that the SET list writes
+    in rows where they may hold a value (every row, unless the WHERE says IS NULL for it)."""
+    columns = [t.name for t in targets or () if isinstance(t, ast.ResTarget) and t.name]
+    filled_only = _null_only(where)
+    kept = [c for c in dict.fromkeys(columns)
+            if not created.is_new_column(table, c) and c not in filled_only]
+    if kept:
+        yield "update_overwrites", ", ".join(f"{_name(table)}.{c}" for c in kept)
+
+
+def _null_only(where: object) -> set[str]:
+    """Columns the WHERE clause restricts to NULL (`col IS NULL`, alone or ANDed)."""
+    parts = [where]
+    if isinstance(where, ast.BoolExpr) and where.boolop == BoolExprType.AND_EXPR:
+        parts = list(where.args or ())
+    found: set[str] = set()
+    for part in parts:
+        if (isinstance(part, ast.NullTest) and part.nulltesttype == NullTestType.IS_NULL
+                and isinstance(part.arg, ast.ColumnRef) and part.arg.fields):
+            last = part.arg.fields[-1]
+            if isinstance(last, ast.String) and last.sval:
+                found.add(last.sval)
+    return found
+
+
+def _opaque_calls(stmt: ast.SelectStmt, created: _Created) -> list[str]:
+    """Functions a SELECT calls whose effect the gate cannot know: one the same deploy created,
+    and, in a SELECT reading no table (the form that runs a function for its effect), any but
+    a few built-ins that only read or set sequence, session or lock state (or any in
+    pg_catalog, the system's own). A function applied to the rows of a table is a read."""
+    found: list[tuple[str, ...]] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
+            name = tuple(n.lower() for n in _qualified_names(tuple(node.funcname or ())))
+            if not name:
+                return
+            function = (name[-2] if len(name) > 1 else "public", name[-1])
+            select = next((a for a in ancestors if isinstance(a, ast.SelectStmt)), None)
+            reads_rows = select is not None and bool(select.fromClause)
+            built_in = name[0] == "pg_catalog" or (len(name) == 1
+                                                   and name[0] in _READING_FUNCTIONS)
+            if function in created.functions or not (reads_rows or built_in):
+                found.append(name)
+
+    Calls()(stmt)
+    return [".".join(name) for name in dict.fromkeys(found)]
 
 
 def _truth(node: object) -> bool | None:

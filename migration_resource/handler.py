@@ -32,7 +32,7 @@ from migration_resource.deploy_event import (
 )
 from migration_resource.dsn import DatabaseUrlError
 from migration_resource.engine import EngineError, MigrationEngine, Outcome
-from migration_resource.settings import EngineSettings, SettingsError
+from migration_resource.settings import EngineSettings, SettingsError, stricter_stage
 
 if TYPE_CHECKING:
     from migration_resource.custom_resource import MigrationResource, Services
@@ -164,7 +164,7 @@ def resource(metrics: Any) -> MigrationResource:
 def services(metrics: Any) -> Services:
     from migration_resource.custom_resource import Services  # noqa: PLC0415 - see resource
     def engine_for(properties: MigrationProperties) -> MigrationEngine:
-        # The deploy's own properties decide the stage's safety rules.
+        # The stricter of the deploy's Stage and the function's STAGE decides the safety rules.
         return build_engine(os.environ, metrics, stage=properties.stage,
                             allow_destructive=properties.allow_destructive)
 
@@ -203,7 +203,7 @@ def build_engine(
     )
     if stage is not None:
         settings = dataclasses.replace(
-            settings, stage=stage,
+            settings, stage=stricter_stage(settings.stage, stage),
             allow_destructive=allow_destructive or settings.allow_destructive,
         )
     if connect_attempts is not None:

@@ -96,7 +96,7 @@ _PROGRESS_DONE = (f"DELETE FROM {PROGRESS_TABLE} WHERE revision = :bf_revision "
                   "AND table_name = :bf_table AND name = :bf_name")
 # The table goes with its last row: a finished migration leaves nothing of the helper behind
 # (no table for `alembic check`, a schema dump or the verified baseline to find).
-_PROGRESS_DROP_WHEN_EMPTY = (
+PROGRESS_DROP_WHEN_EMPTY = (
     f"DO $$ BEGIN IF NOT EXISTS (SELECT FROM {PROGRESS_TABLE}) "
     f"THEN DROP TABLE {PROGRESS_TABLE}; END IF; END $$"
 )
@@ -316,7 +316,7 @@ class _Backfill:
             f"-- ... repeated with AND {self.key} > (the last key of the previous batch), "
             "until a batch finds no row")
         op.execute(sa.text(_PROGRESS_DONE).bindparams(**self.keys))
-        op.execute(sa.text(_PROGRESS_DROP_WHEN_EMPTY))
+        op.execute(sa.text(PROGRESS_DROP_WHEN_EMPTY))
         return BackfillResult(self.label, self.name, rows=0, batches=0, seconds=0.0,
                               complete=False)
 
@@ -364,7 +364,7 @@ class _Backfill:
                 time.sleep(pause_seconds)
         if committing:
             bind.execute(sa.text(_PROGRESS_DONE), self.keys)
-            bind.execute(sa.text(_PROGRESS_DROP_WHEN_EMPTY))
+            bind.execute(sa.text(PROGRESS_DROP_WHEN_EMPTY))
         seconds = time.perf_counter() - started
         logger.info(
             "Backfill of %s (%s) complete: %d rows in %d batches in %.1f s (%.0f rows/s); the "

@@ -27,10 +27,14 @@ EXPAND, CONTRACT = "expand", "contract"
 # The gate's rules whose statements break the code released before them.
 CONTRACT_RULES = frozenset({
     "drop_table", "drop_column", "drop_schema", "truncate", "alter_column_type",
-    "delete_without_where", "update_without_where", "rename", "drop_type_cascade",
-    "drop_domain_cascade", "drop_extension_cascade", "drop_collation_cascade",
+    "delete_without_where", "delete_rows", "update_overwrites", "merge", "rename",
+    "drop_type_cascade", "drop_domain_cascade", "drop_extension_cascade",
+    "drop_collation_cascade",
     # The code before it inserts NULLs, or rows without the new column.
     "set_not_null", "add_column_not_null_without_default",
+    # What the gate cannot see into may remove anything the code before it uses.
+    "do_block", "call_procedure", "execute_prepared", "function_call", "unparsed",
+    "not_previewed",
 })
 MARKER_TEXT = "# migration-phase:"
 _MARKER = re.compile(
@@ -109,8 +113,6 @@ class ReleaseSplit:
     deferred: tuple[str, ...]  # from the first contract revision the live release does not
     # contain yet: what waits for a later release
     target: str | None  # the revision to upgrade to; None when nothing runs now
-    released_contracts: frozenset[str] = frozenset()  # contract revisions the live release
-    # contains: their deferral was the safety, so the gate lets them run
 
     @property
     def defers(self) -> bool:
@@ -144,12 +146,9 @@ class Release:
         def deferred(revision: str) -> bool:
             return phases.get(revision) == CONTRACT and revision not in released
 
-        contracts_run = frozenset(r for r in order if phases.get(r) == CONTRACT
-                                  and r in released)
         first = next((i for i, revision in enumerate(order) if deferred(revision)), None)
         if first is None:
-            return ReleaseSplit(run=tuple(order), deferred=(), target=target,
-                                released_contracts=contracts_run)
+            return ReleaseSplit(run=tuple(order), deferred=(), target=target)
         later = [revision for revision in order[first:] if not deferred(revision)]
         if later and self.refuse_after_contract:
             raise MigrationRefused(
@@ -166,8 +165,7 @@ class Release:
                 f"release, and the revisions before it ({', '.join(run)}) are not one line "
                 f"of history ending at {new_target}; nothing was changed. Make the contract "
                 "revision the last one of this release, on the branch merged last")
-        return ReleaseSplit(run=run, deferred=tuple(order[first:]), target=new_target,
-                            released_contracts=contracts_run)
+        return ReleaseSplit(run=run, deferred=tuple(order[first:]), target=new_target)
 
 
 def _defer_trailing(order: Sequence[str], phases: Mapping[str, str], target: str) -> ReleaseSplit:

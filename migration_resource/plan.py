@@ -23,7 +23,8 @@ apply judges each statement as it is sent.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migration_resource.classification import Classification
@@ -35,7 +36,7 @@ from migration_resource.trial import TrialFailure, trial_run
 
 if TYPE_CHECKING:
     from migration_resource.audit import AuditTrail
-    from migration_resource.gate import Finding, GateDecision
+    from migration_resource.gate import Approval, Finding, GateDecision
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -236,10 +237,10 @@ class Judgement:
     decision: GateDecision
     phases: tuple[RevisionPhase, ...]
     split: ReleaseSplit
-    # what approves a destructive statement: the deploy's flag, or the revision's own
-    # approval line or its release (the apply's statement guard asks the same)
+    # what approves a destructive statement: the deploy's flag, or the revision file's own
+    # approval lines (the apply's statement guard asks the same)
     allow_destructive: bool = False
-    allowed_revisions: frozenset[str] = frozenset()
+    approvals: Mapping[str, tuple[Approval, ...]] = field(default_factory=dict)
 
     def phases_dict(self) -> tuple[dict[str, object], ...]:
         deferred = set(self.split.deferred)
@@ -254,9 +255,9 @@ def judge(
     """The gate's findings on the plan's SQL, each revision's phase, and, for a deploy or an
     application container (`release`), which contract revisions wait for a later release.
 
-    Only what runs now is judged: a deferred revision is judged by the deploy that runs it,
-    where a contract revision the live release contains needs no AllowDestructive (its
-    deferral was the safety; the snapshot still comes first).
+    Only what runs now is judged: a deferred revision is judged by the deploy that runs it.
+    Its deferral does not approve it: a destructive finding in production needs the deploy's
+    AllowDestructive or the revision file's approval line naming it, in whichever deploy.
     """
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
@@ -264,9 +265,9 @@ def judge(
     findings: list[Finding] = list(gate.analyse(seen))
     findings += [
         gate.Finding(
-            revision=s.revision, kind=gate.LOCKING, rule="not_previewed", statement="",
-            message=f"Its SQL could not be previewed ({s.note}); a reviewer must check it by "
-                    "hand for destructive or locking changes.",
+            revision=s.revision, kind=gate.DESTRUCTIVE, rule="not_previewed", statement="",
+            message=f"Its SQL could not be previewed ({s.note}); what the gate cannot see "
+                    "counts as destructive: check it by hand and approve it.",
         )
         for s in plan.steps if s.source == NOT_PREVIEWED
     ]
@@ -284,17 +285,19 @@ def judge(
         split = release.split(plan.order, {p.revision: p.phase for p in phases}, plan.target,
                               lambda revision: core.catalogue.ancestry((revision,)))
     running = set(split.run)
-    marked = frozenset(
-        revision for revision in plan.order if gate.allowed_by_marker(file_text(revision))
-    )
-    allowed = marked | split.released_contracts
+    try:
+        approvals = {revision: gate.approvals_in(revision, file_text(revision))
+                     for revision in split.run}
+    except gate.ApprovalLineError as error:
+        raise MigrationRefused(f"pending_migrations: {error}; nothing was changed. Fix the "
+                               "line and deploy again", None) from None
     allow = allow_destructive or core.settings.allow_destructive
     decision = gate.decide(
         [f for f in findings if f.revision in running], stage=core.settings.stage,
-        allow_destructive=allow, allowed_revisions=allowed,
+        allow_destructive=allow, approvals=approvals,
     )
     return Judgement(decision=decision, phases=phases, split=split, allow_destructive=allow,
-                     allowed_revisions=allowed)
+                     approvals=approvals)
 
 
 def log_findings(decision: GateDecision) -> None:

@@ -25,6 +25,12 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 # <bundle>/alembic/ (which has no versions/ folder, so it is never taken for the scripts).
 SCRIPT_LOCATION_CANDIDATES = ("migrations", "alembic")
 STAGES = ("development", "production")
+
+
+def stricter_stage(*stages: str) -> str:
+    """Production when any source says production: the function's STAGE and the deploy's
+    `Stage` each may; neither relaxes the other, and a missing one never does."""
+    return "production" if "production" in stages else "development"
 # The team's migrations folder; ALEMBIC_SCRIPT_LOCATION is its older name, still read.
 MIGRATIONS_PATH = "MIGRATIONS_PATH"
 MIGRATIONS_PATH_ALIAS = "ALEMBIC_SCRIPT_LOCATION"

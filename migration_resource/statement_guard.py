@@ -14,17 +14,18 @@ refused, and the statements are not parsed.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from migration_resource.gate import StatementJudge, decide
+from migration_resource.gate import Approval, StatementJudge, decide
 
 # One statement the gate's rules can never flag, told without parsing it (the apply sends
-# thousands on a long history): a plain INSERT (an upsert overwrites, so not with ON CONFLICT),
-# a SELECT (not SELECT ... INTO, which creates a table the rules must know of), and Alembic's
-# own writes to alembic_version. Only a single statement: text with a `;` before its end (even
-# one inside a literal) is parsed.
+# thousands on a long history): a plain INSERT (an upsert overwrites, so not with ON CONFLICT;
+# nor with a WITH, which may hold a DELETE), and Alembic's own writes to alembic_version. A
+# SELECT is parsed: the function it calls may be opaque. Only a single statement: text with a
+# `;` before its end (even one inside a literal) is parsed.
 _NEVER_FLAGGED = re.compile(
-    r"^\s*(?:SELECT\b(?!.*\bINTO\b)|INSERT\b(?!.*\bON\s+CONFLICT\b)"
+    r"^\s*(?:INSERT\b(?!.*\bON\s+CONFLICT\b)"
     r"|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?alembic_version(?=\s))",
     re.I | re.S,
 )
@@ -38,7 +39,7 @@ class StatementRefused(Exception):
 class StatementGuard:
     stage: str
     allow_destructive: bool
-    allowed_revisions: frozenset[str]  # approved by their file, or contracts the release holds
+    approvals: Mapping[str, Sequence[Approval]]  # revision → its file's approval lines
     judge: StatementJudge = field(default_factory=StatementJudge)
 
     @property
@@ -52,11 +53,10 @@ class StatementGuard:
         ):
             return
         findings = self.judge.findings(revision, statement)
-        blocking = decide(findings, stage=self.stage, allow_destructive=False,
-                          allowed_revisions=self.allowed_revisions).blocking
-        if blocking:
-            first = blocking[0]
+        decision = decide(findings, stage=self.stage, allow_destructive=False,
+                          approvals=self.approvals)
+        if decision.blocking:
+            first = decision.blocking[0]
             raise StatementRefused(
                 f"the change gate refused {first.rule} before it was sent ({first.statement}): "
-                f"{first.message} It was not previewed by the plan; allow it with "
-                "AllowDestructive or the revision file's approval line")
+                f"{first.message} It was not previewed by the plan. {decision.refusal()}")

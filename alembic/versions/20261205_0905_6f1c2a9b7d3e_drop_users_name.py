@@ -4,9 +4,10 @@ CONTRACT, and the last revision of its release: the column and its values are go
 and the code released before it still reads users.name. So the deploy that brings it defers
 it (the revision before makes the column nullable, so this release's code can insert users);
 the next deploy runs it first, after the pre-migration snapshot, once the live release no
-longer uses the column. An admin run in production still needs --allow-destructive. (From
-an empty database, as on a first deploy, nothing is at risk and it runs at once.) The
-downgrade brings the column back, filled from display_name, but the original names are lost.
+longer uses the column. In production a drop runs only approved: the line in upgrade() names
+the column and why (a deferral alone approves nothing). (From an empty database, as on a
+first deploy, nothing is at risk and it runs at once.) The downgrade brings the column back,
+filled from display_name, but the original names are lost.
 
 Revision ID: 6f1c2a9b7d3e
 Revises: 3e9a7c1d5b20
@@ -29,6 +30,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    # migration-approve: drop_column users.name -- no release reads it since display_name
     op.drop_column("users", "name")
 
 

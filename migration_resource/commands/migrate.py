@@ -121,7 +121,7 @@ def _apply(
     findings = tuple(f.as_dict() for f in decision.findings)
     guard = StatementGuard(stage=core.settings.stage,
                            allow_destructive=judgement.allow_destructive,
-                           allowed_revisions=judgement.allowed_revisions)
+                           approvals=judgement.approvals)
     try:
         applied = apply_upgrade(
             core, connection, trail, now, order=split.run, target=split.target,

@@ -23,10 +23,12 @@ def test_layout_packages_and_migrations_not_named_alembic(dev: Synth) -> None:
     assert not (bundle / "sample_app").exists()
     assert (dev.bundle_dir("SampleApp") / "sample_app" / "models.py").is_file()
     # the revision files are in migrations/versions/; alembic/ is the library pip installed;
-    # the repository's alembic/env.py is not packed (the engine never runs it)
+    # the repository's alembic/env.py is not packed (the engine never runs it); beside them,
+    # their checksums as the synth computed them
     assert sorted(p.relative_to(bundle).as_posix()
                   for p in (bundle / "migrations").rglob("*") if p.is_file()) == sorted(
-        f"migrations/versions/{p.name}" for p in (REPO_ROOT / "alembic" / "versions").glob("*.py"))
+        [f"migrations/versions/{p.name}" for p in (REPO_ROOT / "alembic" / "versions").glob("*.py")]
+        + ["migrations/versions/code-checksums.json"])
     assert (bundle / "alembic" / "command.py").is_file()
     assert not (bundle / "alembic" / "env.py").exists()
     # binary wheels for the Lambda's platform, and no bytecode or test folders of ours

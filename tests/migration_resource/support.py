@@ -52,3 +52,18 @@ def linear_history(folder: Path, bodies: dict[str, str]) -> Path:
             f"def upgrade() -> None:\n    {body}\n\n\ndef downgrade() -> None:\n    pass\n")
         down = revision
     return folder
+
+
+def sample_without_approvals(folder: Path) -> Path:
+    """A copy of the sample history whose revisions approve nothing: its drop of users.name
+    is then refused in production, as any unapproved destructive revision is."""
+    import shutil  # noqa: PLC0415
+
+    shutil.copytree(SAMPLE_SCRIPTS, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in (folder / "versions").glob("*.py"):
+        text = path.read_text()
+        kept = "".join(line for line in text.splitlines(keepends=True)
+                       if "# migration-approve:" not in line)
+        if kept != text:
+            path.write_text(kept)
+    return folder

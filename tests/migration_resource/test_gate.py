@@ -6,10 +6,12 @@ import pytest
 
 from migration_resource.execution import offline_sql
 from migration_resource.gate import (
-    MARKER,
+    APPROVAL,
+    Approval,
+    ApprovalLineError,
     Finding,
-    allowed_by_marker,
     analyse,
+    approvals_in,
     decide,
     join_statements,
 )
@@ -47,7 +49,17 @@ POSITIVE = [
     ("truncate", "destructive", "TRUNCATE TABLE tasks"),
     ("alter_column_type", "destructive", "ALTER TABLE tasks ALTER COLUMN title TYPE VARCHAR(100)"),
     ("delete_without_where", "destructive", "DELETE FROM tasks"),
-    ("update_without_where", "destructive", "UPDATE users SET display_name=users.name"),
+    ("update_overwrites", "destructive", "UPDATE users SET display_name=users.name"),
+    ("delete_rows", "destructive", "DELETE FROM responses WHERE user_id IS NULL"),
+    ("update_overwrites", "destructive", "UPDATE prices SET amount = amount * 100 WHERE id > 0"),
+    ("update_overwrites", "destructive",
+     "INSERT INTO settings (k, v) VALUES ('a', 'b') ON CONFLICT (k) DO UPDATE SET v = 'b'"),
+    ("merge", "destructive",
+     "MERGE INTO tasks t USING staged s ON t.id = s.id WHEN MATCHED THEN DELETE"),
+    ("do_block", "destructive", "DO $$ BEGIN ALTER TABLE users DROP COLUMN name; END $$"),
+    ("call_procedure", "destructive", "CALL archive_orders(30)"),
+    ("execute_prepared", "destructive", "EXECUTE purge_plan"),
+    ("function_call", "destructive", "SELECT purge_old_orders()"),
     ("rename", "destructive", "ALTER TABLE users RENAME COLUMN name TO full_name"),
     ("rename", "destructive", "ALTER TABLE tasks RENAME TO todo_items"),
     ("drop_type_cascade", "destructive", "DROP TYPE task_status CASCADE"),
@@ -107,7 +119,6 @@ NEGATIVE = [
     "FOREIGN KEY(owner_id) REFERENCES users (id) NOT VALID",
     "ALTER TABLE tasks VALIDATE CONSTRAINT fk_tasks_owner_id_users",
     "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_title_length CHECK (length(title) > 0) NOT VALID",
-    "DELETE FROM tasks WHERE tasks.status = 'archived'",
     "UPDATE users SET display_name=users.name WHERE users.display_name IS NULL",
     "ALTER TABLE users ALTER COLUMN display_name DROP NOT NULL",
     "ALTER INDEX ix_tasks_assignee_id RENAME TO ix_tasks_assignee",
@@ -152,10 +163,10 @@ def test_a_where_that_is_always_true_is_as_destructive_as_none(where: str) -> No
     findings = analyse({REV: sql})
     assert rules(findings) == [
         (REV, "destructive", "delete_without_where"),
-        (REV, "destructive", "update_without_where"),
+        (REV, "destructive", "update_overwrites"),
     ]
     assert findings[0].message.startswith("DELETE FROM tasks with a WHERE that is always true")
-    assert findings[1].message.startswith("UPDATE tasks with a WHERE that is always true")
+    assert findings[1].message.startswith("UPDATE overwrites values of tasks.title")
 
 
 # Some row may fail these, or a column decides: not constant true.
@@ -174,9 +185,14 @@ NOT_ALWAYS_TRUE = [
 
 
 @pytest.mark.parametrize("where", NOT_ALWAYS_TRUE)
-def test_a_where_that_may_be_false_is_not_reported(where: str) -> None:
+def test_a_where_that_may_be_false_still_deletes_and_overwrites_existing_rows(where: str) -> None:
+    # Data changes are judged by what they destroy: whatever the WHERE keeps, the rows it
+    # matches existed before the deploy.
     sql = rendered(f"DELETE FROM tasks WHERE {where};\nUPDATE tasks SET title='x' WHERE {where};")
-    assert analyse({REV: sql}) == ()
+    assert rules(analyse({REV: sql})) == [
+        (REV, "destructive", "delete_rows"),
+        (REV, "destructive", "update_overwrites"),
+    ]
 
 
 def test_a_cascade_says_what_else_it_drops() -> None:
@@ -262,8 +278,12 @@ def test_changes_to_a_table_created_in_the_same_batch_are_not_reported() -> None
     # WHEN both are analysed as one batch
     # THEN nothing is reported: the table has no rows from before and no running code uses it
     assert analyse({REV: create, NEXT: change}) == ()
-    # ... but on its own the later revision changes an existing table
-    assert len(analyse({NEXT: change})) == 9
+    # ... but on its own the later revision changes an existing table (filling the column it
+    # added itself is a backfill, not an overwrite)
+    assert [f.rule for f in analyse({NEXT: change})] == [
+        "create_index_not_concurrently", "foreign_key_without_not_valid",
+        "check_without_not_valid", "set_not_null", "add_column_not_null_without_default",
+        "rename", "create_index_not_concurrently", "drop_column"]
 
 
 def test_a_table_in_a_schema_created_in_the_batch_is_new_too() -> None:
@@ -341,17 +361,19 @@ def test_the_statements_a_trial_run_captured_are_read_like_rendered_sql() -> Non
     )
     # WHEN it is analysed
     findings = analyse({REV: captured})
-    # THEN only the DELETE of every row is a finding
-    assert rules(findings) == [(REV, "destructive", "delete_without_where")]
-    assert findings[0].statement == "DELETE FROM tasks WHERE 1 = 1"
+    # THEN the UPDATE of existing rows and the DELETE of every row are the findings
+    assert rules(findings) == [(REV, "destructive", "update_overwrites"),
+                               (REV, "destructive", "delete_without_where")]
+    assert findings[1].statement == "DELETE FROM tasks WHERE 1 = 1"
 
 
 def test_join_statements_keeps_a_trailing_comment_from_swallowing_the_next_one() -> None:
     statements = ["UPDATE tasks SET title='x' WHERE tasks.id = 2 -- the typo", "DROP TABLE legacy"]
     # A plain ";\n" join comments out the semicolon: two statements read as one broken one
-    assert rules(analyse({REV: ";\n".join(statements)})) == [(REV, "locking", "unparsed")]
+    assert rules(analyse({REV: ";\n".join(statements)})) == [(REV, "destructive", "unparsed")]
     joined = join_statements([*statements, "SELECT 1;", "DROP TABLE audit"])
     assert [finding.statement for finding in analyse({REV: joined})] == [
+        "UPDATE tasks SET title='x' WHERE tasks.id = 2",
         "DROP TABLE legacy",
         "DROP TABLE audit",
     ]
@@ -382,18 +404,18 @@ def test_sql_the_parser_cannot_read_is_reported_not_ignored() -> None:
     # THEN each bad statement is an "unparsed" finding with the parser's reason, and the good
     # statements around them are still analysed
     assert rules(findings) == [
-        (REV, "locking", "unparsed"),
+        (REV, "destructive", "unparsed"),
         (REV, "destructive", "drop_table"),
-        (REV, "locking", "unparsed"),
+        (REV, "destructive", "unparsed"),
     ]
     assert findings[0].statement == "SELEC 1"
     assert 'syntax error at or near "SELEC"' in findings[0].message
-    assert "reviewer" in findings[0].message
+    assert "counts as destructive" in findings[0].message
 
 
 def test_sql_the_scanner_cannot_read_is_one_unparsed_finding() -> None:
     findings = analyse({REV: "BEGIN;\nDROP TABLE legacy_reports;\nSELECT 'unterminated;\n"})
-    assert rules(findings) == [(REV, "locking", "unparsed")]
+    assert rules(findings) == [(REV, "destructive", "unparsed")]
     assert "unterminated quoted string" in findings[0].message
     assert findings[0].statement.startswith("BEGIN; DROP TABLE legacy_reports;")
 
@@ -417,6 +439,7 @@ def test_the_sample_migrations_on_existing_tables_report_the_index_and_the_check
             rule="create_index_not_concurrently",
             statement="CREATE INDEX ix_tasks_project_id_status ON tasks (project_id, status)",
             message=findings[0].message,
+            subject="tasks",
         ),
         Finding(
             revision=CHECK_TASK_STATUS,
@@ -425,13 +448,14 @@ def test_the_sample_migrations_on_existing_tables_report_the_index_and_the_check
             statement="ALTER TABLE tasks ADD CONSTRAINT ck_tasks_status_valid "
             "CHECK (status IN ('todo', 'in_progress', 'done'))",
             message=findings[1].message,
+            subject="ck_tasks_status_valid",
         ),
     )
     assert "CONCURRENTLY" in findings[0].message
     assert "NOT VALID" in findings[1].message
     # ... and neither blocks a production deploy
     decision = decide(
-        findings, stage="production", allow_destructive=False, allowed_revisions=frozenset()
+        findings, stage="production", allow_destructive=False, approvals={}
     )
     assert decision.blocking == ()
     assert decision.refusal() is None
@@ -443,7 +467,7 @@ def test_the_sample_drop_of_users_name_blocks_production_on_existing_tables() ->
     # WHEN the dropping revision is analysed and decided for production
     findings = analyse(sql)
     decision = decide(
-        findings, stage="production", allow_destructive=False, allowed_revisions=frozenset()
+        findings, stage="production", allow_destructive=False, approvals={}
     )
     # THEN it is the one destructive finding, and the refusal names it and the way out
     assert rules(findings) == [(DROP_USERS_NAME, "destructive", "drop_column")]
@@ -452,29 +476,33 @@ def test_the_sample_drop_of_users_name_blocks_production_on_existing_tables() ->
     refusal = decision.refusal()
     assert refusal is not None
     assert refusal.startswith(f"{DROP_USERS_NAME}: drop_column blocked in production")
-    # ... the revision carries no marker, so only the stage-wide allowance lets it through
+    # ... the revision's own approval line names exactly this drop, and lets it through
     (script,) = (REPO_ROOT / "alembic" / "versions").glob(f"*_{DROP_USERS_NAME}_*.py")
-    assert not allowed_by_marker(script.read_text())
+    (approval,) = approvals_in(DROP_USERS_NAME, script.read_text())
+    assert (approval.what, approval.subject) == ("drop_column", "users.name")
+    assert decide(findings, stage="production", allow_destructive=False,
+                  approvals={DROP_USERS_NAME: (approval,)}).blocking == ()
     allowed = decide(
-        findings, stage="production", allow_destructive=True, allowed_revisions=frozenset()
+        findings, stage="production", allow_destructive=True, approvals={}
     )
     assert allowed.blocking == ()
 
 
-def destructive(revision: str, rule: str = "drop_column") -> Finding:
-    return Finding(revision, "destructive", rule, "ALTER TABLE users DROP COLUMN name", "m.")
+def destructive(revision: str, rule: str = "drop_column", subject: str = "users.name") -> Finding:
+    return Finding(revision, "destructive", rule, "ALTER TABLE users DROP COLUMN name", "m.",
+                   subject)
 
 
 def locking(revision: str) -> Finding:
     return Finding(revision, "locking", "set_not_null", "ALTER TABLE ...", "m.")
 
 
-FINDINGS = (destructive(REV), locking(REV), destructive(NEXT, "drop_table"))
+FINDINGS = (destructive(REV), locking(REV), destructive(NEXT, "drop_table", "legacy"))
 
 
 def test_production_blocks_destructive_findings_and_warns_about_locking_ones() -> None:
     decision = decide(
-        FINDINGS, stage="production", allow_destructive=False, allowed_revisions=frozenset()
+        FINDINGS, stage="production", allow_destructive=False, approvals={}
     )
     assert decision.findings == FINDINGS
     assert decision.blocking == (FINDINGS[0], FINDINGS[2])
@@ -483,16 +511,17 @@ def test_production_blocks_destructive_findings_and_warns_about_locking_ones() -
 
 def test_the_allow_flag_lets_every_destructive_finding_through() -> None:
     decision = decide(
-        FINDINGS, stage="production", allow_destructive=True, allowed_revisions=frozenset()
+        FINDINGS, stage="production", allow_destructive=True, approvals={}
     )
     assert decision.blocking == ()
     assert decision.warnings == FINDINGS
     assert decision.refusal() is None
 
 
-def test_a_marked_revision_lets_only_its_own_findings_through() -> None:
+def test_an_approval_line_lets_only_the_finding_it_names_through() -> None:
+    approval = Approval("drop_column", "users.name", "unused since v41")
     decision = decide(
-        FINDINGS, stage="production", allow_destructive=False, allowed_revisions=frozenset({REV})
+        FINDINGS, stage="production", allow_destructive=False, approvals={REV: (approval,)}
     )
     assert decision.blocking == (FINDINGS[2],)
     assert decision.warnings == (FINDINGS[0], FINDINGS[1])
@@ -500,7 +529,7 @@ def test_a_marked_revision_lets_only_its_own_findings_through() -> None:
 
 def test_development_blocks_nothing() -> None:
     decision = decide(
-        FINDINGS, stage="development", allow_destructive=False, allowed_revisions=frozenset()
+        FINDINGS, stage="development", allow_destructive=False, approvals={}
     )
     assert decision.blocking == ()
     assert decision.warnings == FINDINGS
@@ -509,19 +538,20 @@ def test_development_blocks_nothing() -> None:
 
 def test_an_unknown_stage_is_refused_naming_the_accepted_ones() -> None:
     with pytest.raises(ValueError, match=r"production, development.*'staging'"):
-        decide(FINDINGS, stage="staging", allow_destructive=False, allowed_revisions=frozenset())
+        decide(FINDINGS, stage="staging", allow_destructive=False, approvals={})
 
 
 def test_the_refusal_names_the_first_blocker_how_many_more_and_the_next_step() -> None:
     decision = decide(
-        FINDINGS, stage="production", allow_destructive=False, allowed_revisions=frozenset()
+        FINDINGS, stage="production", allow_destructive=False, approvals={}
     )
     refusal = decision.refusal()
     assert refusal is not None
     assert refusal.startswith(f"{REV}: drop_column (+1 more)")
     assert "AllowDestructive" in refusal
     assert "--allow-destructive" in refusal
-    assert refusal.endswith(f"`{MARKER}` in the revision file")
+    assert refusal.endswith(
+        f"`{APPROVAL} drop_column users.name -- <why>` in the revision file")
     assert len(refusal) <= 200
 
 
@@ -530,7 +560,7 @@ def test_a_single_blocker_says_no_more_and_a_long_revision_id_is_cut() -> None:
         (destructive(REV),),
         stage="production",
         allow_destructive=False,
-        allowed_revisions=frozenset(),
+        approvals={},
     ).refusal()
     assert single is not None
     assert single.startswith(f"{REV}: drop_column blocked in production")
@@ -541,7 +571,7 @@ def test_a_single_blocker_says_no_more_and_a_long_revision_id_is_cut() -> None:
         (destructive(long_id),),
         stage="production",
         allow_destructive=False,
-        allowed_revisions=frozenset(),
+        approvals={},
     ).refusal()
     assert cut is not None
     assert len(cut) <= 200
@@ -554,40 +584,126 @@ def test_as_dict_names_every_field() -> None:
         "revision": REV,
         "kind": "destructive",
         "rule": "drop_column",
+        "subject": "users.name",
         "statement": "ALTER TABLE users DROP COLUMN name",
         "message": "m.",
     }
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("line", "finding"),
     [
-        "# migration-gate: allow-destructive\n",
-        "# Migration-Gate: Allow-Destructive -- the column is unused since release 41\n",
-        "def upgrade() -> None:\n    # migration-gate: allow-destructive (approved in #123)\n",
-        '"""Drop the legacy table."""\n#migration-gate:allow-destructive',
+        ("# migration-approve: drop_column users.name -- unused since v41\n", destructive(REV)),
+        ("    # Migration-Approve: drop Users.name -- unused\n", destructive(REV)),
+        ("# migration-approve: delete orders -- test rows from the import\n",
+         destructive(REV, "delete_rows", "orders")),
+        ("# migration-approve: delete public.orders, carts -- both emptied\n",
+         destructive(REV, "delete_without_where", "orders, carts")),
+        ("# migration-approve: do_block -- reviewed in #123\n", destructive(REV, "do_block", "")),
+        ("# migration-approve: update prices.amount -- cents, checked by finance\n",
+         destructive(REV, "update_overwrites", "prices.amount")),
     ],
 )
-def test_the_marker_allows_the_revision(text: str) -> None:
-    assert allowed_by_marker(text)
+def test_an_approval_line_approves_the_finding_it_names(line: str, finding: Finding) -> None:
+    (approval,) = approvals_in(REV, line)
+    assert approval.approves(finding)
+    assert decide((finding,), stage="production", allow_destructive=False,
+                  approvals={REV: (approval,)}).blocking == ()
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("line", "finding"),
     [
-        "",
-        '"""Drop the legacy table."""\nop.drop_table("legacy")\n',
-        "# migration-gate: allow-destructiveness\n",
-        "# migration-gate: allow-destructive-later\n",
-        'note = "# migration-gate: allow-destructive"\n',
-        "# migration-gate allow-destructive\n",
+        # another column, another table, another kind of change
+        ("# migration-approve: drop_column users.email -- unused\n", destructive(REV)),
+        ("# migration-approve: delete orders -- old rows\n",
+         destructive(REV, "delete_rows", "orders, carts")),
+        ("# migration-approve: truncate users -- wrong verb\n", destructive(REV)),
+        ("# migration-approve: drop users -- a table, not its column\n", destructive(REV)),
+        # a word that only starts a rule's word
+        ("# migration-approve: dro users.name -- typo\n", destructive(REV)),
+        # the blanket line of old approves nothing
+        ("# migration-gate: allow-destructive\n", destructive(REV)),
+        # not a comment line
+        ('note = "# migration-approve: drop_column users.name -- x"\n', destructive(REV)),
     ],
 )
-def test_anything_else_is_not_the_marker(text: str) -> None:
-    assert not allowed_by_marker(text)
+def test_an_approval_line_approves_nothing_else(line: str, finding: Finding) -> None:
+    approvals = approvals_in(REV, line) if "--" in line or "approve" not in line else ()
+    assert not any(approval.approves(finding) for approval in approvals)
+    assert decide((finding,), stage="production", allow_destructive=False,
+                  approvals={REV: approvals}).blocking == (finding,)
+
+
+@pytest.mark.parametrize("line", [
+    "# migration-approve: drop_column users.name\n",
+    "# migration-approve: drop_column users.name --   \n",
+    "# migration-approve:  -- no subject or rule\n",
+])
+def test_an_approval_line_without_what_or_why_is_an_error(line: str) -> None:
+    with pytest.raises(ApprovalLineError, match="must name what it approves and why"):
+        approvals_in(REV, line)
 
 
 def test_a_table_made_by_select_into_is_new_to_the_batch() -> None:
     # SELECT ... INTO makes a table as CREATE TABLE AS does: dropping it later drops no data
     # from before the deploy
     assert analyse({"r1": "SELECT 1 AS id INTO legacy", "r2": "DROP TABLE legacy"}) == ()
+
+
+# (statements, the findings' rules): data changes are judged by what they destroy.
+BACKFILLS_AND_OVERWRITES = [
+    # filling a column the batch added, or rows still NULL, destroys nothing
+    ("ALTER TABLE users ADD COLUMN plan TEXT;\nUPDATE users SET plan = 'free'", []),
+    ("UPDATE users SET display_name = users.name WHERE users.display_name IS NULL", []),
+    ("UPDATE users SET a = 1, b = 2 WHERE a IS NULL AND b IS NULL AND id > 3", []),
+    ("INSERT INTO users (id, plan) VALUES (1, 'x') ON CONFLICT (id) DO NOTHING", []),
+    # one column from before written where it may hold a value
+    ("UPDATE users SET a = 1, b = 2 WHERE a IS NULL", ["update_overwrites"]),
+    ("UPDATE users SET a = 1 WHERE a IS NULL OR id = 3", ["update_overwrites"]),
+    ("ALTER TABLE users ADD COLUMN IF NOT EXISTS plan TEXT;\nUPDATE users SET plan = 'x'",
+     ["update_overwrites"]),  # IF NOT EXISTS may have found a column with values
+    ("WITH moved AS (UPDATE orders SET state = 'x' WHERE id < 9 RETURNING id) "
+     "SELECT count(*) FROM moved", ["update_overwrites"]),
+    ("DELETE FROM responses WHERE user_id IS NULL", ["delete_rows"]),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), BACKFILLS_AND_OVERWRITES)
+def test_a_backfill_is_not_an_overwrite(sql: str, expected: list[str]) -> None:
+    findings = analyse({REV: rendered(sql + ";")})
+    assert [finding.rule for finding in findings] == expected
+    assert all(finding.kind == "destructive" for finding in findings)
+
+
+# (statements, the findings' rules): what runs code the gate cannot read fails closed.
+OPAQUE = [
+    ("SELECT lower(email) FROM users", []),
+    ("SELECT setval('users_id_seq', (SELECT max(id) FROM users))", []),
+    ("SELECT pg_catalog.format_type(23, -1)", []),
+    ("SELECT (SELECT purge_orders())", ["function_call"]),
+    ("SELECT app.purge_orders(30)", ["function_call"]),
+    ("CREATE FUNCTION wipe() RETURNS int LANGUAGE sql AS 'DELETE FROM orders RETURNING 1';\n"
+     "SELECT wipe() FROM users", ["function_call"]),
+    ("CALL app.archive(30)", ["call_procedure"]),
+    ("DO $$ BEGIN EXECUTE 'DROP TABLE orders'; END $$", ["do_block"]),
+]
+
+
+@pytest.mark.parametrize(("sql", "expected"), OPAQUE)
+def test_what_the_gate_cannot_see_into_counts_as_destructive(
+    sql: str, expected: list[str]
+) -> None:
+    findings = analyse({REV: rendered(sql + ";")})
+    assert [(finding.kind, finding.rule) for finding in findings] == [
+        ("destructive", rule) for rule in expected]
+    blocked = decide(findings, stage="production", allow_destructive=False, approvals={})
+    assert len(blocked.blocking) == len(expected)
+
+
+def test_the_backfill_helpers_own_statements_are_bookkeeping() -> None:
+    from migration_resource.online import PROGRESS_DROP_WHEN_EMPTY, PROGRESS_TABLE  # noqa: PLC0415
+
+    sql = (f"DELETE FROM {PROGRESS_TABLE} WHERE revision = 'r1';\n{PROGRESS_DROP_WHEN_EMPTY};\n"
+           "DO $$ BEGIN DROP TABLE orders; END $$;")
+    assert [finding.rule for finding in analyse({REV: rendered(sql)})] == ["do_block"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 import uuid
@@ -282,13 +283,6 @@ def audit_rows(db: sa.Engine) -> list[tuple[object, ...]]:
             "SELECT action, revision, outcome, actor FROM migration_audit ORDER BY id")]
 
 
-GATE_REFUSAL = (
-    f"pending_migrations: {DROP_USERS_NAME}: drop_column blocked in production; allow it with "
-    "AllowDestructive / --allow-destructive or `# migration-gate: allow-destructive` in the "
-    "revision file; nothing was changed"
-)
-
-
 def test_a_production_update_defers_the_contract_revision_it_brings(
     deploy: Deploy, db: sa.Engine, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -315,6 +309,52 @@ def test_a_production_update_defers_the_contract_revision_it_brings(
     assert audit_rows(db)[-1] == ("defer", DROP_USERS_NAME, "deferred", "deploy")
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM users WHERE name = 'Ada'").scalar() == 1
+
+
+PURGE = "b7c1d2e3f4a5"
+
+
+def with_a_purge_after_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample's history and a revision after its head that deletes test users' rows."""
+    scripts = tmp_path / "scripts"
+    shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
+    (scripts / "versions" / "purge_test_users.py").write_text(
+        '"""purge test users"""\nfrom alembic import op\n\n'
+        f'revision = "{PURGE}"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        'depends_on = None\n\n\ndef upgrade() -> None:\n'
+        '    op.execute("DELETE FROM users WHERE email LIKE \'%@test.example\'")\n\n\n'
+        'def downgrade() -> None:\n    pass\n')
+    monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
+    handler_module._resource = None
+
+
+def users(db: sa.Engine) -> int:
+    with db.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM users").scalar_one())
+
+
+@pytest.mark.parametrize("event_stage", [None, "development"])
+def test_production_rules_apply_when_either_the_function_or_the_event_says_production(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    event_stage: str | None,
+) -> None:
+    # GIVEN a function configured for production, data at the sample's head, a DELETE next
+    with_a_purge_after_head(tmp_path, monkeypatch)
+    assert deploy.send(deploy.event("Create"))["Status"] == "SUCCESS"
+    execute(db, "INSERT INTO users (email, display_name) VALUES ('a@test.example', 'A')")
+    monkeypatch.setenv("STAGE", "production")
+    handler_module._resource = None
+    # WHEN a deploy's properties lack Stage, or say development
+    if event_stage is None:
+        del deploy.properties["Stage"]
+    else:
+        deploy.properties["Stage"] = event_stage
+    answer = deploy.send(deploy.event("Update", properties={"TargetRevision": PURGE},
+                                      OldResourceProperties=live(PURGE)))
+    # THEN production rules hold: the DELETE is refused, the row stays
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(f"pending_migrations: {PURGE}: delete_rows blocked")
+    assert version_rows(db) == [HEAD] and users(db) == 1
 
 
 def test_the_next_release_applies_the_deferred_contract_revision_first_after_a_snapshot(
@@ -385,6 +425,39 @@ def test_a_revision_after_a_deferred_contract_revision_is_refused_before_a_snaps
         f"{DROP_USERS_NAME}")
     assert f"Make {DROP_USERS_NAME} the last revision of this release" in answer["Reason"]
     assert snapshots(deploy) == [] and version_rows(db) == [USERS_NAME_NULLABLE]
+
+
+def test_the_two_deploy_rollout_approves_nothing_by_itself(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN production data at the sample's head, and a next release whose revision deletes
+    # rows (the README's rollout: first migrateOnDeploy false to see the plan, then true)
+    with_a_purge_after_head(tmp_path, monkeypatch)
+    deploy.properties["Stage"] = "production"
+    assert deploy.send(deploy.event("Create"))["Status"] == "SUCCESS"
+    execute(db, "INSERT INTO users (email, display_name) VALUES ('a@test.example', 'A')")
+    # WHEN the first deploy only reports, and the second migrates, its release now live
+    report = deploy.send(deploy.event(
+        "Update", properties={"TargetRevision": PURGE, "MigrateOnDeploy": "false"},
+        OldResourceProperties=live(HEAD)))
+    assert report["Status"] == "SUCCESS" and report["Data"]["Applied"] == "0"
+    answer = deploy.send(deploy.event(
+        "Update", properties={"TargetRevision": PURGE},
+        OldResourceProperties={**live(PURGE), "MigrateOnDeploy": "false"}))
+    # THEN the DELETE is refused: the report-only deploy approved nothing
+    assert answer["Status"] == "FAILED"
+    assert answer["Reason"].startswith(f"pending_migrations: {PURGE}: delete_rows blocked")
+    assert "`# migration-approve: delete_rows users -- <why>`" in answer["Reason"]
+    assert version_rows(db) == [HEAD] and snapshots(deploy) == [] and users(db) == 1
+    # AND the revision's approval line, naming the rows and why, lets the next deploy run it
+    purge = Path(os.environ["ALEMBIC_SCRIPT_LOCATION"]) / "versions" / "purge_test_users.py"
+    approval = "    # migration-approve: delete users -- test accounts\n"
+    purge.write_text(purge.read_text().replace("    op.execute(", approval + "    op.execute("))
+    handler_module._resource = None
+    approved = deploy.send(deploy.event(
+        "Update", properties={"TargetRevision": PURGE}, OldResourceProperties=live(PURGE)))
+    assert approved["Status"] == "SUCCESS", approved["Reason"]
+    assert version_rows(db) == [PURGE] and users(db) == 0
 
 
 def live(target: str) -> dict[str, str]:

@@ -112,8 +112,18 @@ def test_a_contract_revision_waits_until_the_live_release_contains_it(
     assert version_rows(db) == ["r02_add"]
     # release N fails and rolls back: the next try still has r01 live, the drop still waits
     assert deploy(make_engine(**production), live="r01_base") == ((), ("r03_drop",))
-    # release N+1 (live: N, whose target is r03) runs it, in production without
-    # AllowDestructive: the deferral was the safety
+    # release N+1 (live: N, whose target is r03): the deferral does not approve the drop,
+    # production still needs AllowDestructive or the revision's approval line naming it
+    with pytest.raises(MigrationRefused, match=(
+            r"r03_drop: drop_column blocked in production; .*"
+            r"`# migration-approve: drop_column items\.note -- <why>`")):
+        deploy(make_engine(**production), live="r03_drop")
+    assert version_rows(db) == ["r02_add"]
+    drop = scripts / "versions" / "r03_drop.py"
+    drop.write_text(drop.read_text().replace(
+        '    op.drop_column("items", "note")',
+        '    # migration-approve: drop_column items.note -- no release reads it since r02\n'
+        '    op.drop_column("items", "note")'))
     assert deploy(make_engine(**production), live="r03_drop") == (("r03_drop",), ())
     assert version_rows(db) == ["r03_drop"]
     with db.connect() as connection:

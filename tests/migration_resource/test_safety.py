@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -22,7 +23,13 @@ from tests.alembic.support import (
     HEAD,
     INDEX_TASKS,
 )
-from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations, version_rows
+from tests.migration_resource.support import (
+    SAMPLE_SCRIPTS,
+    execute,
+    relations,
+    sample_without_approvals,
+    version_rows,
+)
 
 EngineFactory = Callable[..., MigrationEngine]
 
@@ -165,12 +172,13 @@ def test_explicit_baseline_is_refused_on_a_healthy_history(engine: MigrationEngi
 
 
 def test_destructive_revision_refused_in_production_then_allowed(
-    make_engine: EngineFactory, db: sa.Engine
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path
 ) -> None:
-    # GIVEN production data at the revision before the column drop
-    make_engine().migrate(CHECK_TASK_STATUS)
+    # GIVEN production data at the revision before the column drop, which nothing approves
+    scripts = sample_without_approvals(tmp_path / "scripts")
+    make_engine(script_location=scripts).migrate(CHECK_TASK_STATUS)
     execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
-    production = make_engine(stage="production")
+    production = make_engine(script_location=scripts, stage="production")
     # WHEN the destructive revision is pending
     dry = production.dry_run()
     assert not dry.ok and "drop_column" in dry.message
@@ -210,11 +218,12 @@ def test_locking_findings_warn_in_the_dry_run(make_engine: EngineFactory) -> Non
 
 
 def test_the_gate_can_be_asked_before_migrating(
-    make_engine: EngineFactory, db: sa.Engine, caplog: pytest.LogCaptureFixture
+    make_engine: EngineFactory, db: sa.Engine, caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     # GIVEN production at the revision before the column drop, classified as a deploy does
-    make_engine().migrate(CHECK_TASK_STATUS)
-    production = make_engine(stage="production")
+    scripts = sample_without_approvals(tmp_path / "scripts")
+    make_engine(script_location=scripts).migrate(CHECK_TASK_STATUS)
+    production = make_engine(script_location=scripts, stage="production")
     before = production.status().classification
     # WHEN the gate is asked first: it refuses exactly as migrate does, changing nothing
     with pytest.raises(MigrationRefused) as early:

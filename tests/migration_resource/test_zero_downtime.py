@@ -170,14 +170,15 @@ def test_three_releases_never_stop_the_application(
         shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
         (scripts / "versions" / f"{BROKEN}_broken.py").write_text(
             f'revision = "{BROKEN}"\ndown_revision = "{DROP_USERS_NAME}"\n\n\n'
-            'def upgrade() -> None:\n    raise RuntimeError("release N+2 is broken")\n\n\n'
+            'from alembic import op\n\n\ndef upgrade() -> None:\n'
+            '    op.execute("SELECT 1 / 0 AS release_n_plus_2_is_broken")\n\n\n'
             'def downgrade() -> None:\n    pass\n')
         monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
         handler_module._resource = None
         failed = deploy.send(deploy.event(
             "Update", properties={"TargetRevision": BROKEN, "ReleaseId": "N+2"},
             OldResourceProperties=live(DROP_USERS_NAME, "N+1")))
-        assert failed["Status"] == "FAILED" and "release N+2 is broken" in failed["Reason"]
+        assert failed["Status"] == "FAILED" and "division by zero" in failed["Reason"]
         rolled_back = deploy.send(deploy.event(
             "Update", properties={"TargetRevision": DROP_USERS_NAME, "ReleaseId": "N+1"},
             OldResourceProperties=live(BROKEN, "N+2")))
