@@ -224,10 +224,13 @@ class AuditTrail:
             max_workers=1, thread_name_prefix="migration-audit")
         self._sent: list[Future[Any]] = []
         self.connection: sa.Connection | None = None
+        # The table is made by the first write that needs it, never for a refusal: a refused
+        # run leaves a database without a trail as it found it.
+        self._table_ensured = False
 
         def connect() -> None:
             self.connection = open_connection()
-        self._in_background(connect)
+        self._in_background(connect, needs_table=False)
 
     def close(self) -> None:
         """Wait for what the writer thread still has to send, then close the connection."""
@@ -256,9 +259,11 @@ class AuditTrail:
         self.flush()
         return sent.result()
 
-    def _in_background(self, write: Callable[[], T]) -> Future[T]:
+    def _in_background(self, write: Callable[[], T], *, needs_table: bool = True) -> Future[T]:
         if self._writer is None:
             raise RuntimeError("the audit trail is closed")
+        if needs_table and not self._table_ensured:
+            self.ensure_table_in_background()
         sent = self._writer.submit(write)
         self._sent = [f for f in self._sent if not f.done() or f.exception() is not None]
         self._sent.append(sent)
@@ -326,15 +331,17 @@ class AuditTrail:
         language costs as much again on a new database). No ALTER (whose lock would queue
         behind any reader of the trail, an application's schema check say) unless a column
         is really missing."""
-        def ensure() -> None:
-            rows = self._write(
-                f"{_DDL.format(table=self.table)}; "
-                "SELECT count(*) FROM pg_catalog.pg_attribute "
-                f"WHERE attrelid = '{self.table}'::regclass "
-                "AND attname IN ('parents', 'destructive') AND NOT attisdropped")
-            if rows[0][0] < 2:
-                self._write(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
-        self._in_background(ensure)
+        self._table_ensured = True
+        self._in_background(self._ensure, needs_table=False)
+
+    def _ensure(self) -> None:
+        rows = self._write(
+            f"{_DDL.format(table=self.table)}; "
+            "SELECT count(*) FROM pg_catalog.pg_attribute "
+            f"WHERE attrelid = '{self.table}'::regclass "
+            "AND attname IN ('parents', 'destructive') AND NOT attisdropped")
+        if rows[0][0] < 2:
+            self._write(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,
@@ -422,6 +429,26 @@ class AuditTrail:
         row_id = self.start(action, revision, checksum=checksum, parents=parents)
         self.finish(row_id, outcome, detail=detail, history_digest=history_digest)
         return row_id
+
+    def record_refusal(
+        self, action: str, revision: str | None, outcome: str, *, detail: str
+    ) -> bool:
+        """A refusal's row, only in a trail that exists already; True when written."""
+        def write() -> bool:
+            found = self._write("SELECT to_regclass(%(table)s) IS NOT NULL AS found",
+                                {"table": self.table})
+            if not found[0][0]:
+                return False
+            if not self._table_ensured:
+                self._table_ensured = True
+                self._ensure()  # a trail of an older version gets its new columns
+            row_id = int(self._write(*self._start_sql(
+                NewRow(action, revision, detail=detail), None))[0][0])
+            self._write(*self._finish_sql(row_id, outcome, detail, None, True))
+            return True
+        sent = self._in_background(write, needs_table=False)
+        self.flush()
+        return sent.result()
 
     def settle_unfinished(self, applied: frozenset[str]) -> list[str]:
         """Rows left `running` by a run that died; returns what was concluded, for the log."""

@@ -37,6 +37,7 @@ from migration_resource.outcomes import DatabaseUnavailable, MigrationRefused, O
 from migration_resource.revisions import RevisionCatalogue, ScriptsError, check_target_syntax
 from migration_resource.settings import EngineSettings
 from migration_resource.states import (
+    AMBIGUOUS_BASELINE,
     CHECKSUM_MISMATCH,
     DIVERGED,
     FAILED_RUN,
@@ -68,11 +69,21 @@ ROLE_INFO = "migration_engine_role"
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10,
               "keepalives_count": 3}
 STATUS_HISTORY_ROWS = 5
+# What a refusal says when it wrote its row into an audit trail that existed (and nothing else).
+_NOTHING_CHANGED = "; nothing was changed"
+
+
+def with_recorded_row(message: str) -> str:
+    """A refusal's message, saying the one thing it wrote: its row in migration_audit."""
+    return message.replace(_NOTHING_CHANGED,
+                           _NOTHING_CHANGED + " but its row in migration_audit", 1)
 
 _NEXT_STEP = {
     FAILED_RUN: "Resolve it with `remote_admin.py --confirm repair --resolve "
                 "rolled-back|applied --revision REV`",
     UNVERIFIABLE_BASELINE: "Make the tables match a revision, or stamp one with --baseline REV",
+    AMBIGUOUS_BASELINE: "Find out from the data which of them ran, and stamp that one with "
+                        "--baseline REV",
     CHECKSUM_MISMATCH: "Revert the edit, or accept it with `remote_admin.py --confirm repair "
                        "--realign-checksums`",
     UNKNOWN_REVISION: "Restore its revision file, or stamp the schema's revision with "
@@ -303,11 +314,20 @@ class EngineCore:
     # -- under the lock --------------------------------------------------------------------
     def prepare_locked(
         self, connection: sa.Connection, trail: AuditTrail, resolved: str
-    ) -> Classification:
-        """Rows left by a dead run, a fresh classification, and the bookkeeping this engine
-        keeps: checksums adopted or upgraded, ancestry recorded."""
+    ) -> tuple[Classification, Callable[[], None]]:
+        """Rows left by a dead run settled, and a fresh classification; with the bookkeeping
+        this engine keeps (checksums adopted or upgraded, ancestry recorded) to write once
+        the run goes ahead: a refused run writes none of it."""
         snapshot = self.settle(connection, trail)
         now = classify(snapshot, self.catalogue, resolved)
+
+        def bookkeeping() -> None:
+            self._keep_books(snapshot, now, trail)
+        return now, bookkeeping
+
+    def _keep_books(
+        self, snapshot: DatabaseSnapshot, now: Classification, trail: AuditTrail
+    ) -> None:
         catalogue = self.catalogue
         known = tuple(r for r in snapshot.version_rows if catalogue.is_known(r))
         applied = catalogue.in_upgrade_order(catalogue.ancestry(known))
@@ -335,12 +355,13 @@ class EngineCore:
             if filled:
                 logger.info("Recorded the ancestry of %d revisions applied before it was "
                             "recorded", len(missing))
-        return now
 
     def settle(self, connection: sa.Connection, trail: AuditTrail) -> DatabaseSnapshot:
         """Conclude audit rows a dead run left `running`; then read the database afresh."""
         snapshot = self.read(connection, with_checksums=True)
         connection.commit()  # Alembic must receive a connection outside a transaction
+        if not snapshot.audit.exists:
+            return snapshot
         known = tuple(r for r in snapshot.version_rows if self.catalogue.is_known(r))
         notes = trail.settle_unfinished(self.catalogue.ancestry(known))
         for note in notes:
@@ -357,9 +378,10 @@ class EngineCore:
         whatever happens to the migration's transactions. A connection that dies is opened
         again for the next row (the trail is bookkeeping; the work is on its own session).
 
-        The connection is opened and the table made by the trail's writer thread while the
-        caller reads the state under the lock; the first write that waits for an answer
-        waits for them too (and raises what they raised)."""
+        The connection is opened by the trail's writer thread while the caller reads the state
+        under the lock, and the table is made by the first write that needs it (a refusal
+        makes none); the first write that waits for an answer waits for them too (and raises
+        what they raised)."""
         role = f"{context.actor}/audit"
 
         def reopen() -> sa.Connection:
@@ -368,7 +390,6 @@ class EngineCore:
         trail = AuditTrail(reopen, audit_table(self.database.dialect, self.settings.schema),
                            context)
         try:
-            trail.ensure_table_in_background()
             yield trail
         finally:
             trail.close()

@@ -248,22 +248,26 @@ class GateDecision:
     warnings: tuple[Finding, ...]  # everything else that was found
 
     def refusal(self) -> str | None:
-        """One short reason for the operator, or None when nothing blocks."""
+        """What blocks, in a few words (`r2: drop_column (+1 more) blocked in production`),
+        or None when nothing does; `next_step` says how to approve it."""
         if not self.blocking:
             return None
         first = self.blocking[0]
         more = len(self.blocking) - 1
         also = f" (+{more} more)" if more else ""
-        subject = _cut(first.subject, 60)
-        line = f"{APPROVAL} {first.rule} {subject}".rstrip() + " -- <why>"
-        tail = (f" blocked in production; approve it with AllowDestructive / --allow-destructive "
-                f"or `{line}` in the revision file")
-        # Revision ids are free text in Alembic: cut a long one rather than the next step.
+        tail = " blocked in production"
+        # Revision ids are free text in Alembic: cut a long one.
         room = REFUSAL_LIMIT - len(tail) - len(also) - len(first.rule) - 2
         revision = first.revision if len(first.revision) <= room else first.revision[: room - 3]
         if revision != first.revision:
             revision += "..."
         return f"{revision}: {first.rule}{also}{tail}"
+
+    def next_step(self) -> str:
+        """How to approve the first blocking finding: the deploy's flag, or the exact line."""
+        first = self.blocking[0]
+        line = f"{APPROVAL} {first.rule} {_cut(first.subject, 60)}".rstrip() + " -- <why>"
+        return f"Approve: AllowDestructive (--allow-destructive), or `{line}` in its file"
 
 
 class ApprovalLineError(ValueError):
@@ -431,6 +435,27 @@ class StatementJudge:
                     found.append(_finding(revision, rule, _display(text), subject))
                 self.created.record(raw.stmt)
         return found
+
+
+def only_refills(sql: str, *, version_table: str = "alembic_version") -> bool:
+    """True when every statement is an UPDATE that writes only rows where each column it sets
+    IS NULL: run again, it changes nothing it changed before (a backfill). Anything else, or
+    SQL the parser cannot read, is False."""
+    for _, parsed in _statements(sql):
+        if isinstance(parsed, ParseError):
+            return False
+        for raw in parsed:
+            stmt = raw.stmt
+            if stmt is None or _is_bookkeeping(stmt, version_table) or isinstance(
+                    stmt, ast.TransactionStmt):
+                continue
+            if not isinstance(stmt, ast.UpdateStmt) or stmt.withClause is not None:
+                return False
+            columns = {t.name for t in stmt.targetList or ()
+                       if isinstance(t, ast.ResTarget) and t.name}
+            if not columns or not columns <= _null_only(stmt.whereClause):
+                return False
+    return True
 
 
 def join_statements(statements: Iterable[str]) -> str:

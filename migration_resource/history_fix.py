@@ -6,8 +6,10 @@ and leave one audit row per revision they vouch for.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import logging
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,11 +22,12 @@ from migration_resource.baseline import (
     find_baseline,
 )
 from migration_resource.classification import Classification
-from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore
-from migration_resource.execution import alembic_quiet, stamp_online
+from migration_resource.core import ENGINE_LOGGER, RUNBOOK, EngineCore, with_recorded_row
+from migration_resource.execution import alembic_quiet, render_offline, stamp_online
 from migration_resource.outcomes import MigrationRefused
 from migration_resource.scratch_database import ScratchUnavailable, scratch_database
 from migration_resource.states import (
+    AMBIGUOUS_BASELINE,
     OVERLAPPING_REVISIONS,
     UNKNOWN_REVISION,
     UNVERIFIABLE_BASELINE,
@@ -34,7 +37,9 @@ from migration_resource.states import (
 logger = logging.getLogger(ENGINE_LOGGER)
 
 # States an explicit operator baseline may overwrite: no history, or a history that is wrong.
-BASELINE_CAUSES = frozenset({UNKNOWN_REVISION, OVERLAPPING_REVISIONS, UNVERIFIABLE_BASELINE})
+BASELINE_CAUSES = frozenset({UNKNOWN_REVISION, OVERLAPPING_REVISIONS, UNVERIFIABLE_BASELINE,
+                             AMBIGUOUS_BASELINE})
+AMBIGUITY_NAMED = 4  # revisions a refusal names, of those between the candidates
 
 
 def search_baseline(core: EngineCore) -> BaselineResult:
@@ -73,6 +78,76 @@ def search_baseline(core: EngineCore) -> BaselineResult:
     return result
 
 
+def chosen_baseline(
+    core: EngineCore, now: Classification, result: BaselineResult
+) -> tuple[str | None, Classification]:
+    """The revision the verified baseline stamps, or None with the classification that says
+    why none can be: the tables match no revision, or several with code between them.
+
+    Several revisions match when the ones after the first change no schema. When all of
+    those do nothing at all (merges, empty revisions), the last is stamped: nothing is
+    skipped and nothing runs twice. When they only fill rows still NULL (a backfill, which
+    run again changes nothing it changed), the first is stamped, so they run. When one of
+    them does anything else to the data, the tables cannot say whether it ran: stamping
+    before it may run it twice (amounts multiplied again), after it may skip it. That is
+    refused, naming them."""
+    if result.matched is None:
+        return None, unverifiable(now, result)
+    catalogue = core.catalogue
+    first, last = result.matches[0], result.matches[-1]
+    between = catalogue.ordered[catalogue.ordered.index(first) + 1:
+                                catalogue.ordered.index(last) + 1]
+    working = [r for r in between if not does_nothing(catalogue.file_path(r))]
+    if not working:
+        return last, now
+    refills = _refills(core, first, last)
+    linear = first in catalogue.ancestry((last,))
+    if linear and all(r in refills for r in working):
+        return first, now
+    unsafe = [r for r in working if r not in refills]
+    named = ", ".join(f"{r} ({_doc(core, r)})" for r in unsafe[:AMBIGUITY_NAMED])
+    more = f" and {len(unsafe) - AMBIGUITY_NAMED} more" if len(unsafe) > AMBIGUITY_NAMED else ""
+    candidates = ", ".join(result.matches[:AMBIGUITY_NAMED]) + (
+        f" and {len(result.matches) - AMBIGUITY_NAMED} more"
+        if len(result.matches) > AMBIGUITY_NAMED else "")
+    return None, dataclasses.replace(
+        now, state=DatabaseState.INCONSISTENT, cause=AMBIGUOUS_BASELINE,
+        detail=f"the tables match {len(result.matches)} revisions ({candidates}); between "
+               f"them {named}{more} changes data but no schema, so whether it ran cannot be "
+               "told from the tables")
+
+
+def _refills(core: EngineCore, first: str, last: str) -> frozenset[str]:
+    """The revisions after `first` up to `last` whose SQL only fills rows still NULL."""
+    from migration_resource.gate import only_refills  # noqa: PLC0415 - the parser, only here
+
+    try:
+        with alembic_quiet():
+            rendered = render_offline(core.settings, first, last).sql
+    except Exception:  # a revision's own code: what cannot be read is not a refill
+        return frozenset()
+    return frozenset(revision for revision, sql in rendered.items() if only_refills(sql))
+
+
+def does_nothing(path: Path) -> bool:
+    """True when the revision's upgrade() holds nothing but `pass` and a docstring."""
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, RecursionError):
+        return False
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "upgrade":
+            return all(isinstance(s, ast.Pass) or (
+                isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+                for s in node.body)
+    return False
+
+
+def _doc(core: EngineCore, revision: str) -> str:
+    doc = " ".join(str(core.catalogue.get(revision).doc or "").split())
+    return doc[:60] or "no description"
+
+
 def unverifiable(now: Classification, result: BaselineResult) -> Classification:
     return dataclasses.replace(
         now, state=DatabaseState.INCONSISTENT, cause=UNVERIFIABLE_BASELINE,
@@ -105,26 +180,36 @@ def check_baseline_allowed(classification: Classification, stamped: str) -> None
         )
 
 
-def verified_baseline(
-    core: EngineCore, connection: sa.Connection, trail: AuditTrail, now: Classification,
-    resolved: str,
-) -> tuple[Classification, dict[str, Any]]:
+def find_verified_baseline(
+    core: EngineCore, trail: AuditTrail, now: Classification
+) -> tuple[str, dict[str, Any]]:
+    """The revision the tables match, and the report; refused when none can be chosen.
+
+    Nothing is stamped here: the caller judges the revisions after it first."""
     # A replay killed by an earlier engine version left its scratch schema in the live
     # database; under the lock, as this is, it can go.
     drop_scratch_schemas(core.database)
     result = search_baseline(core)
     report = baseline_report(result)
-    if result.matched is None:
-        trail.record("baseline", None, "failed", detail=result.summary())
-        refused = unverifiable(now, result)
+    stamp, refused = chosen_baseline(core, now, result)
+    if stamp is None:
         refusal = core.refusal(refused, fix_history=False)
         assert refusal is not None
+        if trail.record_refusal("baseline", None, "failed", detail=refused.detail):
+            refusal = with_recorded_row(refusal)
         logger.warning(refusal)
         raise MigrationRefused(refusal, refused)
-    logger.info("Verified baseline: %s", result.summary())
-    stamp_online(connection, core.settings, result.matched)
-    _record_baseline(core, trail, result.matched, f"verified: {result.summary()}")
-    return core.classify_locked(connection, resolved), report
+    logger.info("Verified baseline: %s; stamping %s", result.summary(), stamp)
+    return stamp, report
+
+
+def stamp_verified(
+    core: EngineCore, connection: sa.Connection, trail: AuditTrail, stamp: str, resolved: str,
+    *, summary: str,
+) -> Classification:
+    stamp_online(connection, core.settings, stamp)
+    _record_baseline(core, trail, stamp, f"verified: {summary}")
+    return core.classify_locked(connection, resolved)
 
 
 def stamp_explicit(

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from migration_resource.classification import Classification
-from migration_resource.core import ENGINE_LOGGER, EngineCore
+from migration_resource.core import ENGINE_LOGGER, EngineCore, with_recorded_row
 from migration_resource.execution import render_offline
 from migration_resource.outcomes import MigrationRefused
 from migration_resource.phases import Release, ReleaseSplit, RevisionPhase, phases_of
@@ -306,17 +306,21 @@ def log_findings(decision: GateDecision) -> None:
                        finding.rule, finding.message)
 
 
-def gate_refusal(blocked: str) -> str:
-    return f"pending_migrations: {blocked}; nothing was changed"
+def gate_refusal(decision: GateDecision) -> str | None:
+    """The refusal's message: what blocks, that nothing changed, then how to approve it."""
+    blocked = decision.refusal()
+    if blocked is None:
+        return None
+    return f"pending_migrations: {blocked}; nothing was changed. {decision.next_step()}"
 
 
 def refuse_if_gated(
     decision: GateDecision, classification: Classification, trail: AuditTrail
 ) -> None:
-    blocked = decision.refusal()
-    if blocked is None:
+    message = gate_refusal(decision)
+    if message is None:
         return
-    message = gate_refusal(blocked)
+    if trail.record_refusal("upgrade", decision.blocking[0].revision, "refused", detail=message):
+        message = with_recorded_row(message)
     logger.warning(message)
-    trail.record("upgrade", decision.blocking[0].revision, "refused", detail=message)
     raise MigrationRefused(message, classification)

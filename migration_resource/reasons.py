@@ -26,6 +26,10 @@ def short_reason(message: str, limit: int = REASON_LIMIT) -> str:
     if len(text) <= limit:
         return text
     head, marker, rest = text.partition(NOTHING_CHANGED)
+    if marker and rest.startswith(" but "):
+        # "nothing was changed but its row in migration_audit": one statement, kept whole
+        clause, dot, rest = rest.partition(". ")
+        marker, rest = marker + clause, dot + rest
     if marker:
         tail = _after_nothing_changed(marker, rest, limit)
     else:

@@ -59,4 +59,4 @@ class StatementGuard:
             first = decision.blocking[0]
             raise StatementRefused(
                 f"the change gate refused {first.rule} before it was sent ({first.statement}): "
-                f"{first.message} It was not previewed by the plan. {decision.refusal()}")
+                f"{first.message} It was not previewed by the plan. {decision.next_step()}")

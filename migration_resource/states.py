@@ -22,3 +22,6 @@ DIVERGED = "diverged"
 CHECKSUM_MISMATCH = "checksum_mismatch"
 FAILED_RUN = "failed_run"
 UNVERIFIABLE_BASELINE = "unverifiable_baseline"
+# The tables match several revisions and a revision between them runs code that changes no
+# schema (a data migration): whether it ran cannot be told from the tables.
+AMBIGUOUS_BASELINE = "ambiguous_baseline"

@@ -55,10 +55,12 @@ def downgrade(
         core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
-        now = core.prepare_locked(connection, trail, resolved)
+        now, keep_books = core.prepare_locked(connection, trail, resolved)
         if now.state is not DatabaseState.AHEAD:
             core.raise_if_refused(now, fix_history=False)
+            keep_books()
             return core.nothing_to_do("downgrade", now, started)
+        keep_books()
         logger.info("Downgrading to %s...", resolved)
         applied = apply_downgrade(core, connection, trail, now, resolved)
     message = (

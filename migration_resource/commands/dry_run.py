@@ -12,8 +12,8 @@ from migration_resource.history_fix import (
     as_if_stamped,
     baseline_report,
     check_baseline_allowed,
+    chosen_baseline,
     search_baseline,
-    unverifiable,
 )
 from migration_resource.outcomes import Outcome
 from migration_resource.phases import CONTRACT, EXPAND, RevisionPhase, by_phase
@@ -52,10 +52,8 @@ def dry_run(
         # The replay runs in a scratch database: the live one is only read.
         result = search_baseline(core)
         report = baseline_report(result)
-        if result.matched is None:
-            classification = unverifiable(classification, result)
-        else:
-            stamp = result.matched
+        stamp, classification = chosen_baseline(core, classification, result)
+        if stamp is not None:
             classification = as_if_stamped(core, classification, stamp, resolved)
             notes.append(f"would stamp {stamp} ({result.summary()}), then migrate")
     refusal = core.refusal(classification, fix_history=False)
@@ -92,13 +90,13 @@ def dry_run(
         f"({describe_revisions(classification.current)} → {resolved}); nothing was changed"
     )
     log_findings(decision)
-    blocked = decision.refusal()
-    if blocked is not None:
-        message = f"Dry run: the migration would be refused. {gate_refusal(blocked)}"
+    refusal = gate_refusal(decision)
+    if refusal is not None:
+        message = f"Dry run: the migration would be refused. {refusal}"
     logger.info(message)
     return Outcome(
         operation="dry_run", classification=classification, message=message, sql=plan.sql,
-        ok=blocked is None, final=classification.current,
+        ok=refusal is None, final=classification.current,
         seconds=time.perf_counter() - started, notes=tuple(notes), baseline=report,
         findings=tuple(f.as_dict() for f in decision.findings),
         plan=tuple(step.as_dict() for step in plan.steps), phases=judgement.phases_dict(),

@@ -51,8 +51,6 @@ def migrate(
     """
     from migration_resource.history_fix import (  # noqa: PLC0415 - see TYPE_CHECKING
         check_baseline_allowed,
-        stamp_explicit,
-        verified_baseline,
     )
     from migration_resource.plan import judge, log_findings, refuse_if_gated  # noqa: PLC0415
 
@@ -71,33 +69,75 @@ def migrate(
         return core.nothing_to_do("migrate", before, started)
     (resolved,) = before.target
 
-    baseline_found: dict[str, Any] | None = None
     with (
         core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
-        now = core.prepare_locked(connection, trail, resolved)
+        now, keep_books = core.prepare_locked(connection, trail, resolved)
         if check_locked is not None:
             check_locked(now)
-        if baseline is not None:
-            now = stamp_explicit(core, connection, trail, now,
-                                 stamped=core.resolve(baseline), resolved=resolved)
-        elif fix_history and core.needs_history_fix(now):
-            now, baseline_found = verified_baseline(core, connection, trail, now, resolved)
-        if now.state is not before.state or now.current != before.current:
-            logger.info("Migration state now: %s (revision %s)", now.state.value,
-                        describe_revisions(now.current))
-        core.raise_if_refused(now, fix_history=False)
-        if not now.needs_changes:
+        stamp, baseline_found, planned = _baseline_to_stamp(
+            core, trail, now, resolved, baseline=baseline, fix_history=fix_history)
+        if planned.state is not before.state or planned.current != before.current:
+            logger.info("Migration state now: %s (revision %s)", planned.state.value,
+                        describe_revisions(planned.current))
+        core.raise_if_refused(planned, fix_history=False)
+        judgement = None
+        if planned.needs_changes:
+            # Judged before anything is written: a refused run leaves no stamp and no
+            # bookkeeping behind.
+            plan = _plan_under_lock(core, planned, stamp)
+            judgement = judge(core, plan, allow_destructive, release)
+            log_findings(judgement.decision)
+            refuse_if_gated(judgement.decision, planned, trail)
+        keep_books()
+        if stamp is not None:
+            now = _stamp(core, connection, trail, now, stamp=stamp, resolved=resolved,
+                         verified=baseline is None, baseline_found=baseline_found)
+        if judgement is None:
             outcome = core.nothing_to_do("migrate", now, started)
             return dataclasses.replace(outcome, baseline=baseline_found)
-        plan = _plan_under_lock(core, now)
-        judgement = judge(core, plan, allow_destructive, release)
-        log_findings(judgement.decision)
-        refuse_if_gated(judgement.decision, now, trail)
         outcome = _apply(core, connection, trail, now, judgement, started=started,
                          baseline=baseline_found)
     return outcome
+
+
+def _baseline_to_stamp(
+    core: EngineCore, trail: AuditTrail, now: Classification, resolved: str, *,
+    baseline: str | None, fix_history: bool,
+) -> tuple[str | None, dict[str, Any] | None, Classification]:
+    """The revision a baseline would stamp (the operator's, or the verified one), its report,
+    and the state as if it were stamped; nothing is written yet."""
+    from migration_resource.history_fix import (  # noqa: PLC0415 - see TYPE_CHECKING
+        as_if_stamped,
+        check_baseline_allowed,
+        find_verified_baseline,
+    )
+
+    if baseline is not None:
+        stamp = core.resolve(baseline)
+        check_baseline_allowed(now, stamp)
+        return stamp, None, as_if_stamped(core, now, stamp, resolved)
+    if fix_history and core.needs_history_fix(now):
+        stamp, report = find_verified_baseline(core, trail, now)
+        return stamp, report, as_if_stamped(core, now, stamp, resolved)
+    return None, None, now
+
+
+def _stamp(
+    core: EngineCore, connection: Connection, trail: AuditTrail, now: Classification, *,
+    stamp: str, resolved: str, verified: bool, baseline_found: dict[str, Any] | None,
+) -> Classification:
+    from migration_resource.history_fix import (  # noqa: PLC0415 - see TYPE_CHECKING
+        stamp_explicit,
+        stamp_verified,
+    )
+
+    if verified:
+        assert baseline_found is not None
+        return stamp_verified(core, connection, trail, stamp, resolved,
+                              summary=str(baseline_found["summary"]))
+    return stamp_explicit(core, connection, trail, now, stamped=stamp, resolved=resolved)
 
 
 def _apply(
@@ -228,7 +268,8 @@ def _bookkeeping(
         core.locked_session(before, context) as connection,
         core.audit_trail(context) as trail,
     ):
-        now = core.prepare_locked(connection, trail, resolved)
+        now, keep_books = core.prepare_locked(connection, trail, resolved)
+        keep_books()
         if now.state is DatabaseState.UP_TO_DATE:
             trail.record("adopt", None, "succeeded",
                          history_digest=history_digest(core.catalogue.versions_dir),
@@ -239,7 +280,9 @@ def _bookkeeping(
     return core.nothing_to_do("migrate", now, started)
 
 
-def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
+def _plan_under_lock(
+    core: EngineCore, now: Classification, stamp: str | None = None
+) -> MigrationPlan:
     """The plan `check_gate` made for this very state, or a new one (the lock is held).
 
     A plan whose SQL came from a trial run is only reused for the same revisions: it ran the
@@ -248,10 +291,10 @@ def _plan_under_lock(core: EngineCore, now: Classification) -> MigrationPlan:
     """
     (target,) = now.target
     cached = core.last_plan
-    if cached is not None and cached.stamp is None and cached.start == now.current and (
+    if cached is not None and cached.stamp == stamp and cached.start == now.current and (
         cached.target == target
     ):
         return cached
     from migration_resource.plan import build_plan  # noqa: PLC0415 - see TYPE_CHECKING
 
-    return build_plan(core, now, preview=now.state is not DatabaseState.EMPTY)
+    return build_plan(core, now, stamp=stamp, preview=now.state is not DatabaseState.EMPTY)

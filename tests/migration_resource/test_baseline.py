@@ -19,6 +19,7 @@ from alembic import command
 from localdev.synthetic_history import ENV_PY, REVISION_PY
 from migration_resource import baseline
 from migration_resource.baseline import BaselineError, drop_scratch_schemas, find_baseline
+from migration_resource.outcomes import MigrationRefused
 from migration_resource.revisions import RevisionCatalogue, alembic_config
 from tests.alembic.support import (
     ADD_DISPLAY_NAME,
@@ -32,7 +33,12 @@ from tests.alembic.support import (
     INDEX_TASKS,
     VALIDATE_EMAIL_DOMAIN,
 )
-from tests.migration_resource.support import SAMPLE_SCRIPTS, execute, relations
+from tests.migration_resource.support import (
+    SAMPLE_SCRIPTS,
+    execute,
+    linear_history,
+    relations,
+)
 
 Synthetic = Callable[..., tuple[Path, list[str]]]
 ORDER = RevisionCatalogue.load(SAMPLE_SCRIPTS).ordered
@@ -803,3 +809,54 @@ def test_statements_reaching_beyond_the_scratch_schema_are_refused(statement: st
 )
 def test_statements_within_the_scratch_schema_run(statement: str, runs_as: str | None) -> None:
     assert guard()._checked(statement) == (runs_as or statement)
+
+
+PRICES = {
+    "eeee0001": 'op.create_table("prices", sa.Column("id", sa.Integer), '
+                'sa.Column("amount", sa.Integer), sa.PrimaryKeyConstraint("id", name="pk_prices"))',
+    "eeee0002": 'op.execute("UPDATE prices SET amount = amount * 100")',
+    "eeee0003": 'op.add_column("prices", sa.Column("currency", sa.Text))',
+}
+
+
+def test_a_baseline_with_a_data_migration_between_its_candidates_is_refused(
+    make_engine: Callable[..., Any], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN live tables at revision 2 of: create prices → convert to cents → add a column
+    scripts = linear_history(tmp_path / "prices", PRICES)
+    tables_at(db, scripts, "eeee0002")
+    execute(db, "INSERT INTO prices (id, amount) VALUES (1, 199900)")
+    engine = make_engine(script_location=scripts)
+    # WHEN the verified baseline is asked for (dry run, then for real)
+    preview = engine.dry_run(fix_history=True)
+    with pytest.raises(MigrationRefused) as refused:
+        engine.migrate(fix_history=True)
+    # THEN both refuse, naming the candidates and the data migration between them
+    message = str(refused.value)
+    assert not preview.ok and "the tables match 2 revisions (eeee0001, eeee0002)" in message
+    assert "between them eeee0002" in message and "--baseline REV" in message
+    assert message in preview.message
+    # AND nothing ran twice: the amount is as it was, and no history was stamped
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT amount FROM prices").scalar_one() == 199900
+    assert "alembic_version" not in relations(db)
+    # AND the operator's --baseline chooses: only what comes after it runs
+    outcome = engine.migrate(baseline="eeee0002")
+    assert [a.revision for a in outcome.applied] == ["eeee0003"]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT amount FROM prices").scalar_one() == 199900
+
+
+def test_candidates_separated_only_by_empty_revisions_stamp_the_last(
+    make_engine: Callable[..., Any], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN tables matching a revision and the empty one after it (a merge does the same)
+    scripts = linear_history(tmp_path / "empty", {
+        "ffff0001": PRICES["eeee0001"], "ffff0002": "pass", "ffff0003": PRICES["eeee0003"]})
+    tables_at(db, scripts, "ffff0002")
+    # WHEN the verified baseline runs
+    outcome = make_engine(script_location=scripts).migrate(fix_history=True)
+    # THEN it stamps the last candidate: nothing between them had anything to run
+    assert outcome.baseline is not None and outcome.baseline["matches"] == [
+        "ffff0001", "ffff0002"]
+    assert [a.revision for a in outcome.applied] == ["ffff0003"]

@@ -123,8 +123,9 @@ def test_a_schema_matching_no_revision_becomes_inconsistent_with_a_diff(
         r for r in before if not r.startswith("migration_audit")
     ]
     assert scratch_schemas(db) == []
-    assert engine.status().classification.cause == "unverifiable_baseline"
-    assert audit(db)[-1] == ("baseline", None, "failed")
+    # a database without a trail gets none for a refusal: the next try searches again
+    assert "migration_audit" not in relations(db)
+    assert engine.status().classification.state.value == "tables_without_migration_history"
 
 
 def test_dry_run_fix_history_reports_the_revision_it_would_stamp(
@@ -189,6 +190,9 @@ def test_destructive_revision_refused_in_production_then_allowed(
     # THEN it is refused, nothing changed, and the refusal is in the audit trail
     assert str(refused.value).startswith(f"pending_migrations: {DROP_USERS_NAME}: drop_column")
     assert "--allow-destructive" in str(refused.value)
+    # ... the one thing it wrote, its row in the existing trail, is said
+    assert "; nothing was changed but its row in migration_audit. Approve:" in str(
+        refused.value)
     assert version_rows(db) == [CHECK_TASK_STATUS]
     assert audit(db)[-1] == ("upgrade", DROP_USERS_NAME, "refused")
     # AND with the setting it runs, and that is recorded too
@@ -240,3 +244,40 @@ def test_the_gate_can_be_asked_before_migrating(
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == []
     # AND a database with nothing pending has nothing to gate
     assert production.check_gate(production.status(CHECK_TASK_STATUS).classification) is None
+
+
+def by_plain_alembic(db: sa.Engine, scripts: Path, revision: str) -> None:
+    with db.connect() as conn:
+        config = alembic_config(scripts)
+        config.attributes["connection"] = conn
+        command.upgrade(config, revision)
+
+
+@pytest.mark.parametrize("history", ["alembic_version", "none"])
+def test_a_refused_deploy_leaves_no_stamp_no_trail_and_no_bookkeeping(
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path, history: str
+) -> None:
+    # GIVEN production tables built by plain Alembic (no audit trail), before the column
+    # drop that nothing approves; with their alembic_version, or with the history lost
+    scripts = sample_without_approvals(tmp_path / "scripts")
+    by_plain_alembic(db, scripts, CHECK_TASK_STATUS)
+    if history == "none":
+        execute(db, "DROP TABLE alembic_version")
+    execute(db, "INSERT INTO users (email, name) VALUES ('a@example.com', 'Ada')")
+    before = relations(db)
+    # WHEN a production deploy (the verified baseline first, where the history is lost)
+    # reaches the drop
+    production = make_engine(script_location=scripts, stage="production")
+    with pytest.raises(MigrationRefused) as refused:
+        production.migrate(fix_history=history == "none")
+    # THEN it is refused having written nothing: no stamp, no audit table, no adopt rows
+    message = str(refused.value)
+    assert f"{DROP_USERS_NAME}: drop_column blocked in production" in message
+    assert "; nothing was changed. Approve:" in message and "migration_audit" not in message
+    assert relations(db) == before
+    assert "migration_audit" not in relations(db)
+    assert version_rows(db) == ([CHECK_TASK_STATUS] if history == "alembic_version" else [])
+    # AND once approved for this deploy, the baseline, the bookkeeping and the drop are made
+    outcome = production.migrate(fix_history=history == "none", allow_destructive=True)
+    assert outcome.complete and version_rows(db) == [HEAD]
+    assert ("upgrade", DROP_USERS_NAME, "succeeded") in audit(db)

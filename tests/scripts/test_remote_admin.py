@@ -13,7 +13,12 @@ import sqlalchemy as sa
 
 from localdev.history_env import write_script_directory
 from tests.alembic.support import ADD_DISPLAY_NAME, ALL_REVISIONS, HEAD, REPO_ROOT
-from tests.migration_resource.support import execute, relations, version_rows
+from tests.migration_resource.support import (
+    execute,
+    relations,
+    sample_without_approvals,
+    version_rows,
+)
 
 CLI = REPO_ROOT / "scripts" / "remote_admin.py"
 
@@ -138,23 +143,27 @@ def test_two_processes_at_once_apply_each_revision_exactly_once(
 
 
 def test_fix_history_history_and_the_production_gate_from_the_cli(
-    database_url: str, db: sa.Engine
+    database_url: str, db: sa.Engine, tmp_path: Path
 ) -> None:
-    # GIVEN tables at the revision before the column drop, without history
+    # GIVEN tables at the revision before the column drop (which nothing approves), without
+    # history
+    scripts = {"ALEMBIC_SCRIPT_LOCATION": str(sample_without_approvals(tmp_path / "s"))}
     run_cli("--confirm", "run-migrations", "--target-revision", "d5b0686155dc",
-            database_url=database_url)
+            database_url=database_url, env=scripts)
     execute(db, "DROP TABLE alembic_version")
-    refused = run_cli("--confirm", "run-migrations", database_url=database_url)
+    refused = run_cli("--confirm", "run-migrations", database_url=database_url, env=scripts)
     assert refused.returncode == 1 and "--fix-history" in refused.stderr
-    # WHEN the history is fixed in production, the destructive head is refused
+    # WHEN the history is fixed in production, the destructive head is refused before the
+    # baseline is stamped: only the refusal's row in the existing trail is written
     fixed = run_cli("--stage", "production", "--confirm", "run-migrations", "--fix-history",
-                    database_url=database_url)
+                    database_url=database_url, env=scripts)
     assert fixed.returncode == 1
     assert "drop_column" in fixed.stderr and "--allow-destructive" in fixed.stderr
-    assert version_rows(db) == ["d5b0686155dc"]  # the verified baseline was stamped
+    assert "nothing was changed but its row in migration_audit" in fixed.stderr
+    assert version_rows(db) == []
     # AND allowed, it runs; history shows all of it
-    allowed = run_cli("--stage", "production", "--confirm", "run-migrations",
-                      "--allow-destructive", database_url=database_url)
+    allowed = run_cli("--stage", "production", "--confirm", "run-migrations", "--fix-history",
+                      "--allow-destructive", database_url=database_url, env=scripts)
     assert allowed.returncode == 0, allowed.stderr
     history = run_cli("history", database_url=database_url)
     assert history.returncode == 0
