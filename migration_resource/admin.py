@@ -23,6 +23,7 @@ from migration_resource.outcomes import (
     Outcome,
 )
 from migration_resource.revisions import ScriptsError, TargetRevisionError
+from migration_resource.row_values import hide_row_values
 from migration_resource.settings import SettingsError
 
 MAX_STRING_PARAMETER = 64
@@ -208,5 +209,5 @@ def error_answer(
         "current": list(classification.current) if classification else [],
         "target": list(classification.target) if classification else [],
         "pending": list(classification.pending) if classification else [],
-        "message": message,
+        "message": hide_row_values(message),
     }

@@ -35,6 +35,7 @@ from migration_resource.inspection import DatabaseSnapshot, read_database
 from migration_resource.lock import LockBusy, lock_key, session_lock
 from migration_resource.outcomes import DatabaseUnavailable, MigrationRefused, Outcome
 from migration_resource.revisions import RevisionCatalogue, ScriptsError, check_target_syntax
+from migration_resource.row_values import hide_row_values
 from migration_resource.settings import EngineSettings
 from migration_resource.states import (
     AMBIGUOUS_BASELINE,
@@ -556,9 +557,9 @@ class EngineCore:
         return True
 
     def safe(self, error: BaseException) -> str:
-        """An error as one line without secrets or SQLAlchemy's boilerplate links."""
+        """An error as one line without secrets, row values or SQLAlchemy's boilerplate."""
         # SQLAlchemy appends the statement's parameters (row data) and a docs link: drop both.
         text = str(error).split("\n(Background on this error")[0].split("\n[parameters:")[0]
-        text = " ".join(text.split())
+        text = hide_row_values(" ".join(text.split()))
         password = self.settings.database_url.password
         return mask_text(text, (str(password),) if password else ())[:500]

@@ -37,21 +37,23 @@ def normalize_url(url: str) -> sa.URL:
     """
     try:
         parsed = sa.make_url(url.strip())
-    except (sa.exc.ArgumentError, ValueError) as error:
+    except (sa.exc.ArgumentError, ValueError):
         # A bad port, an IPv6 host without brackets or no scheme at all; the text is masked
-        # and cut, as what was pasted may be anything.
-        shown = mask_text(url.strip())
+        # and cut, as what was pasted may be anything (a password with a space or a quote
+        # included: everything between the user and the last @ is the password).
+        shown = mask_text(_mask_userinfo(url.strip()))
         shown = shown if len(shown) <= 120 else shown[:117] + "..."
         raise DatabaseUrlError(
             f"Database URL {shown!r} is not a valid PostgreSQL URL; expected "
             "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (an IPv6 host in brackets: "
             "[::1])"
-        ) from error
+        ) from None  # the parser's own error may quote the URL
     if parsed.host and "@" in parsed.host:
         # `user:p@ss@host`: the URL splits at the first @, so part of the password would
         # be taken for the host and shown in every connection error.
         raise DatabaseUrlError(
-            f"Database URL {mask_url(parsed)!r} has an @ that is not encoded in its user or "
+            f"Database URL {mask_text(_mask_userinfo(url.strip()))!r} has an @ that is not "
+            "encoded in its user or "
             "password; write it as %40 (p@ss becomes p%40ss)"
         )
     if parsed.get_backend_name() not in {"postgresql", "postgres"}:
@@ -75,6 +77,18 @@ def normalize_url(url: str) -> sa.URL:
             f"({module}) is not installed here; write postgresql:// to use psycopg2"
         )
     return parsed.set(drivername=f"postgresql+{driver}")
+
+
+def _mask_userinfo(text: str) -> str:
+    """A pasted URL with whatever stands between `USER:` and its last @ replaced by ***."""
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return text
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{separator}{user}:***@{host}"
 
 
 def mask_url(url: sa.URL | str) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from migration_resource.row_values import hide_row_values
+
 REASON_LIMIT = 240
 NOTHING_CHANGED = "; nothing was changed"
 ELLIPSIS = "…"
@@ -19,7 +21,7 @@ _REVISION_FILE = re.compile(r"(\brevision [0-9A-Za-z_]+) \([^()\s]+\.py\)")
 
 
 def short_reason(message: str, limit: int = REASON_LIMIT) -> str:
-    text = " ".join(message.split())
+    text = hide_row_values(" ".join(message.split()))
     if len(text) <= limit:
         return text
     text = _REVISION_FILE.sub(r"\1", text)

@@ -30,14 +30,14 @@ import argparse
 import json
 import logging
 import os
+import stat
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -408,17 +408,50 @@ def main(argv: list[str] | None = None) -> int:
     return finish(answer, as_json)
 
 
-# Where the full log of a local run goes, tracebacks included: a revision's own error is shown
-# on the terminal as one line, its traceback is for this file (REMOTE_ADMIN_LOG moves it).
-DEFAULT_LOG_FILE = Path(tempfile.gettempdir()) / "remote_admin.log"
+# Where the full log of a local run goes, tracebacks and SQL parameters included: a revision's
+# own error is shown on the terminal as one line, its traceback is for this file, in the
+# user's own state folder (REMOTE_ADMIN_LOG moves it).
+LOG_FOLDER = "db-migrations"
+LOG_NAME = "remote_admin.log"
+
+
+def default_log_file(env: Mapping[str, str]) -> Path:
+    state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / LOG_FOLDER / LOG_NAME
+
+
+def open_private_log(path: Path) -> tuple[TextIO | None, str]:
+    """The log file opened for appending, readable by its owner alone; or None and why not.
+
+    It is used only when it is a regular file of ours (never a link, never a file someone
+    else created) in a folder only we can write to; a new one is made with mode 0600, and
+    one of ours readable by others is made private first.
+    """
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = path.parent.lstat()
+        if not stat.S_ISDIR(folder.st_mode) or folder.st_uid != os.getuid() or (
+                folder.st_mode & 0o022):
+            return None, f"{path.parent} is not a folder only you can write to"
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o600)
+    except OSError as error:
+        return None, f"{path}: {error.strerror or error}"
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(descriptor)
+        return None, f"{path} is not a file of yours"
+    if info.st_mode & 0o077:
+        os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "a", encoding="utf-8"), ""
 
 
 class TerminalFormatter(logging.Formatter):
     """One line per record: a traceback is named, not shown (it is in the log file)."""
 
-    def __init__(self, log_file: Path) -> None:
+    def __init__(self, where: str) -> None:
         super().__init__("%(levelname)s - %(message)s")
-        self.log_file = log_file
+        self.where = where
 
     def format(self, record: logging.LogRecord) -> str:
         if not record.exc_info:
@@ -426,25 +459,27 @@ class TerminalFormatter(logging.Formatter):
         saved = record.exc_info, record.exc_text
         record.exc_info, record.exc_text = None, None
         try:
-            return f"{super().format(record)} (traceback in {self.log_file})"
+            return f"{super().format(record)} ({self.where})"
         finally:
             record.exc_info, record.exc_text = saved
 
 
 def configure_logging(env: Mapping[str, str] | None = None) -> None:
     env = os.environ if env is None else env
-    log_file = Path(env.get("REMOTE_ADMIN_LOG") or DEFAULT_LOG_FILE)
+    log_file = Path(env.get("REMOTE_ADMIN_LOG") or default_log_file(env))
+    stream, why_not = open_private_log(log_file)
     terminal = logging.StreamHandler(sys.stderr)
-    terminal.setFormatter(TerminalFormatter(log_file))
+    terminal.setFormatter(TerminalFormatter(
+        f"traceback in {log_file}" if stream else f"no log file: {why_not}"))
     handlers: list[logging.Handler] = [terminal]
-    try:
-        full = logging.FileHandler(log_file, delay=True)
-    except OSError:
-        pass  # an unwritable log file must not stop an operator's command
-    else:
+    if stream is not None:
+        full = logging.StreamHandler(stream)
         full.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s - %(message)s"))
         handlers.append(full)
     logging.basicConfig(level=logging.INFO, handlers=handlers, force=True)
+    if stream is None:
+        # an unusable log file must not stop an operator's command, nor go unsaid
+        logging.getLogger(__name__).warning("Not writing the log file: %s", why_not)
     # botocore's INFO lines (where it found credentials and endpoints) are noise here
     logging.getLogger("botocore").setLevel(logging.WARNING)
 

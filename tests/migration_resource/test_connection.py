@@ -22,7 +22,7 @@ from migration_resource.connection import (
     database_url_from_environment,
     url_from_secret,
 )
-from migration_resource.dsn import DatabaseUrlError, normalize_url
+from migration_resource.dsn import DatabaseUrlError, mask_url, normalize_url
 from migration_resource.engine import DatabaseUnavailable, MigrationEngine
 from migration_resource.settings import EngineSettings, SettingsError
 from tests.conftest import Aws
@@ -289,6 +289,31 @@ def test_other_drivers_and_forms_are_usage_errors_without_the_password(
     assert ODD_PASSWORD not in shown and quote(ODD_PASSWORD, safe="") not in shown
     assert "Pa55-word" not in shown
     assert "***" in str(refused.value)
+
+
+# Passwords as operators paste them, unencoded, in URLs that do not parse (a typo'd port):
+# a space, quotes, an @, a backslash. None of it may be shown.
+RAW_PASSWORDS = ["S3cr et!", "it's \"mE\"", "p@zz w0rd", "bAck\\slAsh ok", "xq:yq:zq"]
+
+
+@pytest.mark.parametrize("password", RAW_PASSWORDS)
+@pytest.mark.parametrize("template", [
+    "postgresql://app:{}@db.example:notaport/app",
+    "app:{}@db.example:5x/app",
+    "postgresql://app:{}@db.example:5432/app",  # parses: an @ in the password is refused
+])
+def test_a_password_with_any_characters_is_never_shown(template: str, password: str) -> None:
+    text = template.format(password)
+    try:
+        url = normalize_url(text)
+    except DatabaseUrlError as refused:
+        shown = full_text(refused)
+        assert "***" in shown
+    else:
+        shown = repr(url) + str(url) + mask_url(url)
+    for part in (password, *password.split()):
+        if len(part) > 2:
+            assert part not in shown, shown
 
 
 def test_explicit_drivers_are_kept_and_the_url_round_trips() -> None:

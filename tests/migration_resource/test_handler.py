@@ -314,18 +314,26 @@ def test_a_production_update_defers_the_contract_revision_it_brings(
 PURGE = "b7c1d2e3f4a5"
 
 
-def with_a_purge_after_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sample's history and a revision after its head that deletes test users' rows."""
+def with_a_revision_after_head(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: str, statement: str
+) -> None:
+    """The sample's history and a revision after its head that executes `statement`."""
     scripts = tmp_path / "scripts"
     shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
     (scripts / "versions" / "purge_test_users.py").write_text(
-        '"""purge test users"""\nfrom alembic import op\n\n'
-        f'revision = "{PURGE}"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
+        '"""after the head"""\nfrom alembic import op\n\n'
+        f'revision = "{revision}"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         'depends_on = None\n\n\ndef upgrade() -> None:\n'
-        '    op.execute("DELETE FROM users WHERE email LIKE \'%@test.example\'")\n\n\n'
+        f'    op.execute({statement!r})\n\n\n'
         'def downgrade() -> None:\n    pass\n')
     monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
     handler_module._resource = None
+
+
+def with_a_purge_after_head(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample's history and a revision after its head that deletes test users' rows."""
+    with_a_revision_after_head(tmp_path, monkeypatch, PURGE,
+                               "DELETE FROM users WHERE email LIKE '%@test.example'")
 
 
 def users(db: sa.Engine) -> int:
@@ -849,6 +857,27 @@ def test_secrets_never_appear_in_logs(
     assert password not in out.out and password not in out.err
     assert all(password not in record.getMessage() for record in caplog.records)
     assert password not in json.dumps(answer)
+
+
+def test_row_values_of_a_server_error_stay_out_of_reasons_and_answers(
+    deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a customer's row, and a revision that inserts the same e-mail address again
+    with_a_revision_after_head(
+        tmp_path, monkeypatch, "c0ffee000001",
+        "INSERT INTO users (email, display_name) VALUES ('ceo@corp.example', 'dup')")
+    assert deploy.send(deploy.event("Create", properties={"TargetRevision": HEAD}))[
+        "Status"] == "SUCCESS"
+    execute(db, "INSERT INTO users (email, display_name) VALUES ('ceo@corp.example', 'CEO')")
+    # WHEN the deploy runs it, and an operator runs it through the admin protocol
+    answer = deploy.send(deploy.event("Update", properties={"TargetRevision": "c0ffee000001"}))
+    admin = handler({"admin_operation": "run_migrations", "confirm": True}, LambdaContext())
+    # THEN both name the constraint (the answer the column too), never the value
+    assert answer["Status"] == "FAILED"
+    assert "uq_users_email" in answer["Reason"]
+    assert "Key (email)=(…) already exists" in str(admin["message"])
+    for text in (answer["Reason"], json.dumps(admin, ensure_ascii=False)):
+        assert "ceo@corp.example" not in text
 
 
 @dataclass

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import stat
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -231,3 +234,58 @@ def test_a_revision_that_raises_is_one_clear_line_and_its_traceback_goes_to_the_
     assert f"(traceback in {log_file})" in result.stderr
     assert 'raise LookupError("no default tenant")' in log_file.read_text()
     assert version_rows(db) == ["a1"]
+
+
+def admin_module() -> Any:
+    """scripts/remote_admin.py as a module, for its log-file helper."""
+    spec = importlib.util.spec_from_file_location("remote_admin_cli", CLI)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_log_goes_to_the_users_own_state_folder_readable_by_them_alone(
+    database_url: str, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "XDG_STATE_HOME": "", "REMOTE_ADMIN_LOG": ""}
+    assert run_cli("status", database_url=database_url, env=env).returncode == 0
+    log = home / ".local" / "state" / "db-migrations" / "remote_admin.log"
+    assert log.is_file() and log.read_text()
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    assert stat.S_IMODE(log.parent.stat().st_mode) == 0o700
+
+
+def test_a_log_path_someone_else_prepared_is_never_written(tmp_path: Path) -> None:
+    admin = admin_module()
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    # a link planted where the log goes: not followed, its target untouched
+    target = tmp_path / "target.txt"
+    target.write_text("keep\n")
+    (private / "link.log").symlink_to(target)
+    stream, why = admin.open_private_log(private / "link.log")
+    assert stream is None and "link.log" in why and target.read_text() == "keep\n"
+    # a file another user created: refused
+    foreign = private / "foreign.log"
+    foreign.write_text("")
+    os.chown(foreign, 65534, 65534)
+    stream, why = admin.open_private_log(foreign)
+    assert stream is None and "not a file of yours" in why
+    # a folder others may write to: refused
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    stream, why = admin.open_private_log(shared / "remote_admin.log")
+    assert stream is None and "only you can write to" in why
+    # a file of ours readable by others is made private
+    ours = private / "ours.log"
+    ours.write_text("")
+    ours.chmod(0o644)
+    stream, why = admin.open_private_log(ours)
+    assert stream is not None and why == ""
+    stream.close()
+    assert stat.S_IMODE(ours.stat().st_mode) == 0o600
