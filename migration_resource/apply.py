@@ -9,6 +9,8 @@ and what to do next; the traceback goes to the log only.
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +31,13 @@ from migration_resource.trial import literal_sql
 logger = logging.getLogger(ENGINE_LOGGER)
 
 SHOWN_COMMITTED = 3  # revisions named in a failure; the rest are counted
+SHOWN_SENT = 2  # statements named as committed by a revision that ended its transaction
+SENT_SHOWN_CHARACTERS = 80
+# A statement that may end the session's transaction (checked by parsing when it matches).
+_MAY_END_TRANSACTION = re.compile(r"\b(?:COMMIT|END|ROLLBACK|ABORT|PREPARE)\b", re.I)
+_READ_OR_BOOKKEEPING = re.compile(
+    r"\s*(?:SELECT\b(?!.*\bINTO\b)|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?"
+    r"alembic_version\b)", re.I | re.S)
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 LOCK_RETRY_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 OUT_OF_TIME_MARGIN_SECONDS = 20  # kept free at the end of a run, as the custom resource does
@@ -96,9 +105,11 @@ def run_steps(
     # Revision code may open connections of its own on the engine (op.get_bind().engine
     # .begin()): what it sends there is judged too, as the running revision's.
     sa.event.listen(core.database, "before_cursor_execute", run.before_other_statement)
+    sa.event.listen(core.database, "commit", run.on_other_commit)
     try:
         while True:
             sa.event.listen(connection, "before_cursor_execute", run.before_statement)
+            sa.event.listen(connection, "commit", run.on_commit)
             try:
                 run_online(connection, core.settings,
                            "base" if target == "base" else target, direction=direction,
@@ -130,14 +141,20 @@ def run_steps(
                     core._sleep(delay)
                     continue
                 _record_failure(core, trail, run.rows.get(failed), error)
+                midway = run.midway.get(failed)
+                if midway is not None:
+                    raise _failed(core, before, tuple(run.done), failed, error, final,
+                                  midway=midway) from None
                 note = None if blocker is None else (
                     f"waited for a table lock {core.settings.lock_retries - retries_left + 1} "
                     f"times, {core.settings.lock_timeout_seconds} s each; it is held by {blocker}")
                 raise _failed(core, before, tuple(run.done), failed, error, final, note) from None
             finally:
                 sa.event.remove(connection, "before_cursor_execute", run.before_statement)
+                sa.event.remove(connection, "commit", run.on_commit)
     finally:
         sa.event.remove(core.database, "before_cursor_execute", run.before_other_statement)
+        sa.event.remove(core.database, "commit", run.on_other_commit)
     run.finished()
     _verify(core, connection, before, target)
     return tuple(run.done)
@@ -162,6 +179,11 @@ class _Run:
     running: str | None = None  # the revision whose statements are being sent
     # indexes the running revision built CONCURRENTLY (name, table), checked when it ends
     built_concurrently: list[tuple[str, str]] = field(default_factory=list)
+    # revision → how it ended its transaction midway, and what it had sent up to there: that
+    # work is committed whatever happens next
+    midway: dict[str, str] = field(default_factory=dict)
+    sent: dict[str, list[str]] = field(default_factory=dict)  # revision → its first ones
+    sent_count: dict[str, int] = field(default_factory=dict)
     connection: sa.Connection | None = None  # the migration session, seen by the listener
 
     def __post_init__(self) -> None:
@@ -214,6 +236,50 @@ class _Run:
         if self.guard is not None and self.guard.active:
             self.guard.check(self.running,
                              literal_sql(cursor, statement, parameters, executemany))
+        self._note_sent(self.running, statement,
+                        lambda: literal_sql(cursor, statement, parameters, executemany))
+
+    def on_commit(self, connection: sa.Connection) -> None:
+        """The migration session commits: Alembic's own commit once a revision is done, or the
+        revision's code committing midway (`op.get_bind().commit()`, an autocommit_block)."""
+        if self.running is not None and self.awaiting_commit is None:
+            self._committed_midway(self.running, "its code called commit()")
+
+    def on_other_commit(self, connection: sa.Connection) -> None:
+        """A connection the revision's code opened itself commits: its work is in for good."""
+        if ROLE_INFO not in connection.info and self.running is not None:
+            self._committed_midway(self.running, "it committed on a connection of its own")
+
+    def _note_sent(self, revision: str, statement: str, rendered: Callable[[], str]) -> None:
+        """`rendered`: the statement with its parameters, for the parser, asked only when the
+        text holds a word that may end a transaction."""
+        if revision in self.midway:
+            return
+        if _MAY_END_TRANSACTION.search(statement) and ends_transaction(rendered()):
+            self._committed_midway(
+                revision, f"it sent {_shown(statement)}, which ends its transaction")
+            return
+        if _READ_OR_BOOKKEEPING.match(statement):
+            return  # a read commits nothing; alembic_version is Alembic's, not the revision's
+        self.sent_count[revision] = self.sent_count.get(revision, 0) + 1
+        sent = self.sent.setdefault(revision, [])
+        if len(sent) < SHOWN_SENT:
+            sent.append(_shown(statement))
+
+    def _committed_midway(self, revision: str, how: str) -> None:
+        """Before that commit goes through, its audit row says the revision is not one
+        transaction: should it fail, or its run die, nothing retries it and runs are blocked
+        until an operator resolves it."""
+        path = self.core.catalogue.file_path(revision)
+        if revision in self.midway or not is_transactional(path) or is_resumable(path):
+            return  # its file says it commits as it goes, and its failure is handled as such
+        sent, count = self.sent.get(revision, []), self.sent_count.get(revision, 0)
+        what = "; ".join(sent) + (f" and {count - len(sent)} more" if count > len(sent) else "")
+        self.midway[revision] = (f"{how}, committing what it had sent: {what}" if sent
+                                 else f"{how}, before sending anything")
+        row = self.rows.get(revision)
+        if row is not None:
+            self.trail.mark_non_transactional(row.result(), f"ended its transaction midway: {how}")
 
     def before_statement(  # noqa: PLR0917 - SQLAlchemy's event signature
         self, connection: sa.Connection, cursor: Any, statement: str, parameters: Any,
@@ -235,6 +301,9 @@ class _Run:
         if self.guard is not None and self.guard.active and self.running is not None:
             self.guard.check(self.running,
                              literal_sql(cursor, statement, parameters, executemany))
+        if self.running is not None:
+            self._note_sent(self.running, statement,
+                            lambda: literal_sql(cursor, statement, parameters, executemany))
         built = concurrently_built_index(statement)
         if built is not None:
             self.built_concurrently.append(built)
@@ -289,7 +358,7 @@ class _Run:
         return next((r for r in self.order if r not in applied), self.order[-1]), final
 
     def may_retry(self, revision: str) -> bool:
-        return revision in self.rows and is_transactional(
+        return revision in self.rows and revision not in self.midway and is_transactional(
             self.core.catalogue.file_path(revision))
 
     def again(self, revision: str, *, detail: str) -> None:
@@ -303,6 +372,31 @@ class _Run:
             self.conclude(self.awaiting_commit)
             self.awaiting_commit = None
         self.trail.flush()
+
+
+def _shown(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= SENT_SHOWN_CHARACTERS else text[:SENT_SHOWN_CHARACTERS - 1] + "…"
+
+
+def ends_transaction(statement: str) -> bool:
+    """True when the statement text ends the transaction it runs in: COMMIT, END, ROLLBACK,
+    ABORT, PREPARE TRANSACTION, alone or among other statements. Savepoints do not. Text
+    the parser cannot read, holding one of those words, counts as ending it (fail closed)."""
+    if _MAY_END_TRANSACTION.search(statement) is None:
+        return False
+    from pglast import ast  # noqa: PLC0415 - loaded only for a statement that may end one
+    from pglast.enums import TransactionStmtKind  # noqa: PLC0415
+    from pglast.parser import ParseError, parse_sql  # noqa: PLC0415
+
+    try:
+        parsed = parse_sql(statement)
+    except ParseError:
+        return True
+    ending = {TransactionStmtKind.TRANS_STMT_COMMIT, TransactionStmtKind.TRANS_STMT_ROLLBACK,
+              TransactionStmtKind.TRANS_STMT_PREPARE}
+    return any(isinstance(raw.stmt, ast.TransactionStmt) and raw.stmt.kind in ending
+               for raw in parsed)
 
 
 def _is_lock_timeout(error: BaseException) -> bool:
@@ -396,7 +490,7 @@ def _record_failure(
 def _failed(  # noqa: PLR0917 - private, one caller
     core: EngineCore, before: Classification, applied: tuple[AppliedRevision, ...],
     revision: str, error: BaseException, final: tuple[str, ...] | None,
-    note: str | None = None,
+    note: str | None = None, *, midway: str | None = None,
 ) -> MigrationFailed:
     path = core.catalogue.file_path(revision)
     # The whole traceback is for the log; the message is for the console and the operator.
@@ -405,7 +499,11 @@ def _failed(  # noqa: PLR0917 - private, one caller
     now = (f"The database is at revision {describe_revisions(final)}" if final is not None
            else "The database could not be read afterwards: check it with `remote_admin.py "
                 "status`")
-    if is_resumable(path):
+    if midway is not None:
+        where = (f"{midway}, so what it did before that is committed: runs are blocked until "
+                 "it is resolved with `remote_admin.py --confirm repair --resolve "
+                 f"rolled-back|applied --revision {revision}`")
+    elif is_resumable(path):
         where = ("its online steps commit as they go and resume where they stopped: the next "
                  "run continues it")
     elif is_transactional(path):

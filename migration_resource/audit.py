@@ -395,6 +395,13 @@ class AuditTrail:
     ) -> None:
         self._execute(*self._finish_sql(row_id, outcome, detail, history_digest, durable))
 
+    def mark_non_transactional(self, row_id: int, detail: str) -> None:
+        """The revision of this running row ended its transaction midway: should it fail, or
+        its run die, it blocks runs until resolved. Written and committed before that commit
+        goes through."""
+        self._execute(f"UPDATE {self.table} SET transactional = false, detail = %(detail)s "
+                      f"WHERE id = %(id)s", {"id": row_id, "detail": detail})
+
     def finish_in_background(
         self, row: Future[int], outcome: str, *, history_digest: str | None = None,
         durable: bool = True,

@@ -29,7 +29,12 @@ from tests.alembic.support import (
     INDEX_TASKS,
     ORDER,
 )
-from tests.migration_resource.support import execute, relations, version_rows
+from tests.migration_resource.support import (
+    execute,
+    linear_history,
+    relations,
+    version_rows,
+)
 
 Synthetic = Callable[..., tuple[Path, list[str]]]
 
@@ -342,3 +347,70 @@ def _wait_for_lock_waiter(db: sa.Engine, key: int, timeout: float = 10) -> None:
                 return
             time.sleep(0.05)
     raise AssertionError("the migration never tried to take the lock")
+
+
+ITEMS = ('op.create_table("items", sa.Column("id", sa.Integer, primary_key=True), '
+         'sa.Column("name", sa.Text))')
+FIRST_ROW = 'op.execute("INSERT INTO items VALUES (1, \'first\')")\n    '
+DUPLICATE = '\n    op.execute("INSERT INTO items VALUES (1, \'again\')")'
+# Ways revision code ends its own transaction that its text does not give away.
+COMMITS = {
+    "triple-quoted COMMIT": 'op.execute("""COMMIT""")',
+    "the connection's commit()": "op.get_bind().commit()",
+    "exec_driver_sql": 'op.get_bind().exec_driver_sql("COMMIT")',
+    "text() imported bare": 'from sqlalchemy import text\n    op.execute(text("COMMIT"))',
+}
+
+
+@pytest.mark.parametrize("commit", COMMITS.values(), ids=COMMITS.keys())
+def test_a_revision_that_commits_midway_then_fails_blocks_until_resolved(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path, commit: str
+) -> None:
+    # GIVEN a revision that inserts a row, commits it, then fails on a duplicate
+    scripts = linear_history(tmp_path / "h", {
+        "c1": ITEMS, "c2": FIRST_ROW + commit + DUPLICATE})
+    engine = make_engine(script_location=scripts)
+    engine.migrate("c1")
+    # WHEN it runs
+    with pytest.raises(MigrationFailed) as failed:
+        engine.migrate()
+    # THEN the answer says what it committed, and that runs are blocked until resolved
+    message = str(failed.value)
+    assert "committing what it had sent: INSERT INTO items VALUES (1, 'first')" in message
+    assert "--confirm repair --resolve rolled-back|applied --revision c2" in message
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT name FROM items").scalars().all() == ["first"]
+    # AND the next run refuses rather than run it again over the committed row
+    assert engine.status().classification.cause == "failed_run"
+    with pytest.raises(MigrationRefused, match=r"inconsistent: .*--resolve"):
+        engine.migrate()
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == 1
+    assert version_rows(db) == ["c1"]
+
+
+def test_a_revision_that_committed_is_never_retried_after_a_lock_timeout(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a revision that commits a row, then alters a table another session holds
+    scripts = linear_history(tmp_path / "h", {
+        "l1": ITEMS, "l2": FIRST_ROW + "op.get_bind().commit()\n    "
+                            'op.add_column("items", sa.Column("note", sa.Text))'})
+    engine = make_engine(script_location=scripts, lock_timeout_seconds=1, lock_retries=3)
+    engine.migrate("l1")
+    holder = db.connect()
+    holder.exec_driver_sql("LOCK TABLE items IN ACCESS SHARE MODE")
+    try:
+        # WHEN it runs and its ALTER waits past MIGRATION_LOCK_TIMEOUT
+        with pytest.raises(MigrationFailed) as failed:
+            engine.migrate()
+    finally:
+        holder.rollback()
+        holder.close()
+    # THEN it was not tried again: one attempt, the committed row once
+    assert "tried again" not in str(failed.value) and "committing what it had sent" in str(
+        failed.value)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == 1
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM migration_audit WHERE revision = 'l2'").scalar() == 1
