@@ -199,7 +199,9 @@ def find_verified_baseline(
             refusal = with_recorded_row(refusal)
         logger.warning(refusal)
         raise MigrationRefused(refusal, refused)
-    logger.info("Verified baseline: %s; stamping %s", result.summary(), stamp)
+    logger.info("Verified baseline: %s", result.summary())
+    if stamp != result.matched:
+        logger.info("Stamping %s, the last of them: the revisions between do nothing", stamp)
     return stamp, report
 
 
