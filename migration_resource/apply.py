@@ -144,11 +144,12 @@ def run_steps(
                 midway = run.midway.get(failed)
                 if midway is not None:
                     raise _failed(core, before, tuple(run.done), failed, error, final,
-                                  midway=midway) from None
+                                  midway=midway, direction=direction) from None
                 note = None if blocker is None else (
                     f"waited for a table lock {core.settings.lock_retries - retries_left + 1} "
                     f"times, {core.settings.lock_timeout_seconds} s each; it is held by {blocker}")
-                raise _failed(core, before, tuple(run.done), failed, error, final, note) from None
+                raise _failed(core, before, tuple(run.done), failed, error, final, note,
+                              direction=direction) from None
             finally:
                 sa.event.remove(connection, "before_cursor_execute", run.before_statement)
                 sa.event.remove(connection, "commit", run.on_commit)
@@ -490,7 +491,7 @@ def _record_failure(
 def _failed(  # noqa: PLR0917 - private, one caller
     core: EngineCore, before: Classification, applied: tuple[AppliedRevision, ...],
     revision: str, error: BaseException, final: tuple[str, ...] | None,
-    note: str | None = None, *, midway: str | None = None,
+    note: str | None = None, *, midway: str | None = None, direction: str = "upgrade",
 ) -> MigrationFailed:
     path = core.catalogue.file_path(revision)
     # The whole traceback is for the log; the message is for the console and the operator.
@@ -513,21 +514,26 @@ def _failed(  # noqa: PLR0917 - private, one caller
                  "until it is resolved with `remote_admin.py --confirm repair --resolve "
                  f"rolled-back|applied --revision {revision}`")
     committed = [a.revision for a in applied]
+    done = "committed" if direction == "upgrade" else "reverted"
     if committed:
         named = ", ".join(committed[:SHOWN_COMMITTED])
         if len(committed) > SHOWN_COMMITTED:
             named += f" and {len(committed) - SHOWN_COMMITTED} more"
-        before_it = f"committed before it in this run: {named}"
+        before_it = f"{done} before it in this run: {named}"
     else:
-        before_it = "nothing was committed before it in this run"
+        before_it = f"nothing was {done} before it in this run"
+    total = len(before.pending) if direction == "upgrade" else len(before.newer)
+    action = "failed after" if direction == "upgrade" else "failed to revert after reverting"
     message = (
-        f"{before.state.value}: revision {revision} ({path.name}) failed after {len(applied)} "
-        f"of {len(before.pending) or '?'} revisions: {_error_text(core, error)}"
+        f"{before.state.value}: revision {revision} ({path.name}) {action} {len(applied)} "
+        f"of {total or '?'} revisions: {_error_text(core, error)}"
         f"{f' ({note})' if note else ''}. "
         f"{before_it[0].upper()}{before_it[1:]}; {where}. {now}. "
         + ("Retry when that session has finished, or end it; see "
            f"{RUNBOOK}#a-table-lock-is-held" if note else
-           f"Fix the revision and deploy again; see {RUNBOOK}#a-revision-fails")
+           (f"Fix the revision and deploy again; see {RUNBOOK}#a-revision-fails"
+            if direction == "upgrade" else
+            f"Fix its downgrade() and run the downgrade again; see {RUNBOOK}#going-back"))
     )
     logger.error(message)
     return MigrationFailed(message, before, applied, final or ())

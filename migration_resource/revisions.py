@@ -22,10 +22,13 @@ if TYPE_CHECKING:
     from alembic.script import Script, ScriptDirectory
 
 HEAD_TARGETS = frozenset({"head", "heads"})
-# alembic_version.version_num is VARCHAR(32); ids are letters, digits and underscores.
-_REVISION_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+# alembic_version.version_num is VARCHAR(32). Alembic accepts any id without `@`, `-` or `+`
+# (its branch and relative notation): `v1.0`, `2024.01_users`. Also refused here: what no id
+# needs and SQL or a shell would read (whitespace, quotes, `;`, `,`, `\`, `~`).
+_ID = r"[^\s@+\-,;'\"`\\~]{1,32}"
+_REVISION_ID = re.compile(rf"^{_ID}$")
 # A branch label with a revision, as Alembic writes targets: `billing@head`, `billing@ab12`.
-_BRANCH_TARGET = re.compile(r"^[A-Za-z0-9_.-]{1,64}@(head|[A-Za-z0-9_]{1,32})$")
+_BRANCH_TARGET = re.compile(rf"^[A-Za-z0-9_.-]{{1,64}}@(head|{_ID})$")
 MIN_PREFIX_LENGTH = 4
 # The engine's own Alembic environment (env.py, script.py.mako): every engine run uses it, and
 # never the team's env.py, which the team's migrations folder may still hold.
@@ -57,9 +60,9 @@ def check_target_syntax(target: str) -> str:
     if not _REVISION_ID.match(cleaned) and not _BRANCH_TARGET.match(cleaned):
         shown = cleaned if len(cleaned) <= 40 else cleaned[:40] + "..."
         raise TargetRevisionError(
-            f"Target revision {shown!r} is not a revision id (letters, digits and '_', at most "
-            "32 characters) nor a branch target (LABEL@head); use 'head' or an id from "
-            "`remote_admin.py status`"
+            f"Target revision {shown!r} is not a revision id (at most 32 characters, without "
+            "spaces, quotes or any of @ + - , ; \\ ~) nor a branch target (LABEL@head); use "
+            "'head' or an id from `remote_admin.py status`"
         )
     return cleaned
 

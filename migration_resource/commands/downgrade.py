@@ -7,13 +7,37 @@ import time
 
 from migration_resource.apply import apply_downgrade
 from migration_resource.audit import RunContext
-from migration_resource.classification import describe_revisions
+from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, EngineCore
 from migration_resource.outcomes import ConfirmationRequired, MigrationRefused, Outcome
 from migration_resource.revisions import HEAD_TARGETS, TargetRevisionError, check_target_syntax
 from migration_resource.states import DatabaseState
 
 logger = logging.getLogger(ENGINE_LOGGER)
+
+
+def _refuse_reverting_another_branch(
+    core: EngineCore, before: Classification, target: str
+) -> None:
+    """A downgrade reverts every applied revision that is not an ancestor of `target`. When
+    one of them does not descend from `target` either (the other parent's branch of a merge),
+    reaching `target` means reverting work that never stood on it: refused before it starts,
+    naming that branch, rather than done and reported as something else."""
+    if target == "base":
+        return
+    catalogue = core.catalogue
+    known = tuple(r for r in before.current if catalogue.is_known(r))
+    beyond = catalogue.ancestry(known) - catalogue.ancestry((target,))
+    aside = [r for r in catalogue.in_upgrade_order(beyond)
+             if target not in catalogue.ancestry((r,))]
+    if aside:
+        named = ", ".join(aside[:3]) + (f" and {len(aside) - 3} more" if len(aside) > 3 else "")
+        raise MigrationRefused(
+            f"{before.state.value}: a downgrade to {target} would also revert {named}, on a "
+            f"branch that does not descend from {target} (it was merged later); nothing was "
+            "changed. Downgrade to a revision both branches descend from (where they split)",
+            before,
+        )
 
 
 def downgrade(
@@ -42,6 +66,7 @@ def downgrade(
             "revision; see `remote_admin.py status`",
             before,
         )
+    _refuse_reverting_another_branch(core, before, resolved)
     undefined = [r for r in before.newer if not core.catalogue.is_known(r)]
     if undefined:
         raise MigrationRefused(

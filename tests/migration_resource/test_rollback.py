@@ -20,8 +20,8 @@ import sqlalchemy as sa
 
 from migration_resource import auto_migrate
 from migration_resource.checksums import file_checksum, history_digest
-from migration_resource.engine import MigrationEngine, MigrationRefused
-from tests.migration_resource.support import execute, linear_history, version_rows
+from migration_resource.engine import MigrationEngine, MigrationFailed, MigrationRefused
+from tests.migration_resource.support import execute, linear_history, relations, version_rows
 
 EngineFactory = Callable[..., MigrationEngine]
 Synthetic = Callable[..., tuple[Path, list[str]]]
@@ -224,3 +224,59 @@ def test_a_downgrade_from_a_release_that_lacks_the_revision_is_refused_cleanly(
     with pytest.raises(MigrationRefused, match=r"^ahead: the database is at .*only the release"):
         make_engine(script_location=previous).downgrade(ids[1], confirm=True)
     assert version_rows(db) == [ids[-1]]
+
+
+def branchy_history(folder: Path, downgrade_body: str = "pass") -> Path:
+    """b0 → (a1 | c1) → m1: two branches merged; a1 and c1 each create a table."""
+    from localdev.history_env import write_script_directory  # noqa: PLC0415
+
+    write_script_directory(folder)
+    revisions = {
+        "b0": ("None", 'op.create_table("base_t", sa.Column("id", sa.Integer, primary_key=True))',
+               "pass"),
+        "a1": ("'b0'", 'op.create_table("left_t", sa.Column("id", sa.Integer, primary_key=True))',
+               'op.drop_table("left_t")'),
+        "c1": ("'b0'", 'op.create_table("right_t", sa.Column("id", sa.Integer, primary_key=True))',
+               downgrade_body),
+        "m1": ("('a1', 'c1')", "pass", "pass"),
+    }
+    for revision, (down, up, back) in revisions.items():
+        (folder / "versions" / f"{revision}.py").write_text(
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
+            f"revision = {revision!r}\ndown_revision = {down}\n\n\n"
+            f"def upgrade() -> None:\n    {up}\n\n\ndef downgrade() -> None:\n    {back}\n")
+    return folder
+
+
+def test_a_downgrade_to_one_parent_of_a_merge_is_refused_before_it_starts(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a database at the merge of two branches, each with its table
+    engine = make_engine(script_location=branchy_history(tmp_path / "h"))
+    engine.migrate()
+    before = relations(db)
+    # WHEN a downgrade to one parent is asked: it would revert the other branch too
+    with pytest.raises(MigrationRefused) as refused:
+        engine.downgrade("a1", confirm=True)
+    # THEN it is refused naming that branch, and nothing was reverted
+    assert "would also revert c1, on a branch that does not descend from a1" in str(
+        refused.value)
+    assert relations(db) == before and version_rows(db) == ["m1"]
+    # AND the revision both branches descend from is a target
+    engine.downgrade("b0", confirm=True)
+    assert version_rows(db) == ["b0"]
+
+
+def test_a_failed_downgrade_speaks_of_reverts(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    scripts = branchy_history(tmp_path / "h", downgrade_body='raise RuntimeError("no way back")')
+    engine = make_engine(script_location=scripts)
+    engine.migrate()
+    with pytest.raises(MigrationFailed) as failed:
+        engine.downgrade("b0", confirm=True)
+    message = str(failed.value)
+    assert "failed to revert after reverting" in message
+    assert "Reverted before it in this run: m1" in message
+    assert "Fix its downgrade() and run the downgrade again" in message
+    assert "committed" not in message.lower()

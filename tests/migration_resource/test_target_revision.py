@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from migration_resource.dsn import normalize_url
 from migration_resource.engine import MigrationEngine
 from migration_resource.revisions import TargetRevisionError, check_target_syntax
 from migration_resource.settings import EngineSettings
 from tests.alembic.support import ADD_DISPLAY_NAME, BACKFILL_DISPLAY_NAME
-from tests.migration_resource.support import SAMPLE_SCRIPTS
+from tests.migration_resource.support import SAMPLE_SCRIPTS, linear_history, version_rows
 
 # Nothing listens here: a target check that reached the database would fail differently.
 UNREACHABLE = "postgresql://postgres@127.0.0.1:9/nowhere"
@@ -81,3 +83,21 @@ def test_short_or_ambiguous_prefixes_are_refused(
 def test_syntax_check_accepts_plain_ids() -> None:
     assert check_target_syntax(" head ") == "head"
     assert check_target_syntax("a1b2c3d4e5f6") == "a1b2c3d4e5f6"
+
+
+def test_ids_alembic_accepts_with_dots_work_as_targets(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a team that names its revisions by version (`alembic revision --rev-id v1.0`)
+    scripts = linear_history(tmp_path / "versions", {
+        "v1.0": 'op.create_table("notes", sa.Column("id", sa.Integer, primary_key=True))',
+        "v1.1": 'op.add_column("notes", sa.Column("body", sa.Text))',
+    })
+    engine = make_engine(script_location=scripts)
+    # THEN each is a target for a migration, a status and a downgrade
+    assert [a.revision for a in engine.migrate("v1.0").applied] == ["v1.0"]
+    assert engine.status("v1.1").classification.pending == ("v1.1",)
+    assert [a.revision for a in engine.migrate("v1.1").applied] == ["v1.1"]
+    assert version_rows(db) == ["v1.1"]
+    engine.downgrade("v1.0", confirm=True)
+    assert version_rows(db) == ["v1.0"]
