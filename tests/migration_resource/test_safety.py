@@ -26,6 +26,7 @@ from tests.alembic.support import (
 from tests.migration_resource.support import (
     SAMPLE_SCRIPTS,
     execute,
+    linear_history,
     relations,
     sample_without_approvals,
     version_rows,
@@ -281,3 +282,44 @@ def test_a_refused_deploy_leaves_no_stamp_no_trail_and_no_bookkeeping(
     outcome = production.migrate(fix_history=history == "none", allow_destructive=True)
     assert outcome.complete and version_rows(db) == [HEAD]
     assert ("upgrade", DROP_USERS_NAME, "succeeded") in audit(db)
+
+
+# (revision body after a table `orders` with rows, expected rule or None): run in production.
+FAILS_CLOSED = [
+    ('op.execute("DO $$ BEGIN ALTER TABLE orders DROP COLUMN note; END $$")', "do_block"),
+    ('op.execute("DELETE FROM orders WHERE id IS NOT NULL")', "delete_rows"),
+    ('op.execute("DELETE FROM orders WHERE note IS NULL")', "delete_rows"),
+    # reads rows it then uses, and fails in the scratch database: not previewed, then drops
+    ('if op.get_bind().execute(sa.text("SELECT count(*) FROM orders")).scalar() < 2:\n'
+     '        raise RuntimeError("the scratch database has too few rows")\n'
+     '    op.drop_column("orders", "note")', "not_previewed"),
+    # a backfill of the column this revision adds: nothing to refuse
+    ('op.add_column("orders", sa.Column("state", sa.Text))\n'
+     '    op.execute("UPDATE orders SET state = \'open\'")', None),
+]
+
+
+@pytest.mark.parametrize(("body", "rule"), FAILS_CLOSED)
+def test_what_the_gate_cannot_see_or_that_destroys_rows_is_refused_in_production(
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path, body: str, rule: str | None
+) -> None:
+    # GIVEN production orders, and a pending revision
+    scripts = linear_history(tmp_path / "h", {
+        "o1": 'op.create_table("orders", sa.Column("id", sa.Integer, primary_key=True), '
+              'sa.Column("note", sa.Text))',
+        "o2": body})
+    engine = make_engine(script_location=scripts, stage="production")
+    engine.migrate("o1")
+    execute(db, "INSERT INTO orders VALUES (1, 'keep'), (2, NULL), (3, 'x')")
+    before = relations(db)
+    # WHEN it deploys
+    if rule is None:
+        assert engine.migrate().complete and version_rows(db) == ["o2"]
+        return
+    with pytest.raises(MigrationRefused) as refused:
+        engine.migrate()
+    # THEN it is refused naming the rule, before anything ran: every row and column is there
+    assert f"o2: {rule} blocked in production" in str(refused.value)
+    assert relations(db) == before and version_rows(db) == ["o1"]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*), count(note) FROM orders").one() == (3, 2)
