@@ -35,6 +35,8 @@ SHOWN_SENT = 2  # statements named as committed by a revision that ended its tra
 SENT_SHOWN_CHARACTERS = 80
 # A statement that may end the session's transaction (checked by parsing when it matches).
 _MAY_END_TRANSACTION = re.compile(r"\b(?:COMMIT|END|ROLLBACK|ABORT|PREPARE)\b", re.I)
+# Where a connection of the revision's own keeps the writes it sent (its connection.info).
+_OWN_WRITES = "migration_engine_own_writes"
 _READ_OR_BOOKKEEPING = re.compile(
     r"\s*(?:SELECT\b(?!.*\bINTO\b)|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?"
     r"alembic_version\b)", re.I | re.S)
@@ -200,7 +202,9 @@ class _Run:
         once its row, and every row before it, is committed."""
         self.trail.raise_failure()  # a row that could not be written stops the run here
         catalogue = self.core.catalogue
-        transactional = is_transactional(catalogue.file_path(revision))
+        # It may have committed on a connection of its own before sending anything here.
+        transactional = (is_transactional(catalogue.file_path(revision))
+                         and revision not in self.midway)
         row = NewRow(self.direction, revision,
                      direction="up" if self.direction == "upgrade" else "down",
                      checksum=catalogue.checksum(revision), transactional=transactional,
@@ -232,24 +236,44 @@ class _Run:
         context: Any, executemany: bool,
     ) -> None:
         """A statement on a connection the engine did not open: revision code's own."""
-        if ROLE_INFO in connection.info or self.running is None:
+        revision = self.acting
+        if ROLE_INFO in connection.info or revision is None:
             return  # the engine's: the migration session's listener, the trail, its reads
         if self.guard is not None and self.guard.active:
-            self.guard.check(self.running,
-                             literal_sql(cursor, statement, parameters, executemany))
-        self._note_sent(self.running, statement,
-                        lambda: literal_sql(cursor, statement, parameters, executemany))
+            self.guard.check(revision,
+                             literal_sql(cursor, statement, parameters, executemany),
+                             shown=statement)
+        if _MAY_END_TRANSACTION.search(statement) and ends_transaction(
+                literal_sql(cursor, statement, parameters, executemany)):
+            self._committed_midway(revision, f"it sent {_shown(statement)}, which ends the "
+                                   "transaction of a connection of its own",
+                                   sent=list(connection.info.get(_OWN_WRITES, [])))
+        elif not _READ_OR_BOOKKEEPING.match(statement):
+            connection.info.setdefault(_OWN_WRITES, []).append(_shown(statement))
+
+    @property
+    def acting(self) -> str | None:
+        """The revision whose code runs now: once one is done (its callback came), the next,
+        even before it sends anything on the migration session."""
+        if self.running is None or self.awaiting_commit is not None:
+            return self.next_up or self.running
+        return self.running
 
     def on_commit(self, connection: sa.Connection) -> None:
         """The migration session commits: Alembic's own commit once a revision is done, or the
-        revision's code committing midway (`op.get_bind().commit()`, an autocommit_block)."""
-        if self.running is not None and self.awaiting_commit is None:
+        revision's code committing midway (`op.get_bind().commit()`, an autocommit_block).
+        A commit of reads alone commits nothing."""
+        if (self.running is not None and self.awaiting_commit is None
+                and self.sent_count.get(self.running)):
             self._committed_midway(self.running, "its code called commit()")
 
     def on_other_commit(self, connection: sa.Connection) -> None:
-        """A connection the revision's code opened itself commits: its work is in for good."""
-        if ROLE_INFO not in connection.info and self.running is not None:
-            self._committed_midway(self.running, "it committed on a connection of its own")
+        """A connection the revision's code opened itself commits its writes: in for good."""
+        writes = connection.info.pop(_OWN_WRITES, None)
+        revision = self.acting
+        if ROLE_INFO not in connection.info and revision is not None and writes:
+            self._committed_midway(revision, "it committed on a connection of its own",
+                                   sent=writes)
 
     def _note_sent(self, revision: str, statement: str, rendered: Callable[[], str]) -> None:
         """`rendered`: the statement with its parameters, for the parser, asked only when the
@@ -267,14 +291,18 @@ class _Run:
         if len(sent) < SHOWN_SENT:
             sent.append(_shown(statement))
 
-    def _committed_midway(self, revision: str, how: str) -> None:
+    def _committed_midway(self, revision: str, how: str, sent: list[str] | None = None) -> None:
         """Before that commit goes through, its audit row says the revision is not one
         transaction: should it fail, or its run die, nothing retries it and runs are blocked
-        until an operator resolves it."""
+        until an operator resolves it. `sent`: what that commit commits, when it is not the
+        migration session's statements (a connection of the revision's own)."""
         path = self.core.catalogue.file_path(revision)
         if revision in self.midway or not is_transactional(path) or is_resumable(path):
             return  # its file says it commits as it goes, and its failure is handled as such
-        sent, count = self.sent.get(revision, []), self.sent_count.get(revision, 0)
+        if sent is None:
+            sent, count = self.sent.get(revision, []), self.sent_count.get(revision, 0)
+        else:
+            sent, count = sent[:SHOWN_SENT], len(sent)
         what = "; ".join(sent) + (f" and {count - len(sent)} more" if count > len(sent) else "")
         self.midway[revision] = (f"{how}, committing what it had sent: {what}" if sent
                                  else f"{how}, before sending anything")
@@ -301,7 +329,8 @@ class _Run:
             self.conclude(committed)
         if self.guard is not None and self.guard.active and self.running is not None:
             self.guard.check(self.running,
-                             literal_sql(cursor, statement, parameters, executemany))
+                             literal_sql(cursor, statement, parameters, executemany),
+                             shown=statement)
         if self.running is not None:
             self._note_sent(self.running, statement,
                             lambda: literal_sql(cursor, statement, parameters, executemany))

@@ -48,6 +48,12 @@ def normalize_url(url: str) -> sa.URL:
             "postgresql://USER:PASSWORD@HOST:PORT/DBNAME (an IPv6 host in brackets: "
             "[::1])"
         ) from None  # the parser's own error may quote the URL
+    if parsed.host and any(c.isspace() or c in "'\"" for c in parsed.host):
+        # No host has these: part of an unencoded password was taken for the host, and
+        # which part cannot be told; nothing after the scheme is shown.
+        raise DatabaseUrlError(
+            f"Database URL {parsed.drivername}://*** has a space or a quote where its host "
+            "is: encode the password's special characters (a space as %20, @ as %40)")
     if parsed.host and "@" in parsed.host:
         # `user:p@ss@host`: the URL splits at the first @, so part of the password would
         # be taken for the host and shown in every connection error.
@@ -85,7 +91,14 @@ def _mask_userinfo(text: str) -> str:
     if not separator:
         scheme, rest = "", text
     userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
+    if not at:
+        # No @: `user:password/db` with the host left out reads as host:port; whatever
+        # follows the first `:` of the authority may be a password.
+        authority, slash, path = rest.partition("/")
+        if ":" not in authority:
+            return text
+        return f"{scheme}{separator}{authority.split(':', 1)[0]}:***{slash}{path}"
+    if ":" not in userinfo:
         return text
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{separator}{user}:***@{host}"

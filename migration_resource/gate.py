@@ -101,9 +101,19 @@ _READING_FUNCTIONS = frozenset({
     "current_database", "current_schema", "current_user", "session_user", "txid_current",
     "pg_current_xact_id", "to_regclass", "to_regtype", "has_table_privilege",
     "pg_get_serial_sequence", "pg_backend_pid", "gen_random_uuid", "random",
+    # scalar and set-returning built-ins that compute values and change nothing
+    "lower", "upper", "md5", "to_char", "to_date", "to_timestamp", "to_number", "concat",
+    "concat_ws", "length", "format", "replace", "substring", "substr", "trim", "btrim",
+    "ltrim", "rtrim", "split_part", "left", "right", "round", "abs", "ceil", "floor",
+    "date_trunc", "date_part", "age", "make_date", "jsonb_build_object", "json_build_object",
+    "jsonb_build_array", "json_build_array", "array_length", "cardinality", "generate_series",
+    "unnest", "jsonb_array_elements", "json_array_elements", "jsonb_each", "json_each",
+    "regexp_replace", "regexp_split_to_table", "string_to_array", "uuid_generate_v4",
 })
 # The body of the one DO block the product sends itself (`online.backfill`'s clean-up).
 _HELPER_CLEANUP_BODY = " ".join(PROGRESS_DROP_WHEN_EMPTY.split("$$")[1].split())
+# ON DELETE CASCADE, SET NULL, SET DEFAULT: a delete in the referenced table changes rows here.
+_CHANGING_ACTIONS = frozenset({"c", "n", "d"})
 # A comparison's value when both sides are the same constant.
 _WHEN_EQUAL = {"=": True, "<=": True, ">=": True, "<>": False, "<": False, ">": False}
 
@@ -123,6 +133,9 @@ _KIND_OF_RULE = {
     "execute_prepared": DESTRUCTIVE,
     "function_call": DESTRUCTIVE,
     "merge": DESTRUCTIVE,
+    "drop_owned": DESTRUCTIVE,
+    "create_rule": DESTRUCTIVE,
+    "trigger": DESTRUCTIVE,
     "unparsed": DESTRUCTIVE,
     "not_previewed": DESTRUCTIVE,
     "drop_type_cascade": DESTRUCTIVE,
@@ -206,6 +219,12 @@ _MESSAGES = {
     "change rows); it counts as destructive: check it by hand and approve it.",
     "merge": "MERGE INTO {0} may update and delete rows that existed before this deploy; it "
     "counts as destructive: check it by hand and approve it.",
+    "drop_owned": "DROP OWNED drops every object the role owns, tables and data included; "
+    "drop what you mean one by one.",
+    "create_rule": "A rule on {0} rewrites every later statement on it (DO INSTEAD ... can "
+    "delete or overwrite anything); it counts as destructive: check it by hand and approve it.",
+    "trigger": "This data change on {0} fires a trigger the same deploy created, whose "
+    "function the gate cannot see into; it counts as destructive: check it and approve it.",
 }
 
 # A message variant reported under its rule: the rule names what happens, the message how.
@@ -266,7 +285,8 @@ class GateDecision:
     def next_step(self) -> str:
         """How to approve the first blocking finding: the deploy's flag, or the exact line."""
         first = self.blocking[0]
-        line = f"{APPROVAL} {first.rule} {_cut(first.subject, 60)}".rstrip() + " -- <why>"
+        # Never cut: pasted into the revision file, the line must name the whole subject.
+        line = f"{APPROVAL} {first.rule} {first.subject}".rstrip() + " -- <why>"
         return f"Approve: AllowDestructive (--allow-destructive), or `{line}` in its file"
 
 
@@ -310,8 +330,9 @@ def approvals_in(revision: str, file_text: str) -> tuple[Approval, ...]:
 
 
 def _subjects(subject: str) -> frozenset[str]:
-    """`public.orders, Users.name` → {orders, users.name}: the names an approval compares."""
-    names = (part.strip().lower() for part in subject.split(","))
+    """`public.orders, Users.name` → {orders, Users.name}: the names an approval compares, as
+    PostgreSQL does (a quoted "Users" is not users)."""
+    names = (part.strip() for part in subject.split(","))
     return frozenset(name.removeprefix("public.") for name in names if name)
 
 
@@ -341,6 +362,8 @@ class _Created:
     columns: set[tuple[str, str, str]] = field(default_factory=set)
     # (schema, name) of functions and procedures: what calling one does is not known before
     functions: set[_Table] = field(default_factory=set)
+    # tables given a trigger by this deploy: a data change there runs its function
+    triggers: set[_Table] = field(default_factory=set)
 
     def is_new_column(self, table: _Table, column: str) -> bool:
         return self.has(table) or (*table, column) in self.columns
@@ -355,14 +378,12 @@ class _Created:
         self.objects.add((_NAMESPACE.get(kind, kind), *_object_name(kind, names)))
 
     def record(self, stmt: ast.Node) -> None:
-        if isinstance(stmt, ast.CreateStmt) and stmt.relation is not None:
-            self.tables.add(_table(stmt.relation))
-        elif isinstance(stmt, ast.CreateTableAsStmt) and stmt.into and stmt.into.rel:
-            self.tables.add(_table(stmt.into.rel))
-        elif isinstance(stmt, ast.SelectStmt) and stmt.intoClause and stmt.intoClause.rel:
-            self.tables.add(_table(stmt.intoClause.rel))  # SELECT ... INTO new_table
+        table = _new_table(stmt)
+        if table is not None:
+            self.tables.add(table)
         elif isinstance(stmt, ast.CreateSchemaStmt) and stmt.schemaname:
-            self.schemas.add(stmt.schemaname)
+            if not stmt.if_not_exists:
+                self.schemas.add(stmt.schemaname)
         elif (
             isinstance(stmt, ast.RenameStmt)
             and stmt.renameType == ObjectType.OBJECT_TABLE
@@ -392,13 +413,52 @@ class _Created:
         if isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
             table = _table(stmt.relation)
             for cmd in stmt.cmds or ():
-                if (isinstance(cmd, ast.AlterTableCmd)
-                        and cmd.subtype == AlterTableType.AT_AddColumn
-                        and isinstance(cmd.def_, ast.ColumnDef) and cmd.def_.colname
-                        and not cmd.missing_ok):  # IF NOT EXISTS may find one with values
-                    self.columns.add((*table, cmd.def_.colname))
+                if isinstance(cmd, ast.AlterTableCmd):
+                    self._record_alter(table, cmd)
         elif isinstance(stmt, ast.CreateFunctionStmt):
             self.functions.add(_dropped_table(tuple(stmt.funcname or ())))
+        elif isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
+            self.triggers.add(_table(stmt.relation))
+        elif isinstance(stmt, ast.AlterObjectSchemaStmt) and stmt.relation is not None and (
+                stmt.newschema):
+            table = _table(stmt.relation)
+            # the schema now holds a table from before: dropping it loses rows
+            self.schemas.discard(stmt.newschema)
+            if table in self.tables:
+                self.tables.add((stmt.newschema, table[1]))
+
+    def _record_alter(self, table: _Table, cmd: ast.AlterTableCmd) -> None:
+        """What an ALTER TABLE changes in what counts as new: a column it adds, and a new
+        table that rows from before are now reached through (a parent by INHERIT or ATTACH
+        PARTITION, a table whose deletes now cascade to them)."""
+        if (cmd.subtype == AlterTableType.AT_AddColumn and isinstance(cmd.def_, ast.ColumnDef)
+                and cmd.def_.colname and not cmd.missing_ok):  # IF NOT EXISTS: may have values
+            self.columns.add((*table, cmd.def_.colname))
+        elif cmd.subtype == AlterTableType.AT_AddInherit and isinstance(cmd.def_, ast.RangeVar):
+            if not self.has(table):
+                self.tables.discard(_table(cmd.def_))
+        elif cmd.subtype == AlterTableType.AT_AttachPartition and isinstance(
+                cmd.def_, ast.PartitionCmd) and isinstance(cmd.def_.name, ast.RangeVar):
+            if not self.has(_table(cmd.def_.name)):
+                self.tables.discard(table)
+        elif (cmd.subtype == AlterTableType.AT_AddConstraint
+              and isinstance(cmd.def_, ast.Constraint)
+              and cmd.def_.contype == ConstrType.CONSTR_FOREIGN
+              and cmd.def_.fk_del_action in _CHANGING_ACTIONS
+              and isinstance(cmd.def_.pktable, ast.RangeVar) and not self.has(table)):
+            self.tables.discard(_table(cmd.def_.pktable))
+
+
+def _new_table(stmt: ast.Node) -> _Table | None:
+    """The table a statement creates; not one made with IF NOT EXISTS, which may have found
+    one from before, with its rows."""
+    if isinstance(stmt, ast.CreateStmt) and stmt.relation is not None:
+        return None if stmt.if_not_exists else _table(stmt.relation)
+    if isinstance(stmt, ast.CreateTableAsStmt) and stmt.into and stmt.into.rel:
+        return None if stmt.if_not_exists else _table(stmt.into.rel)
+    if isinstance(stmt, ast.SelectStmt) and stmt.intoClause and stmt.intoClause.rel:
+        return _table(stmt.intoClause.rel)  # SELECT ... INTO new_table
+    return None
 
 
 def analyse(
@@ -429,9 +489,12 @@ class StatementJudge:
                 found.append(_finding(revision, "unparsed", _display(text), "", shown=reason))
                 continue
             for raw in parsed:
-                if raw.stmt is None or _is_bookkeeping(raw.stmt, self.version_table):
+                if raw.stmt is None:
                     continue
-                for rule, subject in _check(raw.stmt, self.created):
+                checked = (_check_ctes(raw.stmt, self.created)
+                           if _is_bookkeeping(raw.stmt, self.version_table)
+                           else _check(raw.stmt, self.created))
+                for rule, subject in checked:
                     found.append(_finding(revision, rule, _display(text), subject))
                 self.created.record(raw.stmt)
         return found
@@ -446,16 +509,29 @@ def only_refills(sql: str, *, version_table: str = "alembic_version") -> bool:
             return False
         for raw in parsed:
             stmt = raw.stmt
-            if stmt is None or _is_bookkeeping(stmt, version_table) or isinstance(
-                    stmt, ast.TransactionStmt):
+            if stmt is None or isinstance(stmt, ast.TransactionStmt):
+                continue
+            if _is_bookkeeping(stmt, version_table):
+                if _writes_in_ctes(stmt):
+                    return False  # the backfill helper's batch: its UPDATE is in a WITH
                 continue
             if not isinstance(stmt, ast.UpdateStmt) or stmt.withClause is not None:
                 return False
             columns = {t.name for t in stmt.targetList or ()
                        if isinstance(t, ast.ResTarget) and t.name}
-            if not columns or not columns <= _null_only(stmt.whereClause):
+            guarded = _null_only(stmt.whereClause, _names_of(stmt.relation),
+                                 joined=bool(stmt.fromClause)) if stmt.relation else set()
+            if not columns or not columns <= guarded:
                 return False
     return True
+
+
+def _writes_in_ctes(stmt: ast.Node) -> bool:
+    with_clause = getattr(stmt, "withClause", None)
+    return isinstance(with_clause, ast.WithClause) and any(
+        isinstance(cte, ast.CommonTableExpr) and isinstance(
+            cte.ctequery, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt)
+        for cte in with_clause.ctes or ())
 
 
 def join_statements(statements: Iterable[str]) -> str:
@@ -632,8 +708,22 @@ def _is_bookkeeping(stmt: ast.Node, version_table: str) -> bool:
 
 def _check(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
     """(rule, subject) for each risky thing the statement does."""
-    if isinstance(stmt, ast.DoStmt | ast.CallStmt | ast.ExecuteStmt | ast.SelectStmt):
+    if isinstance(stmt, ast.ExplainStmt) and stmt.query is not None:
+        yield from _check(stmt.query, created)  # EXPLAIN ANALYZE runs it
+        return
+    if not isinstance(stmt, ast.CreateFunctionStmt):
+        for name in _created_calls(stmt, created):
+            yield "function_call", name
+    for triggered in _triggered(stmt, created):
+        yield "trigger", triggered
+    if isinstance(stmt, ast.DoStmt | ast.CallStmt | ast.ExecuteStmt | ast.SelectStmt
+                  | ast.DropOwnedStmt | ast.RuleStmt):
         yield from _check_opaque(stmt, created)
+    elif isinstance(stmt, ast.AlterObjectSchemaStmt) and stmt.relation is not None and (
+            stmt.objectType == ObjectType.OBJECT_TABLE):
+        table = _table(stmt.relation)
+        if not created.has(table):
+            yield "rename", f"{_name(table)} to schema {stmt.newschema}"
     else:
         yield from _check_schema_change(stmt, created)
 
@@ -674,8 +764,12 @@ def _check_opaque(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]
         yield "call_procedure", ".".join(_qualified_names(tuple(called or ())))
     elif isinstance(stmt, ast.ExecuteStmt):
         yield "execute_prepared", stmt.name or ""
+    elif isinstance(stmt, ast.DropOwnedStmt):
+        yield "drop_owned", ""
+    elif isinstance(stmt, ast.RuleStmt) and stmt.relation is not None:
+        yield "create_rule", _name(_table(stmt.relation))
     elif isinstance(stmt, ast.SelectStmt) and stmt.intoClause is None:
-        for name in _opaque_calls(stmt, created):
+        for name in _opaque_calls(stmt):
             yield "function_call", name
     if isinstance(stmt, ast.SelectStmt):
         yield from _check_dml(stmt, created)  # its WITH may hold a DELETE or an UPDATE
@@ -742,6 +836,15 @@ def _check_new_column(column: ast.ColumnDef, table: str) -> Iterator[tuple[str, 
         yield "check_without_not_valid", name
 
 
+def _check_ctes(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
+    """The data-modifying WITH queries of a statement whose own target is bookkeeping."""
+    with_clause = getattr(stmt, "withClause", None)
+    if isinstance(with_clause, ast.WithClause):
+        for cte in with_clause.ctes or ():
+            if isinstance(cte, ast.CommonTableExpr) and cte.ctequery is not None:
+                yield from _check_dml(cte.ctequery, created)
+
+
 def _check_dml(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
     """Data changes judged by what they destroy, at top level or as a data-modifying WITH
     query: a DELETE of rows from before the deploy whatever its WHERE, an UPDATE (or an
@@ -757,13 +860,17 @@ def _check_dml(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
             else:
                 yield "delete_rows", _name(table)
     elif isinstance(stmt, ast.UpdateStmt) and stmt.relation is not None:
-        yield from _overwrites(_table(stmt.relation), stmt.targetList, stmt.whereClause, created)
+        yield from _overwrites(_table(stmt.relation), stmt.targetList,
+                               _null_only(stmt.whereClause, _names_of(stmt.relation),
+                                          joined=bool(stmt.fromClause)), created)
     elif (isinstance(stmt, ast.InsertStmt) and stmt.relation is not None
           and isinstance(stmt.onConflictClause, ast.OnConflictClause)
           and stmt.onConflictClause.action == OnConflictAction.ONCONFLICT_UPDATE):
         clause = stmt.onConflictClause
-        yield from _overwrites(_table(stmt.relation), clause.targetList, clause.whereClause,
-                               created)
+        # In DO UPDATE an unqualified column is the existing row's: EXCLUDED is the new one.
+        yield from _overwrites(_table(stmt.relation), clause.targetList,
+                               _null_only(clause.whereClause, _names_of(stmt.relation),
+                                          joined=False), created)
     elif isinstance(stmt, ast.MergeStmt) and stmt.relation is not None:
         table = _table(stmt.relation)
         if not created.has(table):
@@ -776,55 +883,115 @@ def _check_dml(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
 
 
 def _overwrites(
-    table: _Table, targets: tuple[object, ...] | None, where: object, created: _Created
+    table: _Table, targets: tuple[object, ...] | None, filled_only: set[str],
+    created: _Created,
 ) -> Iterator[tuple[str, str]]:
     """`update_overwrites` naming the columns from before the deploy that the SET list writes
-    in rows where they may hold a value (every row, unless the WHERE says IS NULL for it)."""
+    in rows where they may hold a value (every row, unless the WHERE says IS NULL for it:
+    `filled_only`)."""
     columns = [t.name for t in targets or () if isinstance(t, ast.ResTarget) and t.name]
-    filled_only = _null_only(where)
     kept = [c for c in dict.fromkeys(columns)
             if not created.is_new_column(table, c) and c not in filled_only]
     if kept:
         yield "update_overwrites", ", ".join(f"{_name(table)}.{c}" for c in kept)
 
 
-def _null_only(where: object) -> set[str]:
-    """Columns the WHERE clause restricts to NULL (`col IS NULL`, alone or ANDed)."""
+def _names_of(relation: ast.RangeVar) -> frozenset[str]:
+    """What a column of the target table may be qualified with: its name, or its alias."""
+    alias = relation.alias.aliasname if isinstance(relation.alias, ast.Alias) else None
+    return frozenset(n for n in (relation.relname, alias) if n)
+
+
+def _null_only(where: object, target: frozenset[str] = frozenset(), *,
+               joined: bool = False) -> set[str]:
+    """Columns of the target table that the WHERE clause restricts to NULL (`col IS NULL`,
+    alone or ANDed). With other tables joined (UPDATE ... FROM), only a column qualified with
+    the target's name or alias counts: `a.name IS NULL` may be another table's."""
     parts = [where]
     if isinstance(where, ast.BoolExpr) and where.boolop == BoolExprType.AND_EXPR:
         parts = list(where.args or ())
     found: set[str] = set()
     for part in parts:
-        if (isinstance(part, ast.NullTest) and part.nulltesttype == NullTestType.IS_NULL
+        if not (isinstance(part, ast.NullTest) and part.nulltesttype == NullTestType.IS_NULL
                 and isinstance(part.arg, ast.ColumnRef) and part.arg.fields):
-            last = part.arg.fields[-1]
-            if isinstance(last, ast.String) and last.sval:
-                found.add(last.sval)
+            continue
+        names = [str(f.sval) for f in part.arg.fields if isinstance(f, ast.String) and f.sval]
+        if len(names) != len(part.arg.fields) or not names:
+            continue
+        qualifier = names[-2] if len(names) > 1 else None
+        if qualifier is None and joined:
+            continue
+        if qualifier is not None and target and qualifier not in target:
+            continue
+        found.add(names[-1])
     return found
 
 
-def _opaque_calls(stmt: ast.SelectStmt, created: _Created) -> list[str]:
-    """Functions a SELECT calls whose effect the gate cannot know: one the same deploy created,
-    and, in a SELECT reading no table (the form that runs a function for its effect), any but
-    a few built-ins that only read or set sequence, session or lock state (or any in
-    pg_catalog, the system's own). A function applied to the rows of a table is a read."""
-    found: list[tuple[str, ...]] = []
+def _called(stmt: ast.Node) -> list[tuple[tuple[str, ...], bool]]:
+    """Every function a statement calls, lowercased, with whether it is applied to rows read
+    from a table (a function in FROM, `SELECT * FROM f()`, runs once for its effect)."""
+    found: list[tuple[tuple[str, ...], bool]] = []
 
     class Calls(Visitor):
         def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
             name = tuple(n.lower() for n in _qualified_names(tuple(node.funcname or ())))
             if not name:
                 return
-            function = (name[-2] if len(name) > 1 else "public", name[-1])
-            select = next((a for a in ancestors if isinstance(a, ast.SelectStmt)), None)
-            reads_rows = select is not None and bool(select.fromClause)
-            built_in = name[0] == "pg_catalog" or (len(name) == 1
-                                                   and name[0] in _READING_FUNCTIONS)
-            if function in created.functions or not (reads_rows or built_in):
-                found.append(name)
+            chain = _up(ancestors)
+            in_from = any(isinstance(a, ast.RangeFunction) for a in chain)
+            select = next((a for a in chain if isinstance(a, ast.SelectStmt)), None)
+            found.append((name, select is not None and bool(select.fromClause) and not in_from))
 
     Calls()(stmt)
-    return [".".join(name) for name in dict.fromkeys(found)]
+    return found
+
+
+def _up(ancestors: Any) -> list[object]:
+    """The nodes above a visited one, nearest first, up to the statement the visit began at."""
+    nodes: list[object] = []
+    link = ancestors
+    while link is not None and getattr(link, "node", None) is not None:
+        nodes.append(link.node)
+        link = link.parent
+    return nodes
+
+
+def _function(name: tuple[str, ...]) -> _Table:
+    return (name[-2] if len(name) > 1 else "public", name[-1])
+
+
+def _created_calls(stmt: ast.Node, created: _Created) -> list[str]:
+    """Functions the same deploy created, called anywhere in the statement: what they do was
+    not judged (an INSERT ... SELECT wipe(), a DEFAULT, an UPDATE SET col = wipe())."""
+    if not created.functions:
+        return []
+    return list(dict.fromkeys(".".join(name) for name, _ in _called(stmt)
+                              if _function(name) in created.functions))
+
+
+def _opaque_calls(stmt: ast.SelectStmt) -> list[str]:
+    """Functions a SELECT runs for their effect: in a SELECT reading no table (or in its
+    FROM), any but the built-ins that compute values or touch sequence, session or lock state
+    (or any in pg_catalog, the system's own). A function applied to rows is a read."""
+    opaque = []
+    for name, reads_rows in _called(stmt):
+        built_in = name[0] == "pg_catalog" or (len(name) == 1 and name[0] in _READING_FUNCTIONS)
+        if not (reads_rows or built_in):
+            opaque.append(".".join(name))
+    return list(dict.fromkeys(opaque))
+
+
+def _triggered(stmt: ast.Node, created: _Created) -> list[str]:
+    """Tables a data change reaches that got a trigger in this deploy: the trigger's code
+    runs, unseen."""
+    if not created.triggers or not isinstance(
+            stmt, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt | ast.CopyStmt
+            | ast.TruncateStmt):
+        return []
+    relations = [stmt.relation] if not isinstance(stmt, ast.TruncateStmt) else list(
+        stmt.relations or ())
+    return [_name(_table(r)) for r in relations
+            if isinstance(r, ast.RangeVar) and _table(r) in created.triggers]
 
 
 def _truth(node: object) -> bool | None:

@@ -25,8 +25,19 @@ _CONFLICTING_KEY = re.compile(r"(conflicts with existing key \((?:[^()]|\([^()]*
 _ROW = re.compile(r"(\bfailing row contains \().*?(\)\.?(?= \[SQL:|\s*$|\n))", re.I | re.S)
 
 
+# Errors that quote the value they could not take, outside any DETAIL: a type conversion
+# (`invalid input syntax for type integer: "ceo@corp.example"`), an enum, a range, a date.
+_QUOTED_INPUT = re.compile(
+    r'((?:invalid input syntax for type [^:"]+|invalid input value for enum [^:"]+|'
+    r'date/time field value out of range|invalid input syntax|malformed [^:"]+ literal|'
+    r'invalid byte sequence for encoding "[^"]*"): )"(?:[^"\\]|\\.)*(")', re.I)
+_OUT_OF_RANGE = re.compile(r'(\bvalue )"(?:[^"\\]|\\.)*(" is out of range)', re.I)
+
+
 def hide_row_values(text: str) -> str:
-    """The text with the row values of any PostgreSQL DETAIL it holds replaced by `…`."""
+    """The text with the row values of any PostgreSQL error it holds replaced by `…`: a
+    DETAIL's keys and rows, and the value a conversion could not take."""
     for pattern in (_KEY, _CONFLICTING_KEY, _ROW):
         text = pattern.sub(rf"\1{HIDDEN}\2", text)
-    return text
+    text = _QUOTED_INPUT.sub(rf'\1"{HIDDEN}\2', text)
+    return _OUT_OF_RANGE.sub(rf'\1"{HIDDEN}\2', text)

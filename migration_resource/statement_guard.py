@@ -31,6 +31,9 @@ _NEVER_FLAGGED = re.compile(
 )
 
 
+STATEMENT_SHOWN = 160
+
+
 class StatementRefused(Exception):
     """A statement the change gate refuses, stopped before it reached the server."""
 
@@ -46,17 +49,24 @@ class StatementGuard:
     def active(self) -> bool:
         return self.stage == "production" and not self.allow_destructive
 
-    def check(self, revision: str, statement: str) -> None:
-        """Raise StatementRefused when the gate refuses `statement` (parameters as literals)."""
-        if not self.active or (
-            ";" not in statement.rstrip().rstrip(";") and _NEVER_FLAGGED.match(statement)
-        ):
+    def check(self, revision: str, statement: str, shown: str | None = None) -> None:
+        """Raise StatementRefused when the gate refuses `statement` (parameters as literals);
+        the refusal shows `shown` (the statement as sent, its parameters not filled in: they
+        may be row values), else the statement."""
+        if not self.active:
+            return
+        # After a function or a trigger of this deploy, even a plain INSERT may run its code.
+        fast = not (self.judge.created.functions or self.judge.created.triggers)
+        if fast and ";" not in statement.rstrip().rstrip(";") and _NEVER_FLAGGED.match(
+                statement):
             return
         findings = self.judge.findings(revision, statement)
         decision = decide(findings, stage=self.stage, allow_destructive=False,
                           approvals=self.approvals)
         if decision.blocking:
             first = decision.blocking[0]
+            text = " ".join((shown if shown is not None else statement).split())
+            text = text if len(text) <= STATEMENT_SHOWN else text[:STATEMENT_SHOWN - 1] + "…"
             raise StatementRefused(
-                f"the change gate refused {first.rule} before it was sent ({first.statement}): "
-                f"{first.message} It was not previewed by the plan. {decision.next_step()}")
+                f"the change gate refused {first.rule} before it was sent; it was not "
+                f"previewed by the plan. {decision.next_step()}. The statement: {text}")

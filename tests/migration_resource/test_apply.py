@@ -414,3 +414,31 @@ def test_a_revision_that_committed_is_never_retried_after_a_lock_timeout(
         assert conn.exec_driver_sql("SELECT count(*) FROM items").scalar() == 1
         assert conn.exec_driver_sql(
             "SELECT count(*) FROM migration_audit WHERE revision = 'l2'").scalar() == 1
+
+
+def test_a_revision_is_blamed_for_its_own_connection_and_reads_commit_nothing(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN r2, whose first act is a write on a connection of its own, then a failure; and a
+    # revision before it that only reads through one
+    scripts = linear_history(tmp_path / "h", {
+        "q1": ITEMS,
+        "q2": "with op.get_bind().engine.begin() as c:\n"
+              '        c.execute(sa.text("SELECT 1"))\n'
+              '    op.execute("CREATE TABLE q2_side (id int)")',
+        "q3": "with op.get_bind().engine.begin() as c:\n"
+              '        c.execute(sa.text("INSERT INTO items VALUES (7, \'own\')"))\n'
+              '    op.execute("INSERT INTO items VALUES (7, \'again\')")',
+    })
+    engine = make_engine(script_location=scripts)
+    engine.migrate("q1")
+    with pytest.raises(MigrationFailed) as failed:
+        engine.migrate()
+    # THEN q3 is the one that committed midway, with what it committed; q2 (reads) is not
+    message = str(failed.value)
+    assert "revision q3" in message and "committed on a connection of its own" in message
+    assert "INSERT INTO items VALUES (7, 'own')" in message
+    with db.connect() as conn:
+        rows = dict(conn.exec_driver_sql(
+            "SELECT revision, transactional FROM migration_audit WHERE action = 'upgrade'").all())
+    assert rows == {"q1": True, "q2": True, "q3": False}

@@ -301,6 +301,7 @@ RAW_PASSWORDS = ["S3cr et!", "it's \"mE\"", "p@zz w0rd", "bAck\\slAsh ok", "xq:y
     "postgresql://app:{}@db.example:notaport/app",
     "app:{}@db.example:5x/app",
     "postgresql://app:{}@db.example:5432/app",  # parses: an @ in the password is refused
+    "postgres://app:{}/db",  # the host left out: the password reads as a port
 ])
 def test_a_password_with_any_characters_is_never_shown(template: str, password: str) -> None:
     text = template.format(password)

@@ -14,6 +14,7 @@ from migration_resource.gate import (
     approvals_in,
     decide,
     join_statements,
+    only_refills,
 )
 from tests.alembic.support import (
     CHECK_TASK_STATUS,
@@ -592,7 +593,7 @@ def test_as_dict_names_every_field() -> None:
     ("line", "finding"),
     [
         ("# migration-approve: drop_column users.name -- unused since v41\n", destructive(REV)),
-        ("    # Migration-Approve: drop Users.name -- unused\n", destructive(REV)),
+        ("    # Migration-Approve: drop users.name -- unused\n", destructive(REV)),
         ("# migration-approve: delete orders -- test rows from the import\n",
          destructive(REV, "delete_rows", "orders")),
         ("# migration-approve: delete public.orders, carts -- both emptied\n",
@@ -618,6 +619,8 @@ def test_an_approval_line_approves_the_finding_it_names(line: str, finding: Find
          destructive(REV, "delete_rows", "orders, carts")),
         ("# migration-approve: truncate users -- wrong verb\n", destructive(REV)),
         ("# migration-approve: drop users -- a table, not its column\n", destructive(REV)),
+        # another case is another name in PostgreSQL (a quoted "Users")
+        ("# migration-approve: drop_column Users.name -- quoted elsewhere\n", destructive(REV)),
         # a word that only starts a rule's word
         ("# migration-approve: dro users.name -- typo\n", destructive(REV)),
         # the blanket line of old approves nothing
@@ -705,3 +708,47 @@ def test_the_backfill_helpers_own_statements_are_bookkeeping() -> None:
     sql = (f"DELETE FROM {PROGRESS_TABLE} WHERE revision = 'r1';\n{PROGRESS_DROP_WHEN_EMPTY};\n"
            "DO $$ BEGIN DROP TABLE orders; END $$;")
     assert [finding.rule for finding in analyse({REV: rendered(sql)})] == ["do_block"]
+
+
+# Evasions found by review: each must still be a destructive finding.
+EVASIONS = [
+    ("WITH gone AS (DELETE FROM users RETURNING 1) "
+     "UPDATE alembic_version SET version_num = version_num", "delete_without_where"),
+    ("CREATE TABLE IF NOT EXISTS users (id int);\nDELETE FROM users", "delete_without_where"),
+    ("CREATE SCHEMA IF NOT EXISTS public;\nDROP TABLE users", "drop_table"),
+    ("CREATE SCHEMA trash;\nALTER TABLE users SET SCHEMA trash", "rename"),
+    ("CREATE TABLE newt (id int);\nALTER TABLE users INHERIT newt;\nDELETE FROM newt",
+     "delete_without_where"),
+    ("CREATE TABLE p (id int) PARTITION BY RANGE (id);\n"
+     "ALTER TABLE p ATTACH PARTITION users FOR VALUES FROM (0) TO (10);\nTRUNCATE p", "truncate"),
+    ("CREATE TABLE tenants (id int primary key);\nALTER TABLE users ADD CONSTRAINT fk FOREIGN "
+     "KEY (tenant_id) REFERENCES tenants ON DELETE CASCADE NOT VALID;\nDELETE FROM tenants",
+     "delete_without_where"),
+    ("EXPLAIN ANALYZE DELETE FROM users", "delete_without_where"),
+    ("CREATE FUNCTION wipe() RETURNS int LANGUAGE sql AS 'DELETE FROM users RETURNING 1';\n"
+     "INSERT INTO log SELECT wipe()", "function_call"),
+    ("CREATE FUNCTION wipe() RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+     "UPDATE users SET plan = wipe() WHERE plan IS NULL", "function_call"),
+    ("SELECT * FROM purge_old_orders()", "function_call"),
+    ("CREATE TABLE t (id int);\nCREATE TRIGGER trg BEFORE INSERT ON t FOR EACH ROW "
+     "EXECUTE FUNCTION wipe_users();\nINSERT INTO t VALUES (1)", "trigger"),
+    ("CREATE RULE r AS ON INSERT TO t DO INSTEAD DELETE FROM users", "create_rule"),
+    ("UPDATE users SET name = 'x' FROM accounts a WHERE a.name IS NULL", "update_overwrites"),
+    ("DROP OWNED BY CURRENT_USER", "drop_owned"),
+]
+
+
+@pytest.mark.parametrize(("sql", "rule"), EVASIONS)
+def test_known_evasions_are_destructive_findings(sql: str, rule: str) -> None:
+    findings = analyse({REV: rendered(sql + ";")})
+    assert (("destructive", rule) in [(f.kind, f.rule) for f in findings]), findings
+
+
+def test_a_backfill_helper_batch_without_a_null_guard_overwrites() -> None:
+    from migration_resource.online import PROGRESS_TABLE  # noqa: PLC0415
+
+    batch = (f"WITH done AS (UPDATE prices SET amount = amount * 100 WHERE id <= 10 "
+             f"RETURNING id) INSERT INTO {PROGRESS_TABLE} (revision, table_name, name, last_key) "
+             "SELECT 'r', 'prices', 'amount', max(id)::text FROM done")
+    assert [f.rule for f in analyse({REV: rendered(batch + ";")})] == ["update_overwrites"]
+    assert not only_refills(batch)
