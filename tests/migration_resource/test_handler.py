@@ -315,17 +315,19 @@ PURGE = "b7c1d2e3f4a5"
 
 
 def with_a_revision_after_head(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: str, statement: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, revision: str, statement: str = "", *,
+    upgrade: str = "", downgrade: str = "pass",
 ) -> None:
-    """The sample's history and a revision after its head that executes `statement`."""
+    """The sample's history and a revision after its head that executes `statement` (or
+    runs `upgrade`, one line of code), in the functions' folder."""
     scripts = tmp_path / "scripts"
     shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "purge_test_users.py").write_text(
-        '"""after the head"""\nfrom alembic import op\n\n'
+    (scripts / "versions" / f"{revision}_after_the_head.py").write_text(
+        '"""after the head"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
         f'revision = "{revision}"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
         'depends_on = None\n\n\ndef upgrade() -> None:\n'
-        f'    op.execute({statement!r})\n\n\n'
-        'def downgrade() -> None:\n    pass\n')
+        f'    {upgrade or f"op.execute({statement!r})"}\n\n\n'
+        f'def downgrade() -> None:\n    {downgrade}\n')
     monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
     handler_module._resource = None
 
@@ -412,16 +414,10 @@ def test_a_revision_after_a_deferred_contract_revision_is_refused_before_a_snaps
     deploy: Deploy, db: sa.Engine, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     # GIVEN a release whose drop is followed by another revision
-    scripts = tmp_path / "scripts"
-    shutil.copytree(SAMPLE_SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "after_the_drop.py").write_text(
-        '"""after the drop"""\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
-        f'revision = "a1f7e0c2b9d4"\ndown_revision = "{HEAD}"\nbranch_labels = None\n'
-        'depends_on = None\n\n\ndef upgrade() -> None:\n'
-        '    op.add_column("users", sa.Column("nickname", sa.Text(), nullable=True))\n\n\n'
-        'def downgrade() -> None:\n    op.drop_column("users", "nickname")\n')
-    monkeypatch.setenv("ALEMBIC_SCRIPT_LOCATION", str(scripts))
-    handler_module._resource = None
+    with_a_revision_after_head(
+        tmp_path, monkeypatch, "a1f7e0c2b9d4",
+        upgrade='op.add_column("users", sa.Column("nickname", sa.Text(), nullable=True))',
+        downgrade='op.drop_column("users", "nickname")')
     deploy.send(deploy.event("Create", properties={"TargetRevision": USERS_NAME_NULLABLE}))
     # WHEN it deploys
     answer = deploy.send(deploy.event("Update", properties={"TargetRevision": "a1f7e0c2b9d4"},
@@ -458,7 +454,8 @@ def test_the_two_deploy_rollout_approves_nothing_by_itself(
     assert "`# migration-approve: delete_rows users -- <why>`" in answer["Reason"]
     assert version_rows(db) == [HEAD] and snapshots(deploy) == [] and users(db) == 1
     # AND the revision's approval line, naming the rows and why, lets the next deploy run it
-    purge = Path(os.environ["ALEMBIC_SCRIPT_LOCATION"]) / "versions" / "purge_test_users.py"
+    purge = (Path(os.environ["ALEMBIC_SCRIPT_LOCATION"]) / "versions"
+             / f"{PURGE}_after_the_head.py")
     approval = "    # migration-approve: delete users -- test accounts\n"
     purge.write_text(purge.read_text().replace("    op.execute(", approval + "    op.execute("))
     handler_module._resource = None
