@@ -512,26 +512,33 @@ def only_refills(sql: str, *, version_table: str = "alembic_version") -> bool:
             if stmt is None or isinstance(stmt, ast.TransactionStmt):
                 continue
             if _is_bookkeeping(stmt, version_table):
-                if _writes_in_ctes(stmt):
-                    return False  # the backfill helper's batch: its UPDATE is in a WITH
+                # the backfill helper's batch: its UPDATE is a query of its WITH
+                if not all(_refills(query) for query in _cte_writes(stmt)):
+                    return False
                 continue
-            if not isinstance(stmt, ast.UpdateStmt) or stmt.withClause is not None:
-                return False
-            columns = {t.name for t in stmt.targetList or ()
-                       if isinstance(t, ast.ResTarget) and t.name}
-            guarded = _null_only(stmt.whereClause, _names_of(stmt.relation),
-                                 joined=bool(stmt.fromClause)) if stmt.relation else set()
-            if not columns or not columns <= guarded:
+            if getattr(stmt, "withClause", None) is not None or not _refills(stmt):
                 return False
     return True
 
 
-def _writes_in_ctes(stmt: ast.Node) -> bool:
+def _refills(stmt: ast.Node) -> bool:
+    """An UPDATE that writes only rows where each column it sets IS NULL."""
+    if not isinstance(stmt, ast.UpdateStmt) or stmt.relation is None:
+        return False
+    columns = {t.name for t in stmt.targetList or () if isinstance(t, ast.ResTarget) and t.name}
+    guarded = _null_only(stmt.whereClause, _names_of(stmt.relation),
+                         joined=bool(stmt.fromClause))
+    return bool(columns) and columns <= guarded
+
+
+def _cte_writes(stmt: ast.Node) -> list[ast.Node]:
+    """The data-modifying queries of a statement's WITH."""
     with_clause = getattr(stmt, "withClause", None)
-    return isinstance(with_clause, ast.WithClause) and any(
-        isinstance(cte, ast.CommonTableExpr) and isinstance(
-            cte.ctequery, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt)
-        for cte in with_clause.ctes or ())
+    if not isinstance(with_clause, ast.WithClause):
+        return []
+    return [cte.ctequery for cte in with_clause.ctes or ()
+            if isinstance(cte, ast.CommonTableExpr) and isinstance(
+                cte.ctequery, ast.InsertStmt | ast.UpdateStmt | ast.DeleteStmt | ast.MergeStmt)]
 
 
 def join_statements(statements: Iterable[str]) -> str:

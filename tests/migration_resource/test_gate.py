@@ -752,3 +752,14 @@ def test_a_backfill_helper_batch_without_a_null_guard_overwrites() -> None:
              "SELECT 'r', 'prices', 'amount', max(id)::text FROM done")
     assert [f.rule for f in analyse({REV: rendered(batch + ";")})] == ["update_overwrites"]
     assert not only_refills(batch)
+
+
+def test_a_backfill_helper_batch_guarded_by_is_null_refills() -> None:
+    from migration_resource.online import PROGRESS_TABLE  # noqa: PLC0415
+
+    batch = ("WITH picked AS (SELECT id AS k FROM users WHERE (email_domain IS NULL) LIMIT 10), "
+             "updated AS (UPDATE users SET email_domain = 'x' WHERE id IN (SELECT k FROM picked) "
+             f"AND (email_domain IS NULL) RETURNING 1) INSERT INTO {PROGRESS_TABLE} AS p "
+             "(revision, table_name, name, last_key) SELECT 'r', 'users', 'd', 'k'")
+    assert only_refills(batch)
+    assert analyse({REV: rendered(batch + ";")}) == ()
