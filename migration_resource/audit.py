@@ -320,10 +320,6 @@ class AuditTrail:
                 statement, parameters, error, dbapi.Error,
                 connection_invalidated=bool(driver.closed)) from None
 
-    def ensure_table(self) -> None:
-        self.ensure_table_in_background()
-        self.flush()
-
     def ensure_table_in_background(self) -> None:
         """The table, made if missing (under the migration lock: the caller holds it).
 
