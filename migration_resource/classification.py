@@ -38,6 +38,8 @@ class Classification:
     # The audit trail lacks what this version of the engine records (ancestry, code
     # checksums) for applied revisions: the next run under the lock fills it in.
     needs_bookkeeping: bool = False
+    # `failed_run`: the revision an operator must resolve, for the next step to name it
+    blocking_revision: str | None = None
 
     @property
     def needs_changes(self) -> bool:
@@ -95,10 +97,11 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
         *,
         pending: tuple[str, ...] = (),
         cause: str | None = None,
+        blocking_revision: str | None = None,
     ) -> Classification:
         return Classification(
             state=state, current=current, target=target_heads, pending=pending, cause=cause,
-            detail=detail, application_tables=tables,
+            detail=detail, application_tables=tables, blocking_revision=blocking_revision,
         )
 
     audit = snapshot.audit
@@ -110,7 +113,7 @@ def classify(  # noqa: PLR0911, PLR0912 - one return per state reads better than
             f"revision {failure.revision} {how} inside a non-transactional step (started "
             f"{failure.started_at.isoformat(timespec='seconds')}); the database may hold part "
             "of it",
-            cause=FAILED_RUN,
+            cause=FAILED_RUN, blocking_revision=failure.revision,
         )
 
     if not current:

@@ -293,6 +293,9 @@ class EngineCore:
             return None
         if state is DatabaseState.INCONSISTENT:
             next_step = _NEXT_STEP.get(classification.cause or "", "Fix it by hand")
+            if classification.blocking_revision is not None:
+                next_step = next_step.replace("--revision REV",
+                                              f"--revision {classification.blocking_revision}")
             return (
                 f"inconsistent: {classification.detail}; nothing was changed. {next_step}. "
                 f"See {RUNBOOK}#inconsistent"

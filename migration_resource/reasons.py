@@ -46,13 +46,13 @@ def _after_nothing_changed(marker: str, rest: str, limit: int) -> str:
     """The marker and the sentences after it that matter most: the last, then earlier ones.
 
     What follows "nothing was changed" is the next step, sometimes followed by where to read
-    more (`See docs/RUNBOOK.md#...`): both are kept while they fit in two thirds of the limit,
+    more (`See docs/RUNBOOK.md#...`): both are kept while they fit in three quarters of the limit,
     so the detail in the middle is what gets shortened.
     """
     sentences = [s.strip() for s in rest.lstrip(".").split(". ") if s.strip()]
     kept = sentences[-1:]
     for sentence in reversed(sentences[:-1]):
-        if len(f"{marker}. {'. '.join([sentence, *kept])}") > limit * 2 // 3:
+        if len(f"{marker}. {'. '.join([sentence, *kept])}") > limit * 3 // 4:
             break
         kept.insert(0, sentence)
     if not kept:

@@ -255,7 +255,7 @@ def fail_a_non_transactional_revision(db: sa.Engine) -> None:
      "descendant", "Stamp the revision the schema has with --baseline REV."),
     (fail_a_non_transactional_revision, f"revision {HEAD} failed inside a non-transactional",
      "Resolve it with `remote_admin.py --confirm repair --resolve rolled-back|applied "
-     "--revision REV`."),
+     f"--revision {HEAD}`."),
 ])
 def test_each_inconsistent_cause_fails_with_its_own_next_step(
     deploy: Deploy, db: sa.Engine, break_it: Callable[[sa.Engine], None], detail: str,
