@@ -54,9 +54,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import sqlalchemy as sa
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from report import publish  # benchmarks/report.py, beside this script
+from report import DurablePostgres, publish  # benchmarks/report.py, beside this script
 
-from localdev.postgres import LocalPostgres, database_server
+from localdev.postgres import database_server
 from migration_resource.dsn import normalize_url
 from migration_resource.online import backfill
 
@@ -89,16 +89,6 @@ class Result:
         if len(self.probe_waits) < 2:
             return self.probe_max
         return statistics.quantiles(self.probe_waits, n=100, method="inclusive")[98]
-
-
-class DurablePostgres(LocalPostgres):
-    """The throwaway server with PostgreSQL's durable defaults: a COMMIT waits for the disk."""
-
-    def start(self) -> None:
-        self._prepare_data_dir()
-        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
-        self._run(["pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
-                   str(self.data_dir / "server.log"), "-w", "start"], check=True)
 
 
 def create_table(engine: sa.Engine, table: str, rows: int) -> None:

@@ -91,13 +91,14 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from report import (  # benchmarks/report.py, beside this script
     CaseFailed,
+    DurablePostgres,
     expect_ok,
     findings_summary,
     publish,
 )
 
 import migration_resource
-from localdev.postgres import LocalPostgres, database_server
+from localdev.postgres import database_server
 from migration_resource.dsn import mask_text, normalize_url
 from migration_resource.engine import MigrationEngine
 from migration_resource.settings import EngineSettings
@@ -119,16 +120,6 @@ UNTRIMMED_EVERY = 5000  # one display name in this many saved with trailing spac
 DATA_FIX_LIMIT = 1000  # what history (b)'s data fix reads and fixes at most
 INDEX_B = "ix_users_display_name"
 REASON_LIMIT = 240
-
-
-class DurablePostgres(LocalPostgres):
-    """The throwaway server with PostgreSQL's durable defaults: a COMMIT waits for the disk."""
-
-    def start(self) -> None:
-        self._prepare_data_dir()
-        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
-        self._run(["pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
-                   str(self.data_dir / "server.log"), "-w", "start"], check=True)
 
 
 @dataclass(frozen=True)

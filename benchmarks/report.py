@@ -9,6 +9,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from localdev.postgres import LocalPostgres
+
 if TYPE_CHECKING:
     from migration_resource.outcomes import Outcome
 
@@ -38,3 +40,13 @@ def findings_summary(outcome: Outcome) -> str:
         return "no gate findings"
     shown = ", ".join(f"{rule} {n}" for rule, n in rules.most_common())
     return f"{sum(rules.values())} gate findings ({shown})"
+
+
+class DurablePostgres(LocalPostgres):
+    """The throwaway server with PostgreSQL's durable defaults: a COMMIT waits for the disk."""
+
+    def start(self) -> None:
+        self._prepare_data_dir()
+        options = f"-p {self.port} -k {self.data_dir} -c listen_addresses=127.0.0.1"
+        self._run(["pg_ctl", "-D", str(self.data_dir), "-o", options, "-l",
+                   str(self.data_dir / "server.log"), "-w", "start"], check=True)

@@ -37,9 +37,14 @@ SENT_SHOWN_CHARACTERS = 80
 _MAY_END_TRANSACTION = re.compile(r"\b(?:COMMIT|END|ROLLBACK|ABORT|PREPARE)\b", re.I)
 # Where a connection of the revision's own keeps the writes it sent (its connection.info).
 _OWN_WRITES = "migration_engine_own_writes"
+# What commits nothing when its transaction commits: Alembic's own reads and writes of its
+# bookkeeping, and a SELECT that calls nothing (one that calls a function may write, so it
+# counts: fail closed).
 _READ_OR_BOOKKEEPING = re.compile(
-    r"\s*(?:SELECT\b(?!.*\bINTO\b)|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?"
-    r"alembic_version\b)", re.I | re.S)
+    r"\s*(?:SELECT\s+pg_catalog\.pg_class\.relname\s+FROM\s+pg_catalog\.pg_class\b"
+    r"|SELECT\s+alembic_version\.version_num\s+FROM\s+alembic_version\s*$"
+    r"|SELECT\b(?![^;]*\bINTO\b)[^(;]*$"
+    r"|(?:UPDATE|INSERT\s+INTO|DELETE\s+FROM)\s+(?:\w+\.)?alembic_version\b)", re.I | re.S)
 LOCK_NOT_AVAILABLE = "55P03"  # SQLSTATE of a lock_timeout
 LOCK_RETRY_BACKOFF_SECONDS = (1.0, 2.0, 4.0, 8.0, 15.0)
 OUT_OF_TIME_MARGIN_SECONDS = 20  # kept free at the end of a run, as the custom resource does

@@ -443,3 +443,21 @@ def test_a_revision_is_blamed_for_its_own_connection_and_reads_commit_nothing(
         rows = dict(conn.exec_driver_sql(
             "SELECT revision, transactional FROM migration_audit WHERE action = 'upgrade'").all())
     assert rows == {"q1": True, "q2": True, "q3": False}
+
+
+def test_a_select_that_calls_a_function_then_commits_counts_as_committing(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a revision that writes through a function it calls in a SELECT, commits, then fails
+    scripts = linear_history(tmp_path / "h", {
+        "f1": ITEMS + "\n    op.execute(\"CREATE FUNCTION add_item() RETURNS int LANGUAGE sql "
+              "AS 'INSERT INTO items VALUES (5, ''via function'') RETURNING 1'\")",
+        "f2": 'op.execute("SELECT add_item()")\n    op.get_bind().commit()\n    '
+              'op.execute("INSERT INTO items VALUES (5, \'again\')")'})
+    engine = make_engine(script_location=scripts)
+    engine.migrate("f1")
+    with pytest.raises(MigrationFailed) as failed:
+        engine.migrate()
+    # THEN the committed write is named and runs are blocked: it is not retried over it
+    assert "committing what it had sent: SELECT add_item()" in str(failed.value)
+    assert engine.status().classification.cause == "failed_run"
