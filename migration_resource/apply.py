@@ -25,6 +25,7 @@ from migration_resource.execution import AppliedRevision, run_online
 from migration_resource.inspection import read_versions
 from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
 from migration_resource.outcomes import EngineError, MigrationFailed, RunInterrupted
+from migration_resource.session_guards import SessionGuards
 from migration_resource.statement_guard import StatementGuard
 from migration_resource.trial import literal_sql
 
@@ -107,7 +108,7 @@ def run_steps(
     """
     run = _Run(core, trail, order=order, direction=direction, destructive=destructive,
                reaching_head=direction == "upgrade" and target == core.catalogue.head,
-               guard=guard)
+               guard=guard, guards=SessionGuards(core.settings.session_guards))
     retries_left = core.settings.lock_retries
     # Revision code may open connections of its own on the engine (op.get_bind().engine
     # .begin()): what it sends there is judged too, as the running revision's.
@@ -163,7 +164,7 @@ def run_steps(
     finally:
         sa.event.remove(core.database, "before_cursor_execute", run.before_other_statement)
         sa.event.remove(core.database, "commit", run.on_other_commit)
-    run.finished()
+    run.finished(connection)
     _verify(core, connection, before, target)
     return tuple(run.done)
 
@@ -179,6 +180,9 @@ class _Run:
     destructive: frozenset[str]
     reaching_head: bool
     guard: StatementGuard | None = None
+    # statement_timeout and lock_timeout, set again before a revision when one before it
+    # may have changed them
+    guards: SessionGuards = field(default_factory=lambda: SessionGuards(()))
     done: list[AppliedRevision] = field(default_factory=list)
     rows: dict[str, Future[int]] = field(default_factory=dict)  # audit row ids
     # statements ran, COMMIT not yet known to have succeeded
@@ -328,6 +332,7 @@ class _Run:
                     self.conclude(committed)
                 self.trail.flush()
                 raise stop
+            self.guards.restore(connection, self.next_up)
             self.start(self.next_up, concluding=committed)
             self.running, self.next_up = self.next_up, None
         elif committed is not None:
@@ -337,6 +342,7 @@ class _Run:
                              literal_sql(cursor, statement, parameters, executemany),
                              shown=statement)
         if self.running is not None:
+            self.guards.note(self.running, statement)
             self._note_sent(self.running, statement,
                             lambda: literal_sql(cursor, statement, parameters, executemany))
         built = concurrently_built_index(statement)
@@ -401,12 +407,15 @@ class _Run:
         self.trail.finish(self.rows.pop(revision).result(), "failed", detail=detail)
         self.awaiting_commit, self.next_up = None, revision
         self.built_concurrently = []
+        self.guards.rolled_back_with(revision)
 
-    def finished(self) -> None:
+    def finished(self, connection: sa.Connection) -> None:
         if self.awaiting_commit is not None:
             self.conclude(self.awaiting_commit)
             self.awaiting_commit = None
         self.trail.flush()
+        # the session reads the result next, and may serve another run of this process
+        self.guards.restore(connection, None)
 
 
 def _shown(statement: str) -> str:

@@ -242,8 +242,7 @@ class EngineCore:
             self.settings, database_url=self.settings.database_url.set(database=name),
             application_name=f"{self.settings.application_name}/trial"[:APPLICATION_NAME_LIMIT])
         engine = create_database_engine(settings)
-        bounds = [f"SET statement_timeout = '{int(settings.migration_timeout_seconds)}s'",
-                  f"SET lock_timeout = '{int(settings.lock_timeout_seconds)}s'"]
+        bounds = settings.session_guards
 
         def bounded(dbapi_connection: Any, _: Any) -> None:
             cursor = dbapi_connection.cursor()
@@ -433,11 +432,8 @@ class EngineCore:
             try:
                 with session_lock(connection, lock_key(self.settings.schema),
                                   wait_seconds=self.settings.lock_wait_seconds):
-                    connection.exec_driver_sql(
-                        "SET statement_timeout = "
-                        f"'{int(self.settings.migration_timeout_seconds)}s'")
-                    connection.exec_driver_sql(
-                        f"SET lock_timeout = '{int(self.settings.lock_timeout_seconds)}s'")
+                    for guard in self.settings.session_guards:
+                        connection.exec_driver_sql(guard)
                     connection.commit()
                     yield connection
             except LockBusy as busy:

@@ -13,9 +13,15 @@ after the rules squawk and strong_migrations enforce:
   it IS NULL, is a backfill); MERGE; and, failing closed, what the gate cannot see into: DO
   blocks, CALL, EXECUTE, a SELECT calling a function that may do anything, and SQL the parser
   cannot read. In production these block the deploy unless approved.
-- locking: holds a lock that blocks the application, or fails on existing rows (CREATE INDEX
-  without CONCURRENTLY, NOT NULL without a default, SET NOT NULL, FOREIGN KEY/CHECK without
-  NOT VALID). These only warn.
+- locking: holds a lock that blocks the application, or fails on existing rows (CREATE INDEX,
+  DROP INDEX and REINDEX without CONCURRENTLY, ADD CONSTRAINT UNIQUE/PRIMARY KEY without USING
+  INDEX, a new column whose value is computed per row (a volatile default, serial, identity,
+  stored generated), NOT NULL without a default, SET NOT NULL, FOREIGN KEY/CHECK without NOT
+  VALID, lock_timeout set to wait forever), or fails for sure (CONCURRENTLY inside a
+  transaction block), or does not do what it says (CREATE TABLE IF NOT EXISTS of a table the
+  database holds). These only warn, each naming the safe pattern.
+- note: a revision that sets its own statement_timeout or lock_timeout: it keeps them for
+  itself only (the apply restores the engine's before the next revision).
 
 A change to a table created earlier in the same batch is not reported: the table holds no rows
 from before the deploy and no running code uses it yet (this is what lets a fresh database replay
@@ -49,6 +55,9 @@ from pglast.enums import (
     NullTestType,
     ObjectType,
     OnConflictAction,
+    ReindexObjectType,
+    TransactionStmtKind,
+    VariableSetKind,
 )
 from pglast.parser import ParseError, parse_sql, scan, split
 from pglast.visitors import Visitor
@@ -57,6 +66,7 @@ from migration_resource.online import PROGRESS_DROP_WHEN_EMPTY, PROGRESS_TABLE
 
 DESTRUCTIVE = "destructive"
 LOCKING = "locking"
+NOTE = "note"
 STAGES = ("production", "development")
 APPROVAL = "# migration-approve:"
 STATEMENT_LIMIT = 200
@@ -89,6 +99,9 @@ _CASCADE_RULES = {
     ObjectType.OBJECT_EXTENSION: "drop_extension_cascade",
     ObjectType.OBJECT_COLLATION: "drop_collation_cascade",
 }
+# Constraints that build an index under ACCESS EXCLUSIVE unless given one (USING INDEX).
+_INDEX_RULES = {ConstrType.CONSTR_UNIQUE: "add_unique_constraint",
+                ConstrType.CONSTR_PRIMARY: "add_primary_key"}
 # Domains are types: one namespace, so CREATE DOMAIN d and DROP TYPE d CASCADE meet.
 _NAMESPACE = {ObjectType.OBJECT_DOMAIN: ObjectType.OBJECT_TYPE}
 # Built-ins a migration calls in a SELECT of no table, which read or set sequence, session
@@ -112,6 +125,28 @@ _READING_FUNCTIONS = frozenset({
 })
 # The body of the one DO block the product sends itself (`online.backfill`'s clean-up).
 _HELPER_CLEANUP_BODY = " ".join(PROGRESS_DROP_WHEN_EMPTY.split("$$")[1].split())
+# Functions a column DEFAULT may call without rewriting the table when the column is added:
+# PostgreSQL computes a stable or immutable default once and stores it in the catalogue. Any
+# other function (clock_timestamp, random, gen_random_uuid, nextval, one of the application's)
+# is taken to be volatile: every row gets its own value, written by a rewrite of the table.
+_NON_VOLATILE_FUNCTIONS = frozenset({
+    "now", "transaction_timestamp", "statement_timestamp", "current_setting", "version",
+    "current_database", "current_schema", "lower", "upper", "md5", "to_char", "to_date",
+    "to_timestamp", "to_number", "concat", "concat_ws", "length", "format", "replace",
+    "substring", "substr", "trim", "btrim", "ltrim", "rtrim", "split_part", "left", "right",
+    "round", "abs", "ceil", "floor", "date_trunc", "date_part", "make_date", "make_interval",
+    "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
+    "to_jsonb", "to_json", "array_length", "cardinality",
+})
+# Expression nodes a default may hold and stay computed once (with the functions above).
+_CONSTANT_NODES = (ast.A_Const, ast.TypeCast, ast.TypeName, ast.String, ast.Integer, ast.Float,
+                   ast.Boolean, ast.BitString, ast.A_Expr, ast.BoolExpr, ast.A_ArrayExpr,
+                   ast.SQLValueFunction, ast.FuncCall, ast.CoalesceExpr, ast.NullTest)
+# Column types that are a sequence's nextval() default: added to a table, a rewrite.
+_SERIAL_TYPES = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4",
+                           "serial8"})
+# The session's guards the engine sets; a revision that changes them has them for itself.
+_GUARDS = ("lock_timeout", "statement_timeout")
 # ON DELETE CASCADE, SET NULL, SET DEFAULT: a delete in the referenced table changes rows here.
 _CHANGING_ACTIONS = frozenset({"c", "n", "d"})
 # A comparison's value when both sides are the same constant.
@@ -147,6 +182,15 @@ _KIND_OF_RULE = {
     "set_not_null": LOCKING,
     "foreign_key_without_not_valid": LOCKING,
     "check_without_not_valid": LOCKING,
+    "add_unique_constraint": LOCKING,
+    "add_primary_key": LOCKING,
+    "drop_index_not_concurrently": LOCKING,
+    "reindex_not_concurrently": LOCKING,
+    "add_column_rewrites_table": LOCKING,
+    "concurrently_in_transaction": LOCKING,
+    "create_table_exists": LOCKING,
+    "lock_timeout_disabled": LOCKING,
+    "session_timeout": NOTE,
 }
 
 _MESSAGES = {
@@ -206,6 +250,39 @@ _MESSAGES = {
     "check_without_not_valid": "Adding CHECK constraint {0} scans every row under an ACCESS "
     "EXCLUSIVE lock; add it NOT VALID (postgresql_not_valid=True), then VALIDATE CONSTRAINT "
     "in a later step.",
+    "add_unique_constraint": "ADD CONSTRAINT {0} UNIQUE builds its index on an existing table "
+    "under an ACCESS EXCLUSIVE lock, blocking reads and writes until it is built; build the "
+    "index first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING "
+    "INDEX (migration_resource.online.add_unique_constraint does both).",
+    "add_primary_key": "ADD PRIMARY KEY {0} builds its index on an existing table under an "
+    "ACCESS EXCLUSIVE lock, blocking reads and writes until it is built; build the index "
+    "first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING "
+    "INDEX (migration_resource.online.add_unique_constraint(..., primary_key=True)).",
+    "drop_index_not_concurrently": "DROP INDEX {0} takes an ACCESS EXCLUSIVE lock on its "
+    "table: it waits behind every running query on it, and every new query waits behind it; "
+    "use DROP INDEX CONCURRENTLY (migration_resource.online.drop_index_concurrently).",
+    "reindex_not_concurrently": "REINDEX {0} blocks writes to the table, and reads that use "
+    "the index, while it rebuilds; use REINDEX ... CONCURRENTLY outside the revision's "
+    "transaction (migration_resource.online.reindex_concurrently).",
+    "add_column_rewrites_table": "Adding column {0} gives each row its own value (a volatile "
+    "DEFAULT such as clock_timestamp() or gen_random_uuid(), serial, identity or a stored "
+    "generated column), so PostgreSQL rewrites the whole table under an ACCESS EXCLUSIVE lock "
+    "that blocks reads and writes; add it without a default or with a constant one, fill it "
+    "in batches (migration_resource.online.backfill), then set the default for new rows.",
+    "concurrently_in_transaction": "{0} cannot run inside a transaction block: PostgreSQL "
+    "refuses it and the deploy fails at this revision; run it inside `with "
+    "op.get_context().autocommit_block():` (the online helpers do).",
+    "create_table_exists": "CREATE TABLE IF NOT EXISTS {0} finds the table from before this "
+    "deploy and does nothing: its columns may not be the ones this revision declares, and "
+    "what the deploy does to it next acts on its rows; drop IF NOT EXISTS, or stamp past this "
+    "revision if the table is already right.",
+    "lock_timeout_disabled": "{0} makes this revision's statements wait for table locks "
+    "without limit: behind one long transaction an ALTER TABLE queues, and every query on "
+    "that table queues behind it; leave lock_timeout to the engine (MIGRATION_LOCK_TIMEOUT), "
+    "or set a bounded one.",
+    "session_timeout": "{0} holds for this revision only; the engine sets its own "
+    "statement_timeout (MIGRATION_TIMEOUT) and lock_timeout (MIGRATION_LOCK_TIMEOUT) again "
+    "before the next revision.",
     "unparsed": "The SQL parser could not read this ({0}); it may do anything, so it counts "
     "as destructive: check it by hand and approve it.",
     "do_block": "A DO block runs code the gate cannot see into{0}; it may drop or overwrite "
@@ -364,6 +441,8 @@ class _Created:
     functions: set[_Table] = field(default_factory=set)
     # tables given a trigger by this deploy: a data change there runs its function
     triggers: set[_Table] = field(default_factory=set)
+    # (schema, name) of indexes built on a table of this deploy: dropping one locks nothing
+    indexes: set[_Table] = field(default_factory=set)
 
     def is_new_column(self, table: _Table, column: str) -> bool:
         return self.has(table) or (*table, column) in self.columns
@@ -377,8 +456,8 @@ class _Created:
     def _add(self, kind: ObjectType, names: object) -> None:
         self.objects.add((_NAMESPACE.get(kind, kind), *_object_name(kind, names)))
 
-    def record(self, stmt: ast.Node) -> None:
-        table = _new_table(stmt)
+    def record(self, stmt: ast.Node, live: LiveTables | None = None) -> None:
+        table = _new_table(stmt, live)
         if table is not None:
             self.tables.add(table)
         elif isinstance(stmt, ast.CreateSchemaStmt) and stmt.schemaname:
@@ -419,6 +498,10 @@ class _Created:
             self.functions.add(_dropped_table(tuple(stmt.funcname or ())))
         elif isinstance(stmt, ast.CreateTrigStmt) and stmt.relation is not None:
             self.triggers.add(_table(stmt.relation))
+        elif isinstance(stmt, ast.IndexStmt) and stmt.relation is not None and stmt.idxname:
+            table = _table(stmt.relation)
+            if self.has(table):
+                self.indexes.add((table[0], stmt.idxname))
         elif isinstance(stmt, ast.AlterObjectSchemaStmt) and stmt.relation is not None and (
                 stmt.newschema):
             table = _table(stmt.relation)
@@ -449,23 +532,44 @@ class _Created:
             self.tables.discard(_table(cmd.def_.pktable))
 
 
-def _new_table(stmt: ast.Node) -> _Table | None:
-    """The table a statement creates; not one made with IF NOT EXISTS, which may have found
-    one from before, with its rows."""
+@dataclass(frozen=True)
+class LiveTables:
+    """The tables of one schema that the database held before the deploy: what tells a
+    CREATE TABLE IF NOT EXISTS that creates a table from one that finds a table with rows."""
+
+    schema: str
+    names: frozenset[str]
+
+    def exists(self, table: _Table) -> bool | None:
+        """Whether the table was there; None for another schema, which was not read."""
+        return table[1] in self.names if table[0] == self.schema else None
+
+
+def _new_table(stmt: ast.Node, live: LiveTables | None = None) -> _Table | None:
+    """The table a statement creates; with IF NOT EXISTS only when the database is known not
+    to have held it (`live`): else it may have found one from before, with its rows."""
     if isinstance(stmt, ast.CreateStmt) and stmt.relation is not None:
-        return None if stmt.if_not_exists else _table(stmt.relation)
+        made = _table(stmt.relation)
+        return made if _creates(bool(stmt.if_not_exists), made, live) else None
     if isinstance(stmt, ast.CreateTableAsStmt) and stmt.into and stmt.into.rel:
-        return None if stmt.if_not_exists else _table(stmt.into.rel)
+        made = _table(stmt.into.rel)
+        return made if _creates(bool(stmt.if_not_exists), made, live) else None
     if isinstance(stmt, ast.SelectStmt) and stmt.intoClause and stmt.intoClause.rel:
         return _table(stmt.intoClause.rel)  # SELECT ... INTO new_table
     return None
 
 
+def _creates(if_not_exists: bool, table: _Table, live: LiveTables | None) -> bool:
+    return not if_not_exists or (live is not None and live.exists(table) is False)
+
+
 def analyse(
-    sql_by_revision: Mapping[str, str], *, version_table: str = "alembic_version"
+    sql_by_revision: Mapping[str, str], *, version_table: str = "alembic_version",
+    live: LiveTables | None = None,
 ) -> tuple[Finding, ...]:
-    """Findings in revision order, then statement order, for the SQL each revision would run."""
-    judge = StatementJudge(version_table)
+    """Findings in revision order, then statement order, for the SQL each revision would run
+    (`live`: the tables the database holds, when read)."""
+    judge = StatementJudge(version_table, live=live)
     return tuple(finding for revision, sql in sql_by_revision.items()
                  for finding in judge.findings(revision, sql))
 
@@ -480,6 +584,10 @@ class StatementJudge:
 
     version_table: str = "alembic_version"
     created: _Created = field(default_factory=_Created)
+    live: LiveTables | None = None
+    # Inside BEGIN ... COMMIT of the SQL judged (offline SQL writes them out; the apply's
+    # driver does not send its BEGIN, so there PostgreSQL itself refuses CONCURRENTLY).
+    in_transaction: bool = False
 
     def findings(self, revision: str, sql: str) -> list[Finding]:
         found: list[Finding] = []
@@ -491,13 +599,141 @@ class StatementJudge:
             for raw in parsed:
                 if raw.stmt is None:
                     continue
-                checked = (_check_ctes(raw.stmt, self.created)
-                           if _is_bookkeeping(raw.stmt, self.version_table)
-                           else _check(raw.stmt, self.created))
-                for rule, subject in checked:
-                    found.append(_finding(revision, rule, _display(text), subject))
-                self.created.record(raw.stmt)
+                for rule, subject, shown in self._judged(raw.stmt):
+                    found.append(_finding(revision, rule, _display(text), subject, shown))
+                self.created.record(raw.stmt, self.live)
         return found
+
+    def _judged(self, stmt: ast.Node) -> Iterator[tuple[str, str, str | None]]:
+        """(rule, subject, what the message shows when not the subject) for one statement."""
+        if isinstance(stmt, ast.TransactionStmt):
+            self.in_transaction = _opens_transaction(stmt, self.in_transaction)
+            return
+        if self.in_transaction:
+            refused = _outside_transaction_only(stmt)
+            if refused is not None:
+                yield "concurrently_in_transaction", refused, None
+        if isinstance(stmt, ast.VariableSetStmt):
+            yield from _check_guard(stmt)
+            return
+        if isinstance(stmt, ast.SelectStmt):
+            yield from _guard_calls(stmt)
+        if (isinstance(stmt, ast.CreateStmt) and stmt.if_not_exists and stmt.relation is not None
+                and self.live is not None and self.live.exists(_table(stmt.relation))
+                and not self.created.has(_table(stmt.relation))):
+            yield "create_table_exists", _name(_table(stmt.relation)), None
+        checked = (_check_ctes(stmt, self.created)
+                   if _is_bookkeeping(stmt, self.version_table) else _check(stmt, self.created))
+        for rule, subject in checked:
+            yield rule, subject, None
+
+
+def _opens_transaction(stmt: ast.TransactionStmt, now: bool) -> bool:
+    """Whether a transaction block is open after BEGIN, COMMIT, ROLLBACK or a SAVEPOINT."""
+    kind = TransactionStmtKind
+    if stmt.kind in (kind.TRANS_STMT_BEGIN, kind.TRANS_STMT_START):
+        return True
+    if stmt.kind in (kind.TRANS_STMT_COMMIT, kind.TRANS_STMT_ROLLBACK,
+                     kind.TRANS_STMT_PREPARE):
+        return False
+    return now
+
+
+def _outside_transaction_only(stmt: ast.Node) -> str | None:
+    """What PostgreSQL refuses to run inside a transaction block, as the message names it."""
+    if isinstance(stmt, ast.IndexStmt) and stmt.concurrent:
+        return f"CREATE INDEX CONCURRENTLY {stmt.idxname or ''}".rstrip()
+    if isinstance(stmt, ast.DropStmt) and stmt.concurrent:
+        names = ", ".join(_name(_dropped_table(obj)) for obj in stmt.objects or ())
+        return f"DROP INDEX CONCURRENTLY {names}"
+    if isinstance(stmt, ast.ReindexStmt) and _concurrent_reindex(stmt):
+        return f"REINDEX CONCURRENTLY {_reindexed(stmt)}"
+    if isinstance(stmt, ast.AlterTableStmt) and any(
+            isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.PartitionCmd)
+            and cmd.def_.concurrent for cmd in stmt.cmds or ()):
+        return "DETACH PARTITION CONCURRENTLY"
+    if isinstance(stmt, ast.VacuumStmt):
+        return "VACUUM" if stmt.is_vacuumcmd else None
+    return None
+
+
+def _check_guard(stmt: ast.VariableSetStmt) -> Iterator[tuple[str, str, str | None]]:
+    """SET, RESET of the engine's guards: lock_timeout 0 (or the server's default, 0 unless
+    configured) waits forever; anything else holds for the revision alone."""
+    shown = _setting_shown(stmt)
+    if stmt.kind == VariableSetKind.VAR_RESET_ALL:
+        yield "lock_timeout_disabled", "lock_timeout", shown
+        return
+    if stmt.name not in _GUARDS:
+        return
+    zero = stmt.kind in (VariableSetKind.VAR_SET_DEFAULT, VariableSetKind.VAR_RESET) or (
+        stmt.kind == VariableSetKind.VAR_SET_VALUE and _is_zero(stmt.args))
+    if stmt.name == "lock_timeout" and zero:
+        yield "lock_timeout_disabled", "lock_timeout", shown
+    else:
+        yield "session_timeout", stmt.name, shown
+
+
+def _guard_calls(stmt: ast.SelectStmt) -> Iterator[tuple[str, str, str | None]]:
+    """`SELECT set_config('lock_timeout', '0', false)`: a SET by another name."""
+    found: list[tuple[str, str, str | None]] = []
+
+    class Calls(Visitor):
+        def visit_FuncCall(self, ancestors: Any, node: ast.FuncCall) -> None:
+            name = _qualified_names(tuple(node.funcname or ()))
+            args = node.args or ()
+            if not name or name[-1].lower() != "set_config" or len(args) < 2:
+                return
+            setting = _constant(args[0])
+            if not isinstance(setting, str) or setting.lower() not in _GUARDS:
+                return
+            shown = f"set_config('{setting}', ...)"
+            value = _constant(args[1])
+            zero = isinstance(value, str | Decimal) and _zero_text(str(value))
+            if setting.lower() == "lock_timeout" and (zero or value is None):
+                found.append(("lock_timeout_disabled", "lock_timeout", shown))
+            else:
+                found.append(("session_timeout", setting.lower(), shown))
+
+    Calls()(stmt)
+    yield from found
+
+
+def _setting_shown(stmt: ast.VariableSetStmt) -> str:
+    local = "LOCAL " if stmt.is_local else ""
+    if stmt.kind == VariableSetKind.VAR_RESET_ALL:
+        return "RESET ALL"
+    if stmt.kind == VariableSetKind.VAR_RESET:
+        return f"RESET {stmt.name}"
+    if stmt.kind == VariableSetKind.VAR_SET_DEFAULT:
+        return f"SET {local}{stmt.name} TO DEFAULT"
+    values = [f"'{v}'" if isinstance(v, str) else str(v)
+              for v in map(_constant, stmt.args or ()) if v is not None]
+    return f"SET {local}{stmt.name} = {', '.join(values) or '...'}"
+
+
+def _is_zero(args: tuple[object, ...] | None) -> bool:
+    values = [_constant(arg) for arg in args or ()]
+    return len(values) == 1 and isinstance(values[0], str | Decimal) and _zero_text(
+        str(values[0]))
+
+
+def _zero_text(value: str) -> bool:
+    """'0', 0, '0s', '0 ms': a timeout of zero, which PostgreSQL takes as no limit."""
+    digits = re.match(r"\s*(\d+(?:\.\d*)?)", value)
+    return digits is not None and float(digits.group(1)) == 0
+
+
+def _concurrent_reindex(stmt: ast.ReindexStmt) -> bool:
+    return any(isinstance(p, ast.DefElem) and p.defname == "concurrently"
+               and _constant(p.arg) not in (False, "false", "off", Decimal(0))
+               for p in stmt.params or ())
+
+
+def _reindexed(stmt: ast.ReindexStmt) -> str:
+    if stmt.relation is not None:
+        return _name(_table(stmt.relation))
+    return stmt.name or ""
 
 
 def only_refills(sql: str, *, version_table: str = "alembic_version") -> bool:
@@ -749,10 +985,8 @@ def _check_schema_change(stmt: ast.Node, created: _Created) -> Iterator[tuple[st
             for cmd in stmt.cmds or ():
                 if isinstance(cmd, ast.AlterTableCmd):
                     yield from _check_alter(cmd, _name(table))
-    elif isinstance(stmt, ast.IndexStmt) and stmt.relation is not None:
-        table = _table(stmt.relation)
-        if not stmt.concurrent and not created.has(table):
-            yield "create_index_not_concurrently", _name(table)
+    elif isinstance(stmt, ast.IndexStmt | ast.ReindexStmt):
+        yield from _check_index(stmt, created)
     elif isinstance(stmt, ast.RenameStmt) and stmt.relation is not None:
         table = _table(stmt.relation)
         if stmt.renameType in _RENAMED_OBJECTS and not created.has(table):
@@ -760,6 +994,18 @@ def _check_schema_change(stmt: ast.Node, created: _Created) -> Iterator[tuple[st
             yield "rename", renamed
     else:
         yield from _check_dml(stmt, created)
+
+
+def _check_index(stmt: ast.IndexStmt | ast.ReindexStmt,
+                 created: _Created) -> Iterator[tuple[str, str]]:
+    """An index built, or rebuilt, without CONCURRENTLY on a table from before the deploy."""
+    if isinstance(stmt, ast.IndexStmt) and stmt.relation is not None:
+        table = _table(stmt.relation)
+        if not stmt.concurrent and not created.has(table):
+            yield "create_index_not_concurrently", _name(table)
+    elif (isinstance(stmt, ast.ReindexStmt) and not _concurrent_reindex(stmt)
+          and not _reindexes_new(stmt, created)):
+        yield "reindex_not_concurrently", _reindexed(stmt)
 
 
 def _check_opaque(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
@@ -798,6 +1044,11 @@ def _check_drop(stmt: ast.DropStmt, created: _Created) -> Iterator[tuple[str, st
         existing = [schema for schema in schemas if schema not in created.schemas]
         if existing:
             yield "drop_schema" + suffix, ", ".join(existing)
+    elif stmt.removeType == ObjectType.OBJECT_INDEX and not stmt.concurrent:
+        indexes = [i for i in map(_dropped_table, stmt.objects or ())
+                   if i not in created.indexes and i[0] not in created.schemas]
+        if indexes:
+            yield "drop_index_not_concurrently", ", ".join(_name(index) for index in indexes)
     elif cascade and stmt.removeType in _CASCADE_RULES:
         kind = ObjectType(stmt.removeType)
         dropped = [_object_name(kind, obj) for obj in stmt.objects or ()]
@@ -828,19 +1079,82 @@ def _check_alter(cmd: ast.AlterTableCmd, table: str) -> Iterator[tuple[str, str]
         elif constraint.contype == ConstrType.CONSTR_NOTNULL:
             # PostgreSQL 18 spelling: ADD CONSTRAINT name NOT NULL column.
             yield "set_not_null", named
+        elif constraint.contype in _INDEX_RULES and not constraint.indexname:
+            yield _INDEX_RULES[ConstrType(constraint.contype)], named
 
 
 def _check_new_column(column: ast.ColumnDef, table: str) -> Iterator[tuple[str, str]]:
     name = f"{table}.{column.colname}"
     constraints = [c for c in column.constraints or () if isinstance(c, ast.Constraint)]
     kinds = {constraint.contype for constraint in constraints}
-    if (column.is_not_null or kinds & _NOT_NULL_KINDS) and not kinds & _VALUE_KINDS:
+    if ((column.is_not_null or kinds & _NOT_NULL_KINDS) and not kinds & _VALUE_KINDS
+            and not _is_serial(column)):
         yield "add_column_not_null_without_default", name
     # A column constraint cannot be NOT VALID: REFERENCES or CHECK here always validates.
     if ConstrType.CONSTR_FOREIGN in kinds:
         yield "foreign_key_without_not_valid", name
     if ConstrType.CONSTR_CHECK in kinds:
         yield "check_without_not_valid", name
+    for kind, rule in _INDEX_RULES.items():
+        if kind in kinds:  # nor can it name an index to use
+            yield rule, name
+    if _rewrites_table(column, constraints):
+        yield "add_column_rewrites_table", name
+
+
+def _rewrites_table(column: ast.ColumnDef, constraints: list[ast.Constraint]) -> bool:
+    """A new column whose value is computed per row: PostgreSQL writes every row again."""
+    if _is_serial(column):
+        return True
+    for constraint in constraints:
+        if constraint.contype == ConstrType.CONSTR_IDENTITY:
+            return True
+        # PostgreSQL 18's virtual generated columns ('v') are computed when read
+        if constraint.contype == ConstrType.CONSTR_GENERATED and constraint.generated_kind != "v":
+            return True
+        if constraint.contype == ConstrType.CONSTR_DEFAULT and _may_be_volatile(
+                constraint.raw_expr):
+            return True
+    return False
+
+
+def _is_serial(column: ast.ColumnDef) -> bool:
+    type_name = _qualified_names(column.typeName.names) if column.typeName else ()
+    return bool(type_name) and type_name[-1].lower() in _SERIAL_TYPES
+
+
+def _may_be_volatile(expression: object) -> bool:
+    """Whether a DEFAULT may give each row its own value. Only constants, operators, casts
+    and the stable or immutable built-ins of `_NON_VOLATILE_FUNCTIONS` are known not to:
+    anything else (a volatile or unknown function, a subquery) is taken to."""
+    if not isinstance(expression, ast.Node):
+        return expression is not None
+    volatile = False
+
+    class Nodes(Visitor):
+        def visit(self, ancestors: Any, node: ast.Node) -> None:
+            nonlocal volatile
+            if not isinstance(node, _CONSTANT_NODES):
+                volatile = True
+            elif isinstance(node, ast.FuncCall):
+                name = tuple(n.lower() for n in _qualified_names(tuple(node.funcname or ())))
+                if name[:-1] not in ((), ("pg_catalog",)) or (
+                        name[-1:] and name[-1] not in _NON_VOLATILE_FUNCTIONS):
+                    volatile = True
+
+    Nodes()(expression)
+    return volatile
+
+
+def _reindexes_new(stmt: ast.ReindexStmt, created: _Created) -> bool:
+    """REINDEX of a table, or an index on a table, made by this deploy."""
+    if stmt.relation is None:
+        return False
+    target = _table(stmt.relation)
+    if stmt.kind == ReindexObjectType.REINDEX_OBJECT_TABLE:
+        return created.has(target)
+    return stmt.kind == ReindexObjectType.REINDEX_OBJECT_INDEX and (
+        target in created.indexes or target[0] in created.schemas)
 
 
 def _check_ctes(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:

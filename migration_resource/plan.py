@@ -36,7 +36,7 @@ from migration_resource.trial import TrialFailure, trial_run
 
 if TYPE_CHECKING:
     from migration_resource.audit import AuditTrail
-    from migration_resource.gate import Approval, Finding, GateDecision
+    from migration_resource.gate import Approval, Finding, GateDecision, LiveTables
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -73,6 +73,9 @@ class MigrationPlan:
     steps: tuple[PlannedRevision, ...]
     stamp: str | None = None  # a baseline stamped before the steps run
     trial_failure: TrialFailure | None = None
+    # the tables the database held in the migrations' schema (what tells the gate whether a
+    # CREATE TABLE IF NOT EXISTS creates a table or finds one with rows); None: not read
+    live_tables: frozenset[str] | None = None
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -114,6 +117,9 @@ def build_plan(
     (target,) = classification.target
     start = (stamp,) if stamp else classification.current
     order = catalogue.upgrade_order(start, target)
+    # ignored tables are left out of the classification, but may be there
+    live = frozenset(classification.application_tables) | frozenset(
+        core.settings.ignored_tables)
 
     def file_of(revision: str) -> str:
         return catalogue.file_path(revision).name
@@ -121,12 +127,14 @@ def build_plan(
     if not preview:
         steps = tuple(PlannedRevision(r, file_of(r), "", CHECKED_AS_SENT, CHECKED_AS_SENT_NOTE)
                       for r in order)
-        return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp)
+        return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
+                             live_tables=live)
     rendered = _render_what_offline_can(core, order, start, target)
     unrendered = [r for r in order if r not in rendered]
     if not unrendered:
         steps = tuple(PlannedRevision(r, file_of(r), rendered[r], RENDERED) for r in order)
-        return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp)
+        return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
+                             live_tables=live)
 
     logger.info("%d revisions read the database (the first: %s), so their SQL cannot be "
                 "rendered offline; capturing what they run in a scratch database",
@@ -152,7 +160,7 @@ def build_plan(
     if trial.stamped:
         logger.info("Trial run: captured with %s stamped instead of run", stamped)
     return MigrationPlan(start=start, target=target, steps=steps, stamp=stamp,
-                         trial_failure=failure)
+                         trial_failure=failure, live_tables=live)
 
 
 def _failure_text(core: EngineCore, failure: TrialFailure) -> str:
@@ -241,6 +249,7 @@ class Judgement:
     # approval lines (the apply's statement guard asks the same)
     allow_destructive: bool = False
     approvals: Mapping[str, tuple[Approval, ...]] = field(default_factory=dict)
+    live: LiveTables | None = None  # what the apply's statement guard judges against too
 
     def phases_dict(self) -> tuple[dict[str, object], ...]:
         deferred = set(self.split.deferred)
@@ -262,7 +271,9 @@ def judge(
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
     seen = {s.revision: s.sql for s in plan.steps if s.source in (RENDERED, CAPTURED)}
-    findings: list[Finding] = list(gate.analyse(seen))
+    live = None if plan.live_tables is None else gate.LiveTables(core.settings.schema,
+                                                                 plan.live_tables)
+    findings: list[Finding] = list(gate.analyse(seen, live=live))
     findings += [
         gate.Finding(
             revision=s.revision, kind=gate.DESTRUCTIVE, rule="not_previewed", statement="",
@@ -297,7 +308,7 @@ def judge(
         allow_destructive=allow, approvals=approvals,
     )
     return Judgement(decision=decision, phases=phases, split=split, allow_destructive=allow,
-                     approvals=approvals)
+                     approvals=approvals, live=live)
 
 
 def log_findings(decision: GateDecision) -> None:

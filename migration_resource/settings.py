@@ -93,6 +93,13 @@ class EngineSettings:
             object.__setattr__(self, "metadata", check_metadata_path(self.metadata))
 
     @property
+    def session_guards(self) -> tuple[str, ...]:
+        """The SET statements that bound a migration session: each statement by
+        MIGRATION_TIMEOUT, each wait for a table lock by MIGRATION_LOCK_TIMEOUT."""
+        return (f"SET statement_timeout = '{int(self.migration_timeout_seconds)}s'",
+                f"SET lock_timeout = '{int(self.lock_timeout_seconds)}s'")
+
+    @property
     def versions_location(self) -> Path:
         """The folder holding the revision files themselves."""
         return versions_location(self.script_location)

@@ -146,6 +146,7 @@ def _apply(
 ) -> Outcome:
     """Run what the judgement lets run now, under the lock the caller holds."""
     from migration_resource.apply import apply_upgrade  # noqa: PLC0415 - see TYPE_CHECKING
+    from migration_resource.gate import StatementJudge  # noqa: PLC0415
     from migration_resource.statement_guard import StatementGuard  # noqa: PLC0415
 
     decision, split = judgement.decision, judgement.split
@@ -161,7 +162,8 @@ def _apply(
     findings = tuple(f.as_dict() for f in decision.findings)
     guard = StatementGuard(stage=core.settings.stage,
                            allow_destructive=judgement.allow_destructive,
-                           approvals=judgement.approvals)
+                           approvals=judgement.approvals,
+                           judge=StatementJudge(live=judgement.live))
     try:
         applied = apply_upgrade(
             core, connection, trail, now, order=split.run, target=split.target,
