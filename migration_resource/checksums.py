@@ -193,7 +193,8 @@ def is_resumable(path: Path) -> bool:
 # The helpers that leave the revision's transaction, and every helper (each is safe to run
 # again: it resumes, or finds its work done).
 _ONLINE_MODULE = "migration_resource.online"
-_LEAVING = frozenset({"backfill", "create_index_concurrently", "drop_index_concurrently"})
+_LEAVING = frozenset({"backfill", "create_index_concurrently", "drop_index_concurrently",
+                      "reindex_concurrently", "add_unique_constraint"})
 _HELPERS = _LEAVING | {"add_constraint_not_valid", "validate_constraint"}
 _MIXED, _RESUMABLE, _NONE = "mixed", "resumable", "none"
 

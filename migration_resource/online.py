@@ -19,6 +19,12 @@ Called from a revision's ``upgrade()`` with Alembic's ``op``::
 - `create_index_concurrently`: `CREATE INDEX CONCURRENTLY` outside a transaction. An INVALID
   index of that name (an interrupted build) is dropped `CONCURRENTLY` and built again; a valid
   one is left alone; an index that is not valid afterwards is an error, never a success.
+- `add_unique_constraint`: a UNIQUE (or PRIMARY KEY) constraint on a table with rows, without
+  building its index under the table's ACCESS EXCLUSIVE lock: the index is built
+  `CONCURRENTLY` first (as above), then the constraint takes it (`USING INDEX`), which only
+  updates the catalogue.
+- `drop_index_concurrently`, `reindex_concurrently`: `DROP INDEX` and `REINDEX` without
+  blocking writes, outside the revision's transaction.
 - `add_constraint_not_valid` / `validate_constraint`: a CHECK or FOREIGN KEY added `NOT VALID`
   (a brief lock; new writes are checked at once), validated by a later revision with
   `VALIDATE CONSTRAINT`, which scans under SHARE UPDATE EXCLUSIVE and blocks no reads or writes.
@@ -480,6 +486,65 @@ def drop_index_concurrently(
     with _outside_transaction(op.get_context()):
         op.drop_index(name, table_name=table, schema=schema, postgresql_concurrently=True,
                       if_exists=True)
+
+
+def reindex_concurrently(op: Operations, name: str, *, schema: str | None = None) -> None:
+    """`REINDEX INDEX CONCURRENTLY`, outside the revision's transaction: the index is rebuilt
+    beside the old one, and reads and writes go on. What an interrupted rebuild left (an
+    INVALID `<name>_ccnew` index) is dropped first; safe to run again."""
+    context = op.get_context()
+    quote = context.dialect.identifier_preparer.quote
+    relation = _relation(name, schema, quote)
+    leftover = f"{name}_ccnew"
+    with _outside_transaction(context):
+        if not context.as_sql:
+            found = _index_state(op.get_bind(), _relation(leftover, schema, quote))
+            if found is not None and not found.valid:
+                logger.warning("Index %s is what an interrupted REINDEX CONCURRENTLY of %s "
+                               "left: dropping it concurrently first", leftover, name)
+                op.execute(sa.text(
+                    f"DROP INDEX CONCURRENTLY IF EXISTS {_relation(leftover, schema, quote)}"))
+        started = time.perf_counter()
+        op.execute(sa.text(f"REINDEX INDEX CONCURRENTLY {relation}"))
+        if not context.as_sql:
+            logger.info("Index %s rebuilt concurrently in %.1f s", name,
+                        time.perf_counter() - started)
+
+
+def add_unique_constraint(
+    op: Operations,
+    name: str,
+    table: str,
+    columns: Sequence[str],
+    *,
+    primary_key: bool = False,
+    schema: str | None = None,
+) -> None:
+    """A UNIQUE constraint (or, with `primary_key`, the table's PRIMARY KEY) named `name` on
+    `columns`, for a table with rows: its unique index, also named `name`, is built with
+    `create_index_concurrently`, then `ADD CONSTRAINT ... USING INDEX` turns it into the
+    constraint under a brief lock. Safe to run again: a valid index is kept, a constraint of
+    that name that exists already is left alone.
+
+    For a primary key the columns must be NOT NULL already: otherwise PostgreSQL sets them
+    NOT NULL itself, scanning the table under the lock (add a CHECK (col IS NOT NULL) NOT
+    VALID, validate it, then SET NOT NULL, first).
+    """
+    if not columns:
+        raise ValueError("add_unique_constraint: name the columns, e.g. columns=['email']")
+    context = op.get_context()
+    quote = context.dialect.identifier_preparer.quote
+    relation = _relation(table, schema, quote)
+    if not context.as_sql:
+        found = _constraint_state(op.get_bind(), relation, name)
+        if found is not None:
+            logger.info("Constraint %s on %s exists already (%s); nothing to add", name, table,
+                        found.definition)
+            return
+    create_index_concurrently(op, name, table, list(columns), unique=True, schema=schema)
+    kind = "PRIMARY KEY" if primary_key else "UNIQUE"
+    op.execute(sa.text(
+        f"ALTER TABLE {relation} ADD CONSTRAINT {quote(name)} {kind} USING INDEX {quote(name)}"))
 
 
 def _drop_if_invalid(  # noqa: PLR0917 - private

@@ -375,6 +375,41 @@ def test_a_foreign_key_added_not_valid_is_validated_later_and_each_step_can_run_
     assert tuple(row) == (True, "FOREIGN KEY (owner_id) REFERENCES owners(id) ON DELETE SET NULL")
 
 
+# -- unique constraints and rebuilds without the table's lock ------------------------------------
+def test_a_unique_constraint_and_a_primary_key_take_an_index_built_concurrently(
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path,
+) -> None:
+    # GIVEN a table with rows and no key, and a revision using the helpers (each step twice:
+    # a run that stopped midway runs them again)
+    folder = linear_history(tmp_path / "h", {
+        "r1": "op.execute('CREATE TABLE accounts (id bigint NOT NULL, email text)'); "
+              "op.execute(\"INSERT INTO accounts SELECT g, 'a' || g FROM generate_series(1, "
+              "500) g\")",
+        "r2": "from migration_resource.online import add_unique_constraint, "
+              "reindex_concurrently\n    "
+              "add_unique_constraint(op, 'uq_accounts_email', 'accounts', ['email'])\n    "
+              "add_unique_constraint(op, 'uq_accounts_email', 'accounts', ['email'])\n    "
+              "add_unique_constraint(op, 'accounts_pkey', 'accounts', ['id'], primary_key=True)\n"
+              "    add_unique_constraint(op, 'accounts_pkey', 'accounts', ['id'], "
+              "primary_key=True)\n    reindex_concurrently(op, 'uq_accounts_email')",
+    })
+    make_engine(script_location=folder).migrate(target="r1")
+    production = make_engine(script_location=folder, stage="production")
+    # WHEN the production gate judges it, THEN it finds nothing: no lock rule is broken
+    dry = production.dry_run()
+    assert dry.ok and dry.findings == ()
+    # AND it applies: both constraints stand on their indexes, and the revision resumes
+    assert production.migrate().final == ("r2",)
+    with db.connect() as conn:
+        found = conn.exec_driver_sql(
+            "SELECT conname, contype, (SELECT indisvalid FROM pg_index WHERE indexrelid = "
+            "conindid) FROM pg_constraint WHERE conrelid = 'accounts'::regclass "
+            "ORDER BY conname").all()
+    assert [tuple(row) for row in found] == [("accounts_pkey", "p", True),
+                                             ("uq_accounts_email", "u", True)]
+    assert is_resumable(folder / "versions" / "r2.py")
+
+
 # -- the sample history's examples -----------------------------------------------------------
 def test_the_sample_online_revisions_pass_the_production_gate_and_are_previewed(
     make_engine: EngineFactory, db: sa.Engine,
