@@ -46,6 +46,7 @@ benchmark: $(STAMP) $(NODE_STAMP) postgres-binaries
 	$(BIN)/python benchmarks/deploy_local.py
 	$(BIN)/python benchmarks/long_history.py
 	$(BIN)/python benchmarks/production_scale.py
+	$(BIN)/python benchmarks/squawk_comparison.py --before benchmarks/squawk_comparison_before.json --output docs/GATE_VS_SQUAWK.md
 
 # A persistent local PostgreSQL (data in .local/postgres) to try remote_admin.py by hand;
 # prints the DATABASE_URL to export.

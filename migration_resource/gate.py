@@ -190,6 +190,7 @@ _KIND_OF_RULE = {
     "concurrently_in_transaction": LOCKING,
     "create_table_exists": LOCKING,
     "lock_timeout_disabled": LOCKING,
+    "validate_in_same_transaction": LOCKING,
     "session_timeout": NOTE,
 }
 
@@ -280,6 +281,10 @@ _MESSAGES = {
     "without limit: behind one long transaction an ALTER TABLE queues, and every query on "
     "that table queues behind it; leave lock_timeout to the engine (MIGRATION_LOCK_TIMEOUT), "
     "or set a bounded one.",
+    "validate_in_same_transaction": "VALIDATE CONSTRAINT {0} in the transaction that added it "
+    "NOT VALID scans every row while that ADD's ACCESS EXCLUSIVE lock is still held, blocking "
+    "reads and writes; validate it in a later revision "
+    "(migration_resource.online.validate_constraint).",
     "session_timeout": "{0} holds for this revision only; the engine sets its own "
     "statement_timeout (MIGRATION_TIMEOUT) and lock_timeout (MIGRATION_LOCK_TIMEOUT) again "
     "before the next revision.",
@@ -588,9 +593,14 @@ class StatementJudge:
     # Inside BEGIN ... COMMIT of the SQL judged (offline SQL writes them out; the apply's
     # driver does not send its BEGIN, so there PostgreSQL itself refuses CONCURRENTLY).
     in_transaction: bool = False
+    # (schema, table, constraint) added NOT VALID in the transaction running now, and whose
+    not_valid: set[tuple[str, str, str]] = field(default_factory=set)
+    revision: str = ""
 
     def findings(self, revision: str, sql: str) -> list[Finding]:
         found: list[Finding] = []
+        if revision != self.revision:  # each revision runs in a transaction of its own
+            self.revision, self.not_valid = revision, set()
         for text, parsed in _statements(sql):
             if isinstance(parsed, ParseError):
                 reason = _cut(" ".join(str(parsed).split()), PARSER_MESSAGE_LIMIT)
@@ -608,7 +618,10 @@ class StatementJudge:
         """(rule, subject, what the message shows when not the subject) for one statement."""
         if isinstance(stmt, ast.TransactionStmt):
             self.in_transaction = _opens_transaction(stmt, self.in_transaction)
+            self.not_valid = set()
             return
+        if isinstance(stmt, ast.AlterTableStmt) and stmt.relation is not None:
+            yield from self._validated_at_once(stmt)
         if self.in_transaction:
             refused = _outside_transaction_only(stmt)
             if refused is not None:
@@ -626,6 +639,22 @@ class StatementJudge:
                    if _is_bookkeeping(stmt, self.version_table) else _check(stmt, self.created))
         for rule, subject in checked:
             yield rule, subject, None
+
+
+    def _validated_at_once(self, stmt: ast.AlterTableStmt) -> Iterator[tuple[str, str, None]]:
+        """VALIDATE CONSTRAINT of one added NOT VALID in the same transaction."""
+        assert stmt.relation is not None
+        table = _table(stmt.relation)
+        for cmd in stmt.cmds or ():
+            if not isinstance(cmd, ast.AlterTableCmd):
+                continue
+            if (cmd.subtype == AlterTableType.AT_AddConstraint
+                    and isinstance(cmd.def_, ast.Constraint) and cmd.def_.skip_validation
+                    and cmd.def_.conname):
+                self.not_valid.add((*table, cmd.def_.conname))
+            elif (cmd.subtype == AlterTableType.AT_ValidateConstraint and cmd.name
+                  and (*table, cmd.name) in self.not_valid and not self.created.has(table)):
+                yield "validate_in_same_transaction", cmd.name, None
 
 
 def _opens_transaction(stmt: ast.TransactionStmt, now: bool) -> bool:

@@ -35,9 +35,9 @@ ALEMBIC_VERSION = "alembic_version"
 # The engine's own table: left out whenever an engine-migrated database is compared with a
 # plain-Alembic one.
 PRODUCT_TABLES = ("migration_audit",)
-# Columns whose default is the clock differ between two runs by design.
+# Columns whose default is the clock, or random, differ between two runs by design.
 CLOCK_DEFAULTS = ("now()", "current_timestamp", "clock_timestamp()", "statement_timestamp()",
-                  "transaction_timestamp()")
+                  "transaction_timestamp()", "gen_random_uuid()")
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,32 @@ HISTORIES: dict[str, History] = {
                 "e5a7c3b9f164": "CREATE UNIQUE INDEX CONCURRENTLY ux_customers_email_normalized",
                 "92b6e4c8a386": "CREATE INDEX CONCURRENTLY ix_orders_pending_placed_at",
                 "c7d0a5f3e497": "VALIDATE CONSTRAINT",
+            },
+        ),
+        History(
+            # What squawk's lock rules catch, as teams write it: a unique constraint and a
+            # primary key added to tables with rows, an index dropped and a REINDEX without
+            # CONCURRENTLY, volatile defaults and a stored generated column, CREATE TABLE IF
+            # NOT EXISTS, revisions setting their own lock_timeout and statement_timeout;
+            # then the online way, in an autocommit_block.
+            name="ops_console",
+            revisions=(
+                "3a1c5e7b9d02", "4b2d6f8a0c13", "5c3e7a9b1d24", "6d4f8b0c2e35", "7e5a9c1d3f46",
+                "8f6b0d2e4a57", "9a7c1e3f5b68", "ab8d2f4a6c79", "bc9e3a5b7d80",
+            ),
+            middle="7e5a9c1d3f46",
+            seed_rows={"accounts": 2, "audit_events": 2, "feature_flags": 1},
+            drift=("accounts", "nickname"),
+            non_transactional=frozenset({"bc9e3a5b7d80"}),
+            sql_fragments={
+                "4b2d6f8a0c13": "CREATE TABLE IF NOT EXISTS feature_flags",
+                "5c3e7a9b1d24": "ADD CONSTRAINT uq_accounts_email UNIQUE",
+                "6d4f8b0c2e35": "DROP INDEX ix_sessions_token",
+                "7e5a9c1d3f46": "DEFAULT gen_random_uuid()",
+                "8f6b0d2e4a57": "SET lock_timeout = '0'",
+                "9a7c1e3f5b68": "SET statement_timeout = '2h'",
+                "ab8d2f4a6c79": "REINDEX INDEX ix_sessions_token_expires_at",
+                "bc9e3a5b7d80": "REINDEX INDEX CONCURRENTLY pk_accounts",
             },
         ),
     )

@@ -870,3 +870,16 @@ def test_a_backfill_helper_batch_guarded_by_is_null_refills() -> None:
              "(revision, table_name, name, last_key) SELECT 'r', 'users', 'd', 'k'")
     assert only_refills(batch)
     assert analyse({REV: rendered(batch + ";")}) == ()
+
+
+def test_validating_in_the_transaction_that_added_it_not_valid_holds_the_lock() -> None:
+    added = ("ALTER TABLE orders ADD CONSTRAINT ck_orders_total CHECK (total >= 0) NOT VALID;\n")
+    validated = "ALTER TABLE orders VALIDATE CONSTRAINT ck_orders_total;"
+    # GIVEN both in one revision (one transaction): the scan runs under the ADD's lock
+    findings = analyse({REV: rendered(added + validated)})
+    assert [(f.rule, f.subject) for f in findings] == [
+        ("validate_in_same_transaction", "ck_orders_total")]
+    assert "later revision" in findings[0].message
+    # GIVEN the validation in the next revision: nothing to report
+    assert analyse({REV: rendered(added), "b2c3d4e5f6a7": rendered(
+        validated, revision="b2c3d4e5f6a7", down=REV)}) == ()
