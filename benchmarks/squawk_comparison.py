@@ -286,7 +286,7 @@ def _judge(tables: frozenset[str]) -> StatementJudge:
         from migration_resource.gate import LiveTables  # noqa: PLC0415
     except ImportError:
         return StatementJudge()
-    return StatementJudge(live=LiveTables("public", tables))
+    return StatementJudge(live=LiveTables(frozenset(("public", t) for t in tables)))
 
 
 def squawk_findings(squawk: str, statements: list[str], work: Path) -> dict[int, list[str]]:

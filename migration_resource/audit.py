@@ -309,6 +309,8 @@ class AuditTrail:
             cursor = driver.cursor()
             try:
                 cursor.execute(statement, parameters or None)
+                if ";" in statement and getattr(cursor, "nextset", None):
+                    _to_last_result(cursor, dbapi)
                 if cursor.description is None:
                     return cursor.rowcount
                 row = _row_type(tuple(column[0] for column in cursor.description))
@@ -530,3 +532,13 @@ def recent_actions(
         }
         for row in rows
     ]
+
+
+def _to_last_result(cursor: Any, dbapi: Any) -> None:
+    """Several statements in one text: psycopg 3 reads the first one's result, psycopg2 the
+    last one's (and has no further results to move to). Move to the last, as psycopg2 is."""
+    try:
+        while cursor.nextset():
+            pass
+    except dbapi.NotSupportedError:
+        pass

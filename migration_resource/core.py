@@ -235,6 +235,20 @@ class EngineCore:
                 "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
                 "WHERE e.extname <> 'plpgsql' ORDER BY e.extname"))
 
+    def live_relations(self) -> tuple[frozenset[tuple[str, str]], str]:
+        """Every relation of the database's own schemas, any kind (a CREATE TABLE IF NOT
+        EXISTS skips on a view or a sequence of that name too), and `current_schema()`."""
+        with self.reading() as connection:
+            rows = connection.exec_driver_sql(
+                "SELECT n.nspname, c.relname, current_schema() FROM pg_catalog.pg_class c "
+                "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+                # the system's own schemas (pg_ is reserved to it)
+                "WHERE n.nspname !~ '^(pg_|information_schema$)'"
+            ).all()
+            schema = rows[0][2] if rows else connection.exec_driver_sql(
+                "SELECT current_schema()").scalar()
+        return frozenset((str(r[0]), str(r[1])) for r in rows), str(schema or "")
+
     def scratch_engine(self, name: str) -> sa.Engine:
         """An engine on database `name` of the live server, with the live credentials, for a
         trial run (`migration_resource.trial`); its statements and lock waits are bounded."""

@@ -51,6 +51,7 @@ from pglast.enums import (
     AlterTableType,
     BoolExprType,
     ConstrType,
+    DiscardMode,
     DropBehavior,
     NullTestType,
     ObjectType,
@@ -136,15 +137,24 @@ _NON_VOLATILE_FUNCTIONS = frozenset({
     "substring", "substr", "trim", "btrim", "ltrim", "rtrim", "split_part", "left", "right",
     "round", "abs", "ceil", "floor", "date_trunc", "date_part", "make_date", "make_interval",
     "jsonb_build_object", "json_build_object", "jsonb_build_array", "json_build_array",
-    "to_jsonb", "to_json", "array_length", "cardinality",
+    "to_jsonb", "to_json", "array_length", "cardinality", "timezone", "extract",
+    "position", "overlay", "localtimestamp", "current_date", "coalesce", "nullif",
+    "greatest", "least", "make_timestamp", "make_timestamptz", "date", "int4", "int8",
+    "numeric", "text", "jsonb", "json",
 })
 # Expression nodes a default may hold and stay computed once (with the functions above).
 _CONSTANT_NODES = (ast.A_Const, ast.TypeCast, ast.TypeName, ast.String, ast.Integer, ast.Float,
                    ast.Boolean, ast.BitString, ast.A_Expr, ast.BoolExpr, ast.A_ArrayExpr,
-                   ast.SQLValueFunction, ast.FuncCall, ast.CoalesceExpr, ast.NullTest)
+                   ast.SQLValueFunction, ast.FuncCall, ast.CoalesceExpr, ast.NullTest,
+                   ast.CaseExpr, ast.CaseWhen, ast.MinMaxExpr, ast.CollateClause,
+                   ast.A_Indirection, ast.A_Indices, ast.BooleanTest)
 # Column types that are a sequence's nextval() default: added to a table, a rewrite.
 _SERIAL_TYPES = frozenset({"serial", "bigserial", "smallserial", "serial2", "serial4",
                            "serial8"})
+# A duration setting's value, and its unit in milliseconds (PostgreSQL's, no unit: ms).
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>us|ms|s|min|h|d|)", re.I)
+_MILLISECONDS = {"us": 0.001, "ms": 1.0, "": 1.0, "s": 1000.0, "min": 60000.0, "h": 3600000.0,
+                 "d": 86400000.0}
 # The session's guards the engine sets; a revision that changes them has them for itself.
 _GUARDS = ("lock_timeout", "statement_timeout")
 # ON DELETE CASCADE, SET NULL, SET DEFAULT: a delete in the referenced table changes rows here.
@@ -256,9 +266,11 @@ _MESSAGES = {
     "index first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING "
     "INDEX (migration_resource.online.add_unique_constraint does both).",
     "add_primary_key": "ADD PRIMARY KEY {0} builds its index on an existing table under an "
-    "ACCESS EXCLUSIVE lock, blocking reads and writes until it is built; build the index "
-    "first with CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING "
-    "INDEX (migration_resource.online.add_unique_constraint(..., primary_key=True)).",
+    "ACCESS EXCLUSIVE lock, blocking reads and writes until it is built (and scans it to set "
+    "its columns NOT NULL, when they are not); make the columns NOT NULL first (a CHECK ... "
+    "IS NOT NULL NOT VALID, VALIDATE, SET NOT NULL), build the index with CREATE UNIQUE INDEX "
+    "CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX "
+    "(migration_resource.online.add_unique_constraint(..., primary_key=True)).",
     "drop_index_not_concurrently": "DROP INDEX {0} takes an ACCESS EXCLUSIVE lock on its "
     "table: it waits behind every running query on it, and every new query waits behind it; "
     "use DROP INDEX CONCURRENTLY (migration_resource.online.drop_index_concurrently).",
@@ -539,15 +551,20 @@ class _Created:
 
 @dataclass(frozen=True)
 class LiveTables:
-    """The tables of one schema that the database held before the deploy: what tells a
-    CREATE TABLE IF NOT EXISTS that creates a table from one that finds a table with rows."""
+    """Every relation the database held before the deploy (tables, views, sequences, indexes,
+    foreign tables: CREATE TABLE IF NOT EXISTS skips on any of them), as (schema, name), and
+    the schema unqualified names resolve to: what tells a CREATE TABLE IF NOT EXISTS that
+    creates a table from one that finds a relation from before, with its rows."""
 
-    schema: str
-    names: frozenset[str]
+    relations: frozenset[tuple[str, str]]
+    current_schema: str = "public"
 
     def exists(self, table: _Table) -> bool | None:
-        """Whether the table was there; None for another schema, which was not read."""
-        return table[1] in self.names if table[0] == self.schema else None
+        """Whether a relation of that name was there; None when unknown: the gate reads an
+        unqualified name as public's, which it is only when public comes first."""
+        if table[0] == "public" and self.current_schema != "public":
+            return None
+        return table in self.relations
 
 
 def _new_table(stmt: ast.Node, live: LiveTables | None = None) -> _Table | None:
@@ -555,7 +572,9 @@ def _new_table(stmt: ast.Node, live: LiveTables | None = None) -> _Table | None:
     to have held it (`live`): else it may have found one from before, with its rows."""
     if isinstance(stmt, ast.CreateStmt) and stmt.relation is not None:
         made = _table(stmt.relation)
-        return made if _creates(bool(stmt.if_not_exists), made, live) else None
+        # a temporary table is always a new one, and it hides a table of that name
+        temporary = stmt.relation.relpersistence == "t"
+        return made if temporary or _creates(bool(stmt.if_not_exists), made, live) else None
     if isinstance(stmt, ast.CreateTableAsStmt) and stmt.into and stmt.into.rel:
         made = _table(stmt.into.rel)
         return made if _creates(bool(stmt.if_not_exists), made, live) else None
@@ -629,17 +648,31 @@ class StatementJudge:
         if isinstance(stmt, ast.VariableSetStmt):
             yield from _check_guard(stmt)
             return
+        if isinstance(stmt, ast.DiscardStmt) and stmt.target == DiscardMode.DISCARD_ALL:
+            yield "lock_timeout_disabled", "lock_timeout", "DISCARD ALL"
+            return
         if isinstance(stmt, ast.SelectStmt):
             yield from _guard_calls(stmt)
-        if (isinstance(stmt, ast.CreateStmt) and stmt.if_not_exists and stmt.relation is not None
-                and self.live is not None and self.live.exists(_table(stmt.relation))
-                and not self.created.has(_table(stmt.relation))):
-            yield "create_table_exists", _name(_table(stmt.relation)), None
+        found = self._found_by_if_not_exists(stmt)
+        if found is not None:
+            yield "create_table_exists", _name(found), None
         checked = (_check_ctes(stmt, self.created)
                    if _is_bookkeeping(stmt, self.version_table) else _check(stmt, self.created))
         for rule, subject in checked:
             yield rule, subject, None
 
+
+    def _found_by_if_not_exists(self, stmt: ast.Node) -> _Table | None:
+        """The relation from before the deploy that a CREATE TABLE [AS] IF NOT EXISTS finds."""
+        relation = None
+        if isinstance(stmt, ast.CreateStmt) and stmt.if_not_exists:
+            relation = stmt.relation
+        elif isinstance(stmt, ast.CreateTableAsStmt) and stmt.if_not_exists and stmt.into:
+            relation = stmt.into.rel
+        if relation is None or relation.relpersistence == "t" or self.live is None:
+            return None
+        table = _table(relation)
+        return table if self.live.exists(table) and not self.created.has(table) else None
 
     def _validated_at_once(self, stmt: ast.AlterTableStmt) -> Iterator[tuple[str, str, None]]:
         """VALIDATE CONSTRAINT of one added NOT VALID in the same transaction."""
@@ -675,8 +708,12 @@ def _outside_transaction_only(stmt: ast.Node) -> str | None:
     if isinstance(stmt, ast.DropStmt) and stmt.concurrent:
         names = ", ".join(_name(_dropped_table(obj)) for obj in stmt.objects or ())
         return f"DROP INDEX CONCURRENTLY {names}"
-    if isinstance(stmt, ast.ReindexStmt) and _concurrent_reindex(stmt):
-        return f"REINDEX CONCURRENTLY {_reindexed(stmt)}"
+    if isinstance(stmt, ast.ReindexStmt) and (_concurrent_reindex(stmt) or stmt.kind in (
+            ReindexObjectType.REINDEX_OBJECT_SCHEMA, ReindexObjectType.REINDEX_OBJECT_SYSTEM,
+            ReindexObjectType.REINDEX_OBJECT_DATABASE)):
+        concurrently = " CONCURRENTLY" if _concurrent_reindex(stmt) else ""
+        kind = ReindexObjectType(stmt.kind or 0).name.removeprefix("REINDEX_OBJECT_")
+        return f"REINDEX {kind}{concurrently} {_reindexed(stmt)}"
     if isinstance(stmt, ast.AlterTableStmt) and any(
             isinstance(cmd, ast.AlterTableCmd) and isinstance(cmd.def_, ast.PartitionCmd)
             and cmd.def_.concurrent for cmd in stmt.cmds or ()):
@@ -748,15 +785,29 @@ def _is_zero(args: tuple[object, ...] | None) -> bool:
 
 
 def _zero_text(value: str) -> bool:
-    """'0', 0, '0s', '0 ms': a timeout of zero, which PostgreSQL takes as no limit."""
-    digits = re.match(r"\s*(\d+(?:\.\d*)?)", value)
-    return digits is not None and float(digits.group(1)) == 0
+    """A timeout PostgreSQL stores as 0, no limit: '0', '0s', '0.4', '100us' (it rounds to
+    whole milliseconds). A value it cannot read is taken as 0 (the SET fails anyway)."""
+    found = _DURATION.fullmatch(value.strip())
+    if found is None:
+        return True
+    milliseconds = float(found["number"]) * _MILLISECONDS[found["unit"].lower()]
+    return milliseconds <= 0.5
 
 
 def _concurrent_reindex(stmt: ast.ReindexStmt) -> bool:
-    return any(isinstance(p, ast.DefElem) and p.defname == "concurrently"
-               and _constant(p.arg) not in (False, "false", "off", Decimal(0))
+    return any(isinstance(p, ast.DefElem) and p.defname == "concurrently" and _option_on(p.arg)
                for p in stmt.params or ())
+
+
+def _option_on(arg: object) -> bool:
+    """An option's value as PostgreSQL reads a boolean option: absent is on."""
+    if arg is None:
+        return True
+    if isinstance(arg, ast.A_Const):
+        arg = arg.val
+    if isinstance(arg, ast.Integer):
+        return (arg.ival or 0) != 0
+    return _boolean(arg) is not False
 
 
 def _reindexed(stmt: ast.ReindexStmt) -> str:

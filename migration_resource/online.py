@@ -131,6 +131,18 @@ SELECT c.convalidated AS valid, pg_catalog.pg_get_constraintdef(c.oid) AS defini
 FROM pg_catalog.pg_constraint c
 WHERE c.conrelid = to_regclass(:relation) AND c.conname = :name
 """
+# INVALID indexes beside the given one on its table, named as REINDEX CONCURRENTLY names its
+# transient copies (the index's name cut to fit, then _ccnew or _ccold and maybe a number).
+_REINDEX_LEFTOVERS = r"""
+SELECT n.nspname, c.relname
+FROM pg_catalog.pg_index i
+JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+WHERE i.indrelid = (SELECT indrelid FROM pg_catalog.pg_index
+                    WHERE indexrelid = to_regclass(:relation))
+  AND NOT i.indisvalid AND c.relname ~ '_cc(new|old)[0-9]*$'
+ORDER BY c.relname
+"""
 _INVALID_INDEXES = """
 SELECT c.relname AS name, t.relname AS table_name,
        pg_catalog.pg_get_indexdef(i.indexrelid) AS definition,
@@ -490,20 +502,21 @@ def drop_index_concurrently(
 
 def reindex_concurrently(op: Operations, name: str, *, schema: str | None = None) -> None:
     """`REINDEX INDEX CONCURRENTLY`, outside the revision's transaction: the index is rebuilt
-    beside the old one, and reads and writes go on. What an interrupted rebuild left (an
-    INVALID `<name>_ccnew` index) is dropped first; safe to run again."""
+    beside the old one, and reads and writes go on. What interrupted rebuilds left (INVALID
+    `..._ccnew`, `..._ccnew1`, `..._ccold` indexes on the same table: PostgreSQL's names,
+    cut to fit) is dropped first; safe to run again."""
     context = op.get_context()
     quote = context.dialect.identifier_preparer.quote
     relation = _relation(name, schema, quote)
-    leftover = f"{name}_ccnew"
     with _outside_transaction(context):
         if not context.as_sql:
-            found = _index_state(op.get_bind(), _relation(leftover, schema, quote))
-            if found is not None and not found.valid:
+            leftovers = op.get_bind().execute(sa.text(_REINDEX_LEFTOVERS),
+                                              {"relation": relation}).all()
+            for leftover_schema, leftover in leftovers:
                 logger.warning("Index %s is what an interrupted REINDEX CONCURRENTLY of %s "
                                "left: dropping it concurrently first", leftover, name)
-                op.execute(sa.text(
-                    f"DROP INDEX CONCURRENTLY IF EXISTS {_relation(leftover, schema, quote)}"))
+                op.execute(sa.text("DROP INDEX CONCURRENTLY IF EXISTS "
+                                   f"{quote(leftover_schema)}.{quote(leftover)}"))
         started = time.perf_counter()
         op.execute(sa.text(f"REINDEX INDEX CONCURRENTLY {relation}"))
         if not context.as_sql:

@@ -73,9 +73,10 @@ class MigrationPlan:
     steps: tuple[PlannedRevision, ...]
     stamp: str | None = None  # a baseline stamped before the steps run
     trial_failure: TrialFailure | None = None
-    # the tables the database held in the migrations' schema (what tells the gate whether a
-    # CREATE TABLE IF NOT EXISTS creates a table or finds one with rows); None: not read
-    live_tables: frozenset[str] | None = None
+    # every relation the database held, as (schema, name), and the schema unqualified names
+    # resolve to: what tells the gate whether a CREATE TABLE IF NOT EXISTS creates a table or
+    # finds one with rows (`EngineCore.live_relations`); None: not read
+    live_tables: tuple[frozenset[tuple[str, str]], str] | None = None
 
     @property
     def order(self) -> tuple[str, ...]:
@@ -117,9 +118,7 @@ def build_plan(
     (target,) = classification.target
     start = (stamp,) if stamp else classification.current
     order = catalogue.upgrade_order(start, target)
-    # ignored tables are left out of the classification, but may be there
-    live = frozenset(classification.application_tables) | frozenset(
-        core.settings.ignored_tables)
+    live = core.live_relations()
 
     def file_of(revision: str) -> str:
         return catalogue.file_path(revision).name
@@ -271,8 +270,7 @@ def judge(
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
     seen = {s.revision: s.sql for s in plan.steps if s.source in (RENDERED, CAPTURED)}
-    live = None if plan.live_tables is None else gate.LiveTables(core.settings.schema,
-                                                                 plan.live_tables)
+    live = None if plan.live_tables is None else gate.LiveTables(*plan.live_tables)
     findings: list[Finding] = list(gate.analyse(seen, live=live))
     findings += [
         gate.Finding(

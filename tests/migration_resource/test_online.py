@@ -410,6 +410,52 @@ def test_a_unique_constraint_and_a_primary_key_take_an_index_built_concurrently(
     assert is_resumable(folder / "versions" / "r2.py")
 
 
+def _interrupted_reindex(db: sa.Engine, index: str) -> None:
+    """A REINDEX CONCURRENTLY cancelled while it waits for an older snapshot to end: what a
+    run that dies midway leaves (an INVALID copy of the index)."""
+    with db.connect() as reader:
+        reader.exec_driver_sql("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        reader.exec_driver_sql("SELECT count(*) FROM items").scalar()
+
+        def rebuild() -> None:
+            with db.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql(f"SET application_name = 'reindex-{index}'")
+                conn.exec_driver_sql(f"REINDEX INDEX CONCURRENTLY {index}")
+
+        thread, results = in_background(rebuild)
+        deadline = time.monotonic() + 15
+        while not one(db, "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE "
+                          f"application_name = 'reindex-{index}' AND wait_event_type = 'Lock'"):
+            assert time.monotonic() < deadline, "the REINDEX never waited"
+            time.sleep(0.02)
+        thread.join(15)
+        reader.rollback()
+    assert isinstance(results[0], sa.exc.OperationalError)  # canceled
+
+
+def test_reindex_concurrently_drops_what_interrupted_rebuilds_left_then_rebuilds(
+    make_engine: EngineFactory, db: sa.Engine, tmp_path: Path,
+) -> None:
+    # GIVEN an index whose REINDEX CONCURRENTLY was interrupted twice
+    folder = linear_history(tmp_path / "h", {
+        "r1": "op.execute('CREATE TABLE items (id bigint PRIMARY KEY, v int)'); "
+              "op.execute('INSERT INTO items SELECT g, g FROM generate_series(1, 100) g'); "
+              "op.execute('CREATE INDEX ix_items_v ON items (v)')",
+        "r2": "from migration_resource.online import reindex_concurrently\n    "
+              "reindex_concurrently(op, 'ix_items_v')",
+    })
+    make_engine(script_location=folder).migrate(target="r1")
+    _interrupted_reindex(db, "ix_items_v")
+    _interrupted_reindex(db, "ix_items_v")
+    invalid = "SELECT string_agg(indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index " \
+              "WHERE NOT indisvalid"
+    assert one(db, invalid) == "ix_items_v_ccnew,ix_items_v_ccnew1"
+    # WHEN the revision runs, THEN the leftovers are gone and the index is rebuilt, valid
+    assert make_engine(script_location=folder).migrate().final == ("r2",)
+    assert one(db, invalid) is None
+    assert one(db, "SELECT indisvalid FROM pg_index WHERE indexrelid = 'ix_items_v'::regclass")
+
+
 # -- the sample history's examples -----------------------------------------------------------
 def test_the_sample_online_revisions_pass_the_production_gate_and_are_previewed(
     make_engine: EngineFactory, db: sa.Engine,

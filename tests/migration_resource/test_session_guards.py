@@ -22,6 +22,16 @@ BODIES = {
     "g3": PROBE.format("g3"),
     "g4": "op.execute(\"RESET ALL\")\n    " + PROBE.format("g4"),
     "g5": PROBE.format("g5"),
+    # by other spellings: a quoted name behind a comment, the pg_settings view, a function
+    # the deploy creates that sets it when called
+    "g6": "op.execute('/* relax */ SET \"lock_timeout\" = 0')",
+    "g7": PROBE.format("g7") + "\n    "
+          "op.execute(\"UPDATE pg_settings SET setting = '0' WHERE name = 'lock_timeout'\")",
+    "g8": PROBE.format("g8") + "\n    op.execute(\"-- helper\\nCREATE FUNCTION relax() "
+          "RETURNS text LANGUAGE sql AS $$ SELECT set_config('lock_' || 'timeout', '0', false) "
+          "$$\")",
+    "g9": "op.execute('SELECT relax()')\n    " + PROBE.format("g9"),
+    "g10": PROBE.format("g10"),
 }
 
 
@@ -39,11 +49,12 @@ def test_each_revision_starts_with_the_engines_timeouts(
     with db.connect() as conn:
         seen = conn.exec_driver_sql(
             "SELECT revision, lock_wait, stmt FROM guard_probe ORDER BY revision").all()
-    assert [tuple(row) for row in seen] == [
-        ("g2", "0", "1d"), ("g3", "3s", "40s"), ("g4", "0", "0"), ("g5", "3s", "40s")]
+    assert sorted(tuple(row) for row in seen) == [
+        ("g10", "3s", "40s"), ("g2", "0", "1d"), ("g3", "3s", "40s"), ("g4", "0", "0"),
+        ("g5", "3s", "40s"), ("g7", "3s", "40s"), ("g8", "3s", "40s"), ("g9", "0", "40s")]
     # AND the log says which revision set its own, and that the engine's hold again
     said = [r.getMessage() for r in caplog.records if "set its own session timeouts" in r.message]
-    assert len(said) == 2
+    assert len(said) == 5  # g2, g4, g6, g7, g8 (the last two before g8 and g9)
     assert said[0].startswith("Revision g2 set its own session timeouts (SET lock_timeout = 0)")
     assert said[0].endswith("SET statement_timeout = '40s' and SET lock_timeout = '3s' again "
                             "before revision g3")
