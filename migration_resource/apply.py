@@ -21,6 +21,7 @@ from migration_resource.audit import AuditTrail, NewRow
 from migration_resource.checksums import history_digest, is_resumable, is_transactional
 from migration_resource.classification import Classification, describe_revisions
 from migration_resource.core import ENGINE_LOGGER, ROLE_INFO, RUNBOOK, EngineCore
+from migration_resource.driver_watch import watching
 from migration_resource.execution import AppliedRevision, run_online
 from migration_resource.inspection import read_versions
 from migration_resource.online import InvalidIndexError, concurrently_built_index, invalid_among
@@ -108,7 +109,8 @@ def run_steps(
     """
     run = _Run(core, trail, order=order, direction=direction, destructive=destructive,
                reaching_head=direction == "upgrade" and target == core.catalogue.head,
-               guard=guard, guards=SessionGuards(core.settings.session_guards))
+               guard=guard, guards=SessionGuards(core.settings.session_guards),
+               session_driver=connection.connection.dbapi_connection)
     retries_left = core.settings.lock_retries
     # Revision code may open connections of its own on the engine (op.get_bind().engine
     # .begin()): what it sends there is judged too, as the running revision's.
@@ -119,10 +121,11 @@ def run_steps(
             sa.event.listen(connection, "before_cursor_execute", run.before_statement)
             sa.event.listen(connection, "commit", run.on_commit)
             try:
-                run_online(connection, core.settings,
-                           "base" if target == "base" else target, direction=direction,
-                           on_step=run.on_step, script=core.catalogue.script,
-                           steps_for=core.catalogue.upgrade_steps)
+                with watching(run):
+                    run_online(connection, core.settings,
+                               "base" if target == "base" else target, direction=direction,
+                               on_step=run.on_step, script=core.catalogue.script,
+                               steps_for=core.catalogue.upgrade_steps)
                 break
             except _OutOfTime as stop:
                 logger.warning("Stopping before revision %s: %.0f s left in this run, %d s needed; "
@@ -197,6 +200,10 @@ class _Run:
     sent: dict[str, list[str]] = field(default_factory=dict)  # revision → its first ones
     sent_count: dict[str, int] = field(default_factory=dict)
     connection: sa.Connection | None = None  # the migration session, seen by the listener
+    session_driver: Any = None  # its driver connection, which revision code may use itself
+    # id(driver connection) → writes revision code sent on a connection of its own, through
+    # the driver itself, not yet committed
+    raw_writes: dict[int, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.next_up = self.order[0]
@@ -278,9 +285,44 @@ class _Run:
 
     def on_other_commit(self, connection: sa.Connection) -> None:
         """A connection the revision's code opened itself commits its writes: in for good."""
-        writes = connection.info.pop(_OWN_WRITES, None)
+        writes = connection.info.pop(_OWN_WRITES, None) or []
+        writes += self.raw_writes.pop(id(connection.connection.dbapi_connection), [])
         revision = self.acting
         if ROLE_INFO not in connection.info and revision is not None and writes:
+            self._committed_midway(revision, "it committed on a connection of its own",
+                                   sent=writes)
+
+    def raw_statement(self, driver: Any, statement: str) -> str | None:
+        """A statement revision code sends on the driver itself (`driver_watch`): judged by
+        the gate and counted as the revision's, as if SQLAlchemy had sent it."""
+        revision = self.acting
+        if revision is None:
+            return None
+        if self.guard is not None and self.guard.active:
+            self.guard.check(revision, statement)
+        if driver is self.session_driver:
+            self.guards.note(revision, statement)
+            self._note_sent(revision, statement, lambda: statement)
+        elif _MAY_END_TRANSACTION.search(statement) and ends_transaction(statement):
+            self._committed_midway(revision, f"it sent {_shown(statement)}, which ends the "
+                                   "transaction of a connection of its own",
+                                   sent=self.raw_writes.pop(id(driver), []))
+        elif not _READ_OR_BOOKKEEPING.match(statement):
+            self.raw_writes.setdefault(id(driver), []).append(_shown(statement))
+        return None
+
+    def raw_commit(self, driver: Any) -> None:
+        """Revision code commits on the driver itself: the migration session's transaction
+        (the revision's own) or one of a connection of its own."""
+        if driver is self.session_driver:
+            if (self.running is not None and self.awaiting_commit is None
+                    and self.sent_count.get(self.running)):
+                self._committed_midway(self.running,
+                                       "its code called commit() on the driver's connection")
+            return
+        writes = self.raw_writes.pop(id(driver), None)
+        revision = self.acting
+        if revision is not None and writes:
             self._committed_midway(revision, "it committed on a connection of its own",
                                    sent=writes)
 

@@ -30,6 +30,12 @@ from migration_resource.classification import (
     classify,
     classify_up_to_date_fast,
 )
+from migration_resource.driver_watch import (
+    announce,
+    connection_factory,
+    engine_commit,
+    engine_cursor,
+)
 from migration_resource.dsn import mask_text
 from migration_resource.inspection import DatabaseSnapshot, read_database
 from migration_resource.lock import LockBusy, lock_key, session_lock
@@ -95,16 +101,21 @@ _NEXT_STEP = {
 
 
 def create_database_engine(settings: EngineSettings) -> sa.Engine:
-    """No pool: a Lambda or CLI run opens few connections and must not keep any."""
-    return sa.create_engine(
+    """No pool: a Lambda or CLI run opens few connections and must not keep any. Revision
+    code's own use of the driver is seen (`migration_resource.driver_watch`)."""
+    factory = connection_factory(settings.database_url.get_driver_name())
+    engine = sa.create_engine(
         settings.database_url,
         poolclass=NullPool,
         connect_args={
             "application_name": settings.application_name,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             **KEEPALIVES,
+            **({"connection_factory": factory} if factory is not None else {}),
         },
     )
+    announce(engine)
+    return engine
 
 
 class EngineCore:
@@ -259,7 +270,7 @@ class EngineCore:
         bounds = settings.session_guards
 
         def bounded(dbapi_connection: Any, _: Any) -> None:
-            cursor = dbapi_connection.cursor()
+            cursor = engine_cursor(dbapi_connection)
             for statement in bounds:
                 cursor.execute(statement)
             version = getattr(dbapi_connection, "server_version", None)  # psycopg2
@@ -271,7 +282,7 @@ class EngineCore:
                 cursor.execute(
                     f"SET client_connection_check_interval = '{CONNECTION_CHECK_MS}ms'")
             cursor.close()
-            dbapi_connection.commit()
+            engine_commit(dbapi_connection)
 
         sa.event.listen(engine, "connect", bounded)
         return engine

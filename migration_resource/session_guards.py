@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from migration_resource.core import ENGINE_LOGGER
+from migration_resource.driver_watch import engine_commit, engine_cursor
 
 logger = logging.getLogger(ENGINE_LOGGER)
 
@@ -80,14 +81,14 @@ class SessionGuards:
         # On the driver's own cursor: the statements are the engine's, not the revision's,
         # and the listeners that watch the revision's statements must not see them.
         driver = connection.connection.dbapi_connection
-        cursor = driver.cursor()
+        cursor = engine_cursor(driver)
         try:
             for statement in self.statements:
                 cursor.execute(statement)
         finally:
             cursor.close()
         if not connection.in_transaction():
-            driver.commit()  # between revisions: no transaction of Alembic's to commit it
+            engine_commit(driver)  # between revisions: no transaction of Alembic's to commit it
         if self.changed_by is not None:
             logger.info(
                 "Revision %s set its own session timeouts (%s): they held for it alone; %s "

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from migration_resource.core import ENGINE_LOGGER  # where the online helpers log too
+from migration_resource.driver_watch import watching
 from migration_resource.execution import alembic_quiet, upgrade
 from migration_resource.revisions import alembic_config
 from migration_resource.scratch_database import ScratchUnavailable, scratch_database
@@ -101,6 +102,22 @@ class _Recorder:
             self.pending.append(shown)
         return statement, parameters
 
+    def raw_statement(self, driver: Any, statement: str) -> str | None:
+        """What revision code sends on the driver itself (`driver_watch`): kept from the
+        server as above, recorded as above."""
+        beyond = beyond_the_database(statement)
+        if beyond is not None:
+            if self.on:
+                self.pending.append(f"-- {NOT_SENT}: {beyond}\n{statement}")
+            logger.info("Trial run: not sent (%s): %s", beyond, " ".join(statement.split())[:200])
+            return "SELECT 1"
+        if self.on and not _BOOKKEEPING_READ.match(statement):
+            self.pending.append(statement)
+        return None
+
+    def raw_commit(self, driver: Any) -> None:
+        """A commit in the scratch database changes nothing live."""
+
     def after_revision(self, *, step: Any, **_: Any) -> None:
         self.by_revision[str(step.up_revision_id)] = tuple(self.pending)
         self.pending = []
@@ -134,7 +151,8 @@ def trial_run(
                               schema=settings.schema) as scratch:
             sa.event.listen(scratch, "before_cursor_execute", recorder.before_execute,
                             retval=True)
-            with scratch.connect() as connection, alembic_quiet(), _labelled():
+            with (scratch.connect() as connection, alembic_quiet(), _labelled(),
+                  watching(recorder)):
                 config = alembic_config(settings)
                 config.attributes["connection"] = connection
                 replayed = _replay(config, connection, start, script)

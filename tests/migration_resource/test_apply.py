@@ -359,6 +359,11 @@ COMMITS = {
     "the connection's commit()": "op.get_bind().commit()",
     "exec_driver_sql": 'op.get_bind().exec_driver_sql("COMMIT")',
     "text() imported bare": 'from sqlalchemy import text\n    op.execute(text("COMMIT"))',
+    # past SQLAlchemy, on the driver itself
+    "the driver's commit()": "op.get_bind().connection.dbapi_connection.commit()",
+    "the driver's cursor": 'op.get_bind().connection.cursor().execute("COM" + "MIT")',
+    "with the driver's connection": "with op.get_bind().connection.dbapi_connection:\n"
+                                    "        pass",
 }
 
 

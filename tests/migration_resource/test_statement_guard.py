@@ -129,3 +129,38 @@ def test_a_statement_sent_on_a_connection_the_revision_opened_is_judged_too(
     with db.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 3
     assert version_rows(db) == ["r1"]
+
+
+# Revision code that reaches the driver under SQLAlchemy, where SQLAlchemy's events are blind.
+RAW = {
+    "the driver's cursor": (
+        "    conn = op.get_bind()\n"
+        "    if conn.execute(sa.text('SELECT count(*) FROM roles')).scalar() > 2:\n"
+        "        conn.connection.cursor().execute('DELETE FROM roles WHERE id > %s', (0,))\n"),
+    "callproc on a connection of its own": (
+        "    conn = op.get_bind()\n"
+        "    if conn.execute(sa.text('SELECT count(*) FROM roles')).scalar() > 2:\n"
+        "        conn.execute(sa.text('CREATE FUNCTION wipe() RETURNS void LANGUAGE sql AS '\n"
+        "                             '$$ DELETE FROM roles $$'))\n"
+        "        with conn.engine.connect() as other:\n"
+        "            other.connection.cursor().callproc('wipe')\n"
+        "            other.connection.dbapi_connection.commit()\n"),
+}
+
+
+@pytest.mark.parametrize("body", RAW.values(), ids=RAW.keys())
+def test_what_revision_code_sends_on_the_driver_itself_is_judged_too(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path, body: str,
+) -> None:
+    # GIVEN more rows than the scratch database holds, and a revision that then deletes
+    # through the driver's own cursor
+    ids = write_history(tmp_path / "h", CREATE_ROLES, body)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    execute(db, "INSERT INTO roles VALUES (3, 'guest')")
+    engine = make_engine(script_location=tmp_path / "h", stage="production")
+    # WHEN it deploys in production, THEN the gate refuses the statement before it is sent
+    with pytest.raises(MigrationFailed, match="the change gate refused"):
+        engine.migrate()
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM roles").scalar() == 3
+    assert version_rows(db) == ["r1"]

@@ -342,3 +342,29 @@ def test_a_trial_sends_nothing_that_acts_beyond_its_scratch_database(
     assert "-- not executed in the trial: it calls pg_terminate_backend()" in sql
     assert "-- not executed in the trial: it runs code the trial cannot see into (DO)" in sql
     assert scratch_databases(db) == []
+
+
+def test_what_revision_code_sends_on_the_driver_itself_is_kept_from_the_server_and_shown(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path
+) -> None:
+    # GIVEN a pending revision (read by a trial) that uses the driver's own cursor to create
+    # a role and to delete a row, past SQLAlchemy's events
+    body = READ_ADMIN + (
+        "    cursor = op.get_bind().connection.cursor()\n"
+        "    cursor.execute('CREATE ROLE reporting_raw NOLOGIN')\n"
+        "    cursor.execute('DELETE FROM roles WHERE id = %s', (2,))\n")
+    ids = write_history(tmp_path / "h", CREATE_ROLES, body)
+    applied_by_alembic(db, tmp_path / "h", ids[0])
+    # WHEN a dry run previews it
+    preview = make_engine(script_location=tmp_path / "h", stage="production").dry_run()
+    # THEN the role was not created on the server, and the plan shows both statements, the
+    # DELETE with its parameter, judged by the gate
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_roles WHERE rolname = 'reporting_raw'").scalar() == 0
+    assert preview.plan is not None
+    sql = preview.plan[0]["sql"]
+    assert "-- not executed in the trial: it creates a role" in sql
+    assert "DELETE FROM roles WHERE id = 2;" in sql
+    assert ("r2", "delete_rows") in {(f["revision"], f["rule"]) for f in preview.findings}
+    assert scratch_databases(db) == []
