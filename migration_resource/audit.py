@@ -40,7 +40,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     request_id text NOT NULL,
     actor text NOT NULL,
     action text NOT NULL,
-    revision varchar(32),
+    revision text,
     direction text,
     checksum char(64),
     transactional boolean NOT NULL DEFAULT true,
@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS {table} (
 """
 # Tables made before a column existed get it on the engine's next write (under the lock).
 _NEW_COLUMNS = "ADD COLUMN IF NOT EXISTS parents text, ADD COLUMN IF NOT EXISTS destructive boolean"
+# Trails made before revision ids longer than Alembic's 32 characters were recorded (a team
+# that widened alembic_version): text is binary-compatible, so no rewrite of the trail.
+_WIDE_REVISION = "ALTER COLUMN revision TYPE text"
 
 
 @dataclass(frozen=True)
@@ -335,11 +338,14 @@ class AuditTrail:
     def _ensure(self) -> None:
         rows = self._write(
             f"{_DDL.format(table=self.table)}; "
-            "SELECT count(*) FROM pg_catalog.pg_attribute "
-            f"WHERE attrelid = '{self.table}'::regclass "
-            "AND attname IN ('parents', 'destructive') AND NOT attisdropped")
-        if rows[0][0] < 2:
-            self._write(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
+            "SELECT count(*) FILTER (WHERE attname IN ('parents', 'destructive')), "
+            "bool_or(attname = 'revision' AND atttypmod <> -1) "
+            f"FROM pg_catalog.pg_attribute WHERE attrelid = '{self.table}'::regclass "
+            "AND NOT attisdropped")
+        changes = ([_NEW_COLUMNS] if rows[0][0] < 2 else []) + (
+            [_WIDE_REVISION] if rows[0][1] else [])
+        if changes:
+            self._write(f"ALTER TABLE {self.table} {', '.join(changes)}")
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,

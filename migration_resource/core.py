@@ -246,6 +246,16 @@ class EngineCore:
                 "JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace "
                 "WHERE e.extname <> 'plpgsql' ORDER BY e.extname"))
 
+    def version_width(self) -> int | None:
+        """The characters alembic_version.version_num holds: 32 when Alembic is to make it,
+        None when it is unbounded (text)."""
+        with self.reading() as connection:
+            row = connection.execute(sa.text(
+                "SELECT character_maximum_length FROM information_schema.columns "
+                "WHERE table_schema = :schema AND table_name = 'alembic_version' "
+                "AND column_name = 'version_num'"), {"schema": self.settings.schema}).first()
+        return 32 if row is None else (None if row[0] is None else int(row[0]))
+
     def live_relations(self) -> tuple[frozenset[tuple[str, str]], str]:
         """Every relation of the database's own schemas, any kind (a CREATE TABLE IF NOT
         EXISTS skips on a view or a sequence of that name too), and `current_schema()`."""

@@ -86,7 +86,7 @@ NAME_LIMIT = 200  # a backfill's default name: its SET clause, cut to this
 
 _PROGRESS_DDL = f"""
 CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
-    revision varchar(32) NOT NULL,
+    revision text NOT NULL,
     table_name text NOT NULL,
     name text NOT NULL,
     last_key text NOT NULL,

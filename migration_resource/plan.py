@@ -44,6 +44,7 @@ RENDERED = "rendered"
 CAPTURED = "captured"
 NOT_PREVIEWED = "not_previewed"
 CHECKED_AS_SENT = "checked_as_sent"
+ALEMBIC_ID_WIDTH = 32  # the varchar Alembic makes alembic_version.version_num
 # How many times a stopped trial goes on with the revision it stopped at stamped instead.
 TRIAL_RETRIES = 3
 CHECKED_AS_SENT_NOTE = ("the database has no tables yet: nothing to preview against; each "
@@ -269,6 +270,7 @@ def judge(
     """
     from migration_resource import gate  # noqa: PLC0415 - deferred on purpose, see above
 
+    refuse_ids_too_long(core, plan.order)
     seen = {s.revision: s.sql for s in plan.steps if s.source in (RENDERED, CAPTURED)}
     live = None if plan.live_tables is None else gate.LiveTables(*plan.live_tables)
     findings: list[Finding] = list(gate.analyse(seen, live=live))
@@ -307,6 +309,26 @@ def judge(
     )
     return Judgement(decision=decision, phases=phases, split=split, allow_destructive=allow,
                      approvals=approvals, live=live)
+
+
+def refuse_ids_too_long(core: EngineCore, order: tuple[str, ...]) -> None:
+    """Refuse, before anything changes, revisions whose ids alembic_version cannot hold:
+    Alembic makes its version_num varchar(32), and a longer id would fail the run once the
+    revision's work was done, in its last statement."""
+    longest = max(order, key=len, default="")
+    if len(longest) <= ALEMBIC_ID_WIDTH:
+        return
+    width = core.version_width()
+    if width is None or len(longest) <= width:
+        return
+    wide = max(64, len(longest))
+    raise MigrationRefused(
+        f"pending_migrations: revision {longest[:120]} has a {len(longest)}-character id, "
+        f"and alembic_version.version_num holds {width}; nothing was changed. Widen it "
+        f"first: ALTER TABLE alembic_version ALTER COLUMN version_num TYPE varchar({wide}) "
+        "(on a database without alembic_version, create it so: CREATE TABLE alembic_version "
+        f"(version_num varchar({wide}) NOT NULL CONSTRAINT alembic_version_pkc PRIMARY KEY)), "
+        "then deploy again", None)
 
 
 def log_findings(decision: GateDecision) -> None:

@@ -466,3 +466,47 @@ def test_a_select_that_calls_a_function_then_commits_counts_as_committing(
     # THEN the committed write is named and runs are blocked: it is not retried over it
     assert "committing what it had sent: SELECT add_item()" in str(failed.value)
     assert engine.status().classification.cause == "failed_run"
+
+
+LONG_IDS = {"20240101_create_users_table_with_email": "op.execute('CREATE TABLE u (id int)')",
+            "20240102_add_the_name_column_to_users_table": "op.execute('ALTER TABLE u ADD n text')"}
+
+
+def test_revision_ids_alembic_version_cannot_hold_are_refused_before_anything_runs(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path,
+) -> None:
+    # GIVEN ids longer than the 32 characters Alembic gives alembic_version.version_num
+    engine = make_engine(script_location=linear_history(tmp_path / "h", LONG_IDS))
+    # WHEN a deploy runs, THEN it is refused with the statement that makes room, untouched
+    with pytest.raises(MigrationRefused) as refused:
+        engine.migrate()
+    message = str(refused.value)
+    assert "revision 20240102_add_the_name_column_to_users_table has a 43-character id" in message
+    assert "version_num TYPE varchar(64)" in message and "nothing was changed" in message
+    assert relations(db) == []
+    # AND once the team made room as it says, the history runs and the trail records the ids
+    execute(db, "CREATE TABLE alembic_version (version_num varchar(64) NOT NULL "
+                "CONSTRAINT alembic_version_pkc PRIMARY KEY)")
+    assert engine.migrate().final == ("20240102_add_the_name_column_to_users_table",)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT revision FROM migration_audit WHERE outcome = 'succeeded' ORDER BY id"
+        ).scalars().all() == list(LONG_IDS)
+
+
+def test_a_trail_from_before_long_ids_takes_them(
+    make_engine: Callable[..., MigrationEngine], db: sa.Engine, tmp_path: Path,
+) -> None:
+    # GIVEN a trail made with a 32-character revision column, and a widened alembic_version
+    make_engine(script_location=linear_history(tmp_path / "a", {"a1": "pass"})).migrate()
+    execute(db, "ALTER TABLE migration_audit ALTER COLUMN revision TYPE varchar(32)",
+            "DROP TABLE alembic_version",
+            "CREATE TABLE alembic_version (version_num varchar(64) NOT NULL "
+            "CONSTRAINT alembic_version_pkc PRIMARY KEY)")
+    # WHEN a history with long ids runs, THEN the trail widens its column and records them
+    engine = make_engine(script_location=linear_history(tmp_path / "h", LONG_IDS))
+    assert engine.migrate().final == ("20240102_add_the_name_column_to_users_table",)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql(
+            "SELECT data_type FROM information_schema.columns WHERE table_name = "
+            "'migration_audit' AND column_name = 'revision'").scalar() == "text"
