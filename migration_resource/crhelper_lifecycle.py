@@ -56,8 +56,9 @@ RELIED_ON = {
                         "Data the first run left, as the rule target's Input",
     "remove_polling_when_done": "_polling_init calls self._remove_polling() when a poll set "
                                 "a PhysicalResourceId or failed",
-    "failure_from_exception": "_wrap_function turns an exception into Status FAILED with "
-                              "Reason str(error)",
+    "failure_from_exception": "__call__ runs each registered function through "
+                              "self._wrap_function(func), overridden here, and answers its "
+                              "Status and Reason",
     "timer_calls_timeout": "_set_timeout starts a threading.Timer calling self._timeout "
                            "0.5 s before the run ends",
     "send_signature": "__call__ answers through self._send() or self._send(FAILED, reason)",
@@ -96,6 +97,8 @@ class CrHelperLifecycle(_CfnResource):  # type: ignore[misc]
 
     response_keys: tuple[str, ...] = DEFAULT_RESPONSE_KEYS
     timeout_reason = "the Lambda ran out of time"
+    # failures whose reason says it all: logged without a traceback
+    expected_failures: tuple[type[Exception], ...] = ()
 
     def __init__(self, *, polling_interval_minutes: int, ssl_verify: bool | str | None) -> None:
         root = logging.getLogger()
@@ -181,6 +184,18 @@ class CrHelperLifecycle(_CfnResource):  # type: ignore[misc]
         except Exception as error:  # boto3's errors: the answer matters more
             logger.warning("Could not remove the poll rule (%s); its next firing will find the "
                            "request answered and stop", mask_text(str(error))[:200])
+
+    def _wrap_function(self, func: Any) -> None:
+        """crhelper's, but an expected failure (`expected_failures`: a refusal, a failed
+        revision, whose reason says it all) is logged as its reason alone, without the
+        traceback crhelper logs for any exception; anything else keeps it."""
+        try:
+            self.PhysicalResourceId = func(self._event, self._context) if func else ""
+        except Exception as error:
+            expected = isinstance(error, self.expected_failures)
+            logger.error("%s", mask_text(str(error)), exc_info=not expected)
+            self.Reason = str(error)
+            self.Status = "FAILED"
 
     def _timeout(self) -> None:
         logger.error("The Lambda is about to time out; answering FAILED")

@@ -97,6 +97,7 @@ class MigrationResource(CrHelperLifecycle):
     """The deploy's runs: plan in the first, then snapshot and apply, in as many as it takes."""
 
     response_keys = RESPONSE_DATA_KEYS
+    expected_failures = (EngineError, SnapshotError)
     timeout_reason = ("the migration Lambda ran out of time. Revisions that finished are "
                       "committed and recorded in migration_audit; raise the Lambda timeout and "
                       "deploy again")

@@ -223,9 +223,20 @@ def test_failure_from_exception(lifecycle: Lifecycle, response_recorder: Any,
     assert answer["Status"] == "FAILED"
     assert answer["Reason"] == "pending_migrations: the reason, named"
     assert answer["PhysicalResourceId"] == "kept-id"
-    # the log has the reason, and no error about a poll that was never set up
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert errors == ["pending_migrations: the reason, named"]
+    # the log has the reason, and no error about a poll that was never set up; an
+    # unexpected failure keeps its traceback
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors] == ["pending_migrations: the reason, named"]
+    assert errors[0].exc_info is not None
+    # an expected failure (a refusal) is its reason alone: no traceback for it
+    caplog.clear()
+    lifecycle.expected_failures = (RuntimeError,)
+    with caplog.at_level(logging.INFO):
+        lifecycle(event(response_recorder, "Update", PhysicalResourceId="kept-id"), Context())
+    assert answers(response_recorder)[-1]["Status"] == "FAILED"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [(r.getMessage(), bool(r.exc_info)) for r in errors] == [
+        ("pending_migrations: the reason, named", False)]
 
 
 def test_timer_calls_timeout(lifecycle: Lifecycle, response_recorder: Any) -> None:
