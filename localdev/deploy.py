@@ -313,18 +313,32 @@ def _engine_messages(log: Path, start: int) -> list[str]:
 
 
 def _failure_reasons(log: Path, start: int, function: str) -> list[str]:
-    """The whole reasons of the function's requests that failed since `start`: crhelper logs
-    the exception that fails a request in the runtime's own format before answering FAILED
+    """The whole reasons of the function's requests that failed since `start`, as logged
+    before it answers FAILED: an expected failure by the lifecycle, as one JSON line
+    (`crhelper_lifecycle`), any other in the runtime's own format with its traceback
     (`[ERROR]<tab>time<tab>request id<tab>message`)."""
-    reasons = []
+    reasons: list[str] = []
     prefix = f"[{function}] "  # the log holds every local function's lines
     for line in _log_lines(log, start):
         if not line.startswith(prefix):
             continue
-        fields = line.removeprefix(prefix).split("\t")
-        if len(fields) == 4 and fields[0] == "[ERROR]" and fields[3] not in reasons:
-            reasons.append(fields[3])
+        text = line.removeprefix(prefix)
+        fields = text.split("\t")
+        reason = fields[3] if len(fields) == 4 and fields[0] == "[ERROR]" else _json_failure(text)
+        if reason is not None and reason not in reasons:
+            reasons.append(reason)
     return reasons
+
+
+def _json_failure(text: str) -> str | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    if (isinstance(record, dict) and record.get("level") == "ERROR"
+            and str(record.get("name", "")).endswith("crhelper_lifecycle")):
+        return str(record.get("message", ""))
+    return None
 
 
 def _log_lines(log: Path, start: int) -> list[str]:

@@ -103,7 +103,7 @@ _NEXT_STEP = {
 def create_database_engine(settings: EngineSettings) -> sa.Engine:
     """No pool: a Lambda or CLI run opens few connections and must not keep any. Revision
     code's own use of the driver is seen (`migration_resource.driver_watch`)."""
-    factory = connection_factory(settings.database_url.get_driver_name())
+    factory = connection_factory(sa.make_url(settings.database_url).get_driver_name())
     engine = sa.create_engine(
         settings.database_url,
         poolclass=NullPool,
