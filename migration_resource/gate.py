@@ -309,8 +309,8 @@ _MESSAGES = {
     "overwrite anything, so it counts as destructive: check it by hand and approve it.",
     "execute_prepared": "EXECUTE {0} runs a prepared statement the gate cannot see; it counts "
     "as destructive: check it by hand and approve it, or write the statement out.",
-    "function_call": "The statement calls {0}, a function the gate cannot see into (it may "
-    "run DDL or change rows); it counts as destructive: check it by hand and approve it.",
+    "function_call": "SELECT calls {0}, a function the gate cannot see into (it may run DDL or "
+    "change rows); it counts as destructive: check it by hand and approve it.",
     "merge": "MERGE INTO {0} may update and delete rows that existed before this deploy; it "
     "counts as destructive: check it by hand and approve it.",
     "drop_owned": "DROP OWNED drops every object the role owns, tables and data included; "
@@ -1039,11 +1039,6 @@ def _check(stmt: ast.Node, created: _Created) -> Iterator[tuple[str, str]]:
             yield "function_call", name
     for triggered in _triggered(stmt, created):
         yield "trigger", triggered
-    if isinstance(stmt, ast.InsertStmt):
-        # INSERT ... VALUES (f()) or SELECT f(): run once, for its effect, like SELECT f()
-        for name in _opaque_calls(stmt):
-            if name not in _created_calls(stmt, created):
-                yield "function_call", name
     if isinstance(stmt, ast.DoStmt | ast.CallStmt | ast.ExecuteStmt | ast.SelectStmt
                   | ast.DropOwnedStmt | ast.RuleStmt):
         yield from _check_opaque(stmt, created)
@@ -1375,7 +1370,7 @@ def _created_calls(stmt: ast.Node, created: _Created) -> list[str]:
                               if _function(name) in created.functions))
 
 
-def _opaque_calls(stmt: ast.Node) -> list[str]:
+def _opaque_calls(stmt: ast.SelectStmt) -> list[str]:
     """Functions a SELECT runs for their effect: in a SELECT reading no table (or in its
     FROM), any but the built-ins that compute values or touch sequence, session or lock state
     (or any in pg_catalog, the system's own). A function applied to rows is a read."""

@@ -62,8 +62,6 @@ POSITIVE = [
     ("call_procedure", "destructive", "CALL archive_orders(30)"),
     ("execute_prepared", "destructive", "EXECUTE purge_plan"),
     ("function_call", "destructive", "SELECT purge_old_orders()"),
-    ("function_call", "destructive", "INSERT INTO audit_log (id) VALUES (purge_old_orders())"),
-    ("function_call", "destructive", "INSERT INTO audit_log SELECT purge_old_orders()"),
     ("rename", "destructive", "ALTER TABLE users RENAME COLUMN name TO full_name"),
     ("rename", "destructive", "ALTER TABLE tasks RENAME TO todo_items"),
     ("drop_type_cascade", "destructive", "DROP TYPE task_status CASCADE"),
