@@ -342,10 +342,15 @@ class AuditTrail:
             "bool_or(attname = 'revision' AND atttypmod <> -1) "
             f"FROM pg_catalog.pg_attribute WHERE attrelid = '{self.table}'::regclass "
             "AND NOT attisdropped")
-        changes = ([_NEW_COLUMNS] if rows[0][0] < 2 else []) + (
-            [_WIDE_REVISION] if rows[0][1] else [])
-        if changes:
-            self._write(f"ALTER TABLE {self.table} {', '.join(changes)}")
+        if rows[0][0] < 2:
+            self._write(f"ALTER TABLE {self.table} {_NEW_COLUMNS}")
+        if rows[0][1]:
+            try:
+                self._write(f"ALTER TABLE {self.table} {_WIDE_REVISION}")
+            except sa.exc.DBAPIError as error:  # a view on the trail, another owner
+                logger.warning("The audit trail's revision column stays 32 characters wide "
+                               "(%s); ids longer than that cannot be recorded",
+                               " ".join(str(error.orig).split())[:200])
 
     def start(
         self, action: str, revision: str | None, *, direction: str | None = None,
