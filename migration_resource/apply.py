@@ -449,7 +449,7 @@ class _Run:
         self.trail.finish(self.rows.pop(revision).result(), "failed", detail=detail)
         self.awaiting_commit, self.next_up = None, revision
         self.built_concurrently = []
-        self.guards.rolled_back_with(revision)
+        self.guards.rolled_back()
 
     def finished(self, connection: sa.Connection) -> None:
         if self.awaiting_commit is not None:

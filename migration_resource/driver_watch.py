@@ -154,13 +154,7 @@ def _classes() -> tuple[Any, Any]:
             watcher = _watcher.get()
             if not announced and watcher is not None:
                 watcher.raw_commit(self)
-            super().commit()
-
-        def __exit__(self, kind: Any, value: Any, traceback: Any) -> Any:
-            # `with connection:` commits in C, past commit() above
-            if kind is None and not self.autocommit:
-                self.commit()
-            return super().__exit__(kind, value, traceback)
+            super().commit()  # also what `with connection:` calls on its way out
 
     _CLASSES = (WatchedConnection, WatchedCursor)
     return _CLASSES

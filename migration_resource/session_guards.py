@@ -67,7 +67,7 @@ class SessionGuards:
                                 else shown[:SHOWN_CHARACTERS - 1] + "…")
         self.changed_by = revision
 
-    def rolled_back_with(self, revision: str) -> None:
+    def rolled_back(self) -> None:
         """The revision's transaction was rolled back (it runs again): so was the SET that
         began it, and what it set itself; what the revision before it set holds again."""
         self.unsure = True
